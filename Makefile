@@ -1,0 +1,27 @@
+# Two entry points: `make demo` and `make test`. Both create or refresh .venv from pyproject.toml,
+# with requirements.lock pinning every transitive dependency.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/eval-pipeline demo
+
+# pytest exits 5 when it collected no tests; make fails on any non-zero exit, so that cannot pass.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/import.py
+
+clean:
+	rm -rf $(VENV) .eval_pipeline

@@ -1,0 +1,1 @@
+"""eval_pipeline: the core of the LLM evaluation service (plain functions; no Dagster imports)."""

@@ -1,0 +1,154 @@
+"""Catalog tables: identities and state (suites, versions, tasks, imports, historical runs, files)."""
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = String(64)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Suite(Base):
+    __tablename__ = "suites"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SuiteVersion(Base):
+    """Immutable once written: a numbered list of tasks at their versions."""
+
+    __tablename__ = "suite_versions"
+    __table_args__ = (UniqueConstraint("suite_id", "version"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    suite_id: Mapped[str] = mapped_column(ForeignKey("suites.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    import_id: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SuiteVersionTask(Base):
+    __tablename__ = "suite_version_tasks"
+    suite_version_id: Mapped[str] = mapped_column(
+        ForeignKey("suite_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    task_version: Mapped[int] = mapped_column(Integer)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    slug: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(32))
+    eval_type: Mapped[str] = mapped_column(String(16))
+    eval_mode: Mapped[str] = mapped_column(String(32))
+    request_kind: Mapped[str] = mapped_column(String(32))
+    metric_spec: Mapped[list] = mapped_column(JSON, default=list)
+    filter_spec: Mapped[list] = mapped_column(JSON, default=list)
+    generation_defaults: Mapped[dict] = mapped_column(JSON, default=dict)
+    current_version: Mapped[int] = mapped_column(Integer)
+    system_tags: Mapped[list] = mapped_column(JSON, default=list)
+    user_tags: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class TaskVersion(Base):
+    __tablename__ = "task_versions"
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    inputs_file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id"))
+    inputs_sha256: Mapped[str | None] = mapped_column(String(64))
+    n_docs: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Import(Base):
+    __tablename__ = "imports"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    source_type: Mapped[str] = mapped_column(String(32))
+    source_repo: Mapped[str] = mapped_column(Text)
+    source_revision: Mapped[str | None] = mapped_column(String(64))
+    suite_id: Mapped[str] = mapped_column(ForeignKey("suites.id", ondelete="CASCADE"), index=True)
+    suite_version: Mapped[int] = mapped_column(Integer)
+    created_suite: Mapped[bool] = mapped_column(Boolean)
+    created_suite_version: Mapped[bool] = mapped_column(Boolean)
+    discovered_files: Mapped[int] = mapped_column(Integer)
+    imported_runs: Mapped[int] = mapped_column(Integer)
+    skipped_runs: Mapped[int] = mapped_column(Integer)
+    imported_samples: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[list] = mapped_column(JSON, default=list)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class HistoricalRun(Base):
+    """One imported lm-eval results file."""
+
+    __tablename__ = "historical_runs"
+    __table_args__ = (UniqueConstraint("suite_id", "source_key", "path", "fingerprint"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    # No foreign key: the import's record is written after its runs, each of which commits on its own.
+    import_id: Mapped[str] = mapped_column(ID, index=True)
+    suite_id: Mapped[str] = mapped_column(ForeignKey("suites.id", ondelete="CASCADE"), index=True)
+    source_key: Mapped[str] = mapped_column(String(512))
+    path: Mapped[str] = mapped_column(String(1024))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(512))
+    model_args: Mapped[dict | str | None] = mapped_column(JSON)
+    harness_version: Mapped[str | None] = mapped_column(String(64))
+    git_hash: Mapped[str | None] = mapped_column(String(64))
+    evaluated_at: Mapped[float | None] = mapped_column(Float)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    samples_file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id"))
+    n_samples: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class HistoricalMetric(Base):
+    __tablename__ = "historical_metrics"
+    __table_args__ = (UniqueConstraint("run_id", "task_name", "metric", "filter"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("historical_runs.id", ondelete="CASCADE"), index=True)
+    task_name: Mapped[str] = mapped_column(String(255))
+    task_id: Mapped[str | None] = mapped_column(ForeignKey("tasks.id"))
+    is_group: Mapped[bool] = mapped_column(Boolean, default=False)
+    metric: Mapped[str] = mapped_column(String(128))
+    filter: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float | None] = mapped_column(Float)
+    stderr: Mapped[float | None] = mapped_column(Float)
+    n_samples: Mapped[int | None] = mapped_column(Integer)
+    recomputed: Mapped[float | None] = mapped_column(Float)
+    recomputed_matches: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class File(Base):
+    """A file in the lake that the catalog hands out by id."""
+
+    __tablename__ = "files"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024), unique=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(BigInteger)

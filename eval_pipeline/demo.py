@@ -1,0 +1,75 @@
+"""`make demo`: import generated lm-eval results through the Dagster job, then print what arrived."""
+from __future__ import annotations
+
+from typing import Callable
+
+import yaml
+from sqlalchemy import select
+
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.harness.synthetic import write_demo
+from eval_pipeline.history import metrics_frame
+from eval_pipeline.runtime import Runtime
+from eval_pipeline.suites import get_suite
+
+DEMO_SUITE = "demo: arithmetic"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _checks(result) -> list[list]:
+    return [[e.asset_check_key.name, "passed" if e.passed else "FAILED",
+             e.metadata.get("summary").value if e.metadata.get("summary") else ""]
+            for e in result.get_asset_check_evaluations()]
+
+
+def run_demo(rt: Runtime, instance, echo: Callable[[str], None]) -> None:
+    from eval_pipeline.definitions import defs
+
+    home = rt.settings.home
+    data = home / "demo-data"
+    write_demo(data)
+    sources = home / "demo-sources.yaml"
+    sources.write_text(yaml.safe_dump({"imports": [{
+        "source": {"type": "path", "url": str(data)}, "suite_name": DEMO_SUITE,
+        "suite_description": "Generated lm-eval 0.4.13 results of two tiny models on three tasks.",
+    }]}))
+    echo(f"Generated lm-eval results in {data}; importing them with the Dagster job 'historical_import'.")
+    imported = defs.get_job_def("historical_import").execute_in_process(
+        instance=instance,
+        run_config={**QUIET, "ops": {"historical_results": {"config": {"sources_file": str(sources)}}}})
+    meta = imported.asset_materializations_for_node("historical_results")[0].metadata
+    echo(f"  imported runs {meta['imported_runs'].value}, skipped {meta['skipped_runs'].value}, "
+         f"samples {meta['imported_samples'].value}, rejected files {meta['rejected_files'].value}")
+
+    with rt.catalog.session() as s:
+        suite_id = s.scalar(select(t.Suite.id).where(t.Suite.name == DEMO_SUITE))
+    published = defs.get_job_def("suite_publish").execute_in_process(instance=instance, partition_key=suite_id,
+                                                                  run_config=QUIET)
+    suite = get_suite(rt.catalog, suite_id)
+    latest = suite["versions"][-1]
+    echo(f"\nSuite {suite['name']!r} ({suite['id']}), version {latest['version']} of "
+         f"{suite['latest_version']}:")
+    echo(table(["task", "task version", "request kind", "docs", "inputs file"],
+               [[tk["name"], tk["version"], tk["request_kind"], tk["n_docs"], tk["inputs_file_id"]]
+                for tk in latest["manifest"]["tasks"]]))
+
+    df = metrics_frame(rt.catalog, suite_id=suite_id)
+    echo("\nImported metrics (value ± stderr; 'recomputed' is the mean of the imported per-sample values):")
+    echo(table(["model", "task", "metric", "filter", "value", "stderr", "n", "recomputed"], [
+        [r.model, r.task, r.metric, r.filter, f"{r.value:.4f}", f"{r.stderr:.4f}", r.n,
+         "match" if r.recomputed_matches else ("n/a" if r.recomputed_matches is None else "MISMATCH")]
+        for r in df.itertuples()]))
+
+    echo("\nAsset checks (Great Expectations):")
+    echo(table(["check", "result", "summary"], _checks(imported) + _checks(published)))
+    echo(f"\nOpen the Dagster UI on this instance:\n"
+         f"  DAGSTER_HOME={rt.settings.dagster_home} EVAL_PIPELINE_HOME={home} "
+         f".venv/bin/dagster dev -w workspace.yaml\n"
+         f"then browse to http://127.0.0.1:3000 (Assets -> historical_results, suite_versions).")

@@ -1,0 +1,168 @@
+"""Parse an lm-eval results JSON (any vintage) into models, tasks and metrics."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# Entries of results[task] that are not metrics.
+NON_METRIC_KEYS = {"alias", "name", "sample_len", "sample_count", "samples"}
+# Metrics whose lm-eval aggregation is the mean of per-sample values, for files that carry no configs.
+MEAN_METRICS = {"acc", "acc_norm", "acc_bytes", "acc_mutual_info", "exact_match", "em", "brier_score"}
+LOGLIKELIHOOD_METRICS = {"acc", "acc_norm", "acc_bytes", "acc_mutual_info", "ppl", "perplexity",
+                         "word_perplexity", "byte_perplexity", "bits_per_byte", "brier_score"}
+
+
+@dataclass
+class MetricValue:
+    metric: str
+    filter: str
+    value: float | None
+    stderr: float | None
+
+
+@dataclass
+class TaskResult:
+    name: str
+    is_group: bool
+    metrics: list[MetricValue]
+    config: dict = field(default_factory=dict)
+    version: Any = None
+    n_samples: int | None = None
+    higher_is_better: dict = field(default_factory=dict)
+
+    @property
+    def output_type(self) -> str | None:
+        return self.config.get("output_type")
+
+    @property
+    def request_kind(self) -> str:
+        if self.output_type:
+            return "generate_until" if self.output_type == "generate_until" else "loglikelihood"
+        names = {m.metric for m in self.metrics}
+        return "loglikelihood" if names and names <= LOGLIKELIHOOD_METRICS else "generate_until"
+
+    def mean_metrics(self) -> set[str]:
+        """Metric names whose aggregate is the mean of the per-sample values."""
+        spec = self.config.get("metric_list")
+        if isinstance(spec, list) and spec:
+            return {m["metric"] for m in spec if isinstance(m, dict) and m.get("aggregation") == "mean"}
+        return {m.metric for m in self.metrics} & MEAN_METRICS
+
+
+@dataclass
+class ParsedResults:
+    model: str
+    model_args: Any
+    harness_version: str | None
+    git_hash: str | None
+    evaluated_at: float | None
+    timestamp: str | None  # the `<ts>` of results_<ts>.json, used to pair samples files
+    config: dict
+    tasks: list[TaskResult]
+
+    @property
+    def leaf_tasks(self) -> list[TaskResult]:
+        return [t for t in self.tasks if not t.is_group]
+
+
+TIMESTAMP = re.compile(r"_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)\.json$")
+
+
+def file_timestamp(path: str) -> str | None:
+    m = TIMESTAMP.search(path)
+    return m.group(1) if m else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    return None  # "N/A" and anything else non-numeric is missing, not zero
+
+
+def _metrics_of(entry: dict) -> list[MetricValue]:
+    values: dict[tuple[str, str], float | None] = {}
+    stderrs: dict[tuple[str, str], float | None] = {}
+    for key, raw in entry.items():
+        if key in NON_METRIC_KEYS:
+            continue
+        name, _, filt = key.partition(",")
+        filt = filt or "none"
+        if name.endswith("_stderr"):
+            stderrs[(name.removesuffix("_stderr"), filt)] = _number(raw)
+        elif isinstance(raw, (int, float)) and not isinstance(raw, bool) or raw == "N/A":
+            values[(name, filt)] = _number(raw)
+    return [MetricValue(m, f, v, stderrs.get((m, f))) for (m, f), v in values.items()]
+
+
+def _model_from_args(model_args: Any) -> str | None:
+    if isinstance(model_args, dict):
+        return model_args.get("pretrained") or model_args.get("model") or model_args.get("path")
+    if isinstance(model_args, str):
+        parts = dict(p.split("=", 1) for p in model_args.split(",") if "=" in p)
+        return parts.get("pretrained") or parts.get("model") or parts.get("path")
+    return None
+
+
+def _group_names(doc: dict) -> set[str]:
+    groups = set((doc.get("groups") or {}).keys())
+    groups |= {g for g, subs in (doc.get("group_subtasks") or {}).items() if subs}
+    return groups
+
+
+def parse_results(doc: Any, path: str) -> ParsedResults:
+    """Raise ValueError with the reason when `doc` is not an lm-eval results document."""
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    results = doc.get("results")
+    if not isinstance(results, dict) or not results:
+        raise ValueError("no 'results' object with at least one task")
+    if not isinstance(doc.get("config", {}), dict):
+        raise ValueError("'config' is not an object")
+    config = doc.get("config") or {}
+    configs = doc.get("configs") or {}
+    versions = doc.get("versions") or {}
+    n_samples = doc.get("n-samples") or {}
+    hib = doc.get("higher_is_better") or {}
+    groups = _group_names(doc)
+
+    tasks = []
+    for name, entry in results.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"results[{name!r}] is not an object")
+        counts = n_samples.get(name) or {}
+        tasks.append(TaskResult(
+            name=name,
+            is_group=name in groups,
+            metrics=_metrics_of(entry),
+            config=configs.get(name) or {},
+            version=versions.get(name),
+            n_samples=counts.get("effective") if isinstance(counts, dict) else None,
+            higher_is_better=hib.get(name) or {},
+        ))
+    for name, entry in (doc.get("groups") or {}).items():
+        if name not in results and isinstance(entry, dict):
+            tasks.append(TaskResult(name=name, is_group=True, metrics=_metrics_of(entry)))
+
+    model_args = config.get("model_args")
+    folder = path.rsplit("/", 2)[-2] if path.count("/") >= 1 else None
+    model = (doc.get("model_name") or _model_from_args(model_args) or config.get("model")
+             or folder or "unknown")
+    harness = doc.get("lm_eval_version")
+    if not harness:
+        harness = "0.4.x" if any("," in k for e in results.values() for k in e) else "0.3.x"
+    date = doc.get("date")
+    git_hash = doc.get("git_hash")
+    return ParsedResults(
+        model=str(model),
+        model_args=model_args,
+        harness_version=harness,
+        git_hash=str(git_hash) if git_hash else None,
+        evaluated_at=float(date) if isinstance(date, (int, float)) else None,
+        timestamp=file_timestamp(path),
+        config=config,
+        tasks=tasks,
+    )

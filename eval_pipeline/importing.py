@@ -1,0 +1,388 @@
+"""Import historical lm-eval results into versioned suites: the one core function every front door calls."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from eval_pipeline import ids
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.catalog.store import now
+from eval_pipeline.errors import InvalidInput, MalformedFile, NotFound
+from eval_pipeline.harness.layout import ListedFile, classify, pair_samples
+from eval_pipeline.harness.results import ParsedResults, TaskResult, parse_results
+from eval_pipeline.import_request import (
+    DEFAULT_LISTING_LIMIT, DEFAULT_SUITE_NAME, HubSourceSpec, ImportRequest, ImportResult,
+)
+from eval_pipeline.ingest import IngestedRun, ingest_run
+from eval_pipeline.lake import Lake
+from eval_pipeline.sources import FsspecSource, HubSource, Source, safe_relative
+from eval_pipeline.suites import publish_manifest, suite_task_pins
+from eval_pipeline.tasks import TaskSpec, ensure_tasks, task_spec
+
+log = logging.getLogger(__name__)
+MATCH_TOLERANCE = 1e-6
+
+
+@dataclass
+class PlannedRun:
+    results: ListedFile
+    parsed: ParsedResults
+    samples: dict[str, list[ListedFile]]
+    fingerprint: str
+    specs: dict[str, TaskSpec] = field(default_factory=dict)
+
+    @property
+    def lake_key(self) -> str:
+        return hashlib.sha256(f"{self.results.path}\n{self.fingerprint}".encode()).hexdigest()[:32]
+
+
+def open_source(spec, hub_token: str | None, hub_endpoint: str | None,
+                s3_endpoint_url: str | None) -> Source:
+    if isinstance(spec, HubSourceSpec):
+        return HubSource(spec.repo, spec.revision, hub_token, hub_endpoint)
+    return FsspecSource(spec.url, s3_endpoint_url)
+
+
+def import_results(
+    catalog: Catalog,
+    lake: Lake,
+    request: ImportRequest | dict,
+    hub_token: str | None = None,
+    hub_endpoint: str | None = None,
+    s3_endpoint_url: str | None = None,
+) -> ImportResult:
+    """Discover, parse and import results files; see the README for the rules.
+
+    Bad input raises InvalidInput / NotFound / SourceAuthError before anything is written; a bad file is
+    listed in `errors` and the others still import; each run is imported all-or-nothing.
+    """
+    req = request if isinstance(request, ImportRequest) else ImportRequest.parse(request)
+    if hub_endpoint is None:
+        hub_endpoint = os.environ.get("HF_ENDPOINT") or None
+    prefix = safe_relative(req.source.path_prefix, "source.path_prefix") if req.source.path_prefix else ""
+    files = [safe_relative(f, f"source.files[{i}]") for i, f in enumerate(req.source.files or [])]
+    suite = _find_suite(catalog, req)
+
+    source = open_source(req.source, hub_token, hub_endpoint, s3_endpoint_url)
+    try:
+        result = ImportResult(
+            source={"type": source.type, "repo": source.repo, "revision": source.revision},
+            suite_id=suite.id if suite else None, suite_version=0,
+            created_suite=suite is None, created_suite_version=False, dry_run=req.dry_run,
+        )
+        listing = source.list(prefix)
+        plans = _plan(source, listing, files, req.limit_files, result)
+        todo = _drop_already_imported(catalog, source.key, suite, plans, result)
+        _check_missing_tasks(catalog, suite, req, plans)
+        if req.dry_run:
+            for plan in todo:
+                _ingest(source, plan, None, set(), result)
+            _preview_suite_version(catalog, suite, plans, todo, result)
+            return result
+        if suite is None and not todo:
+            result.created_suite = False
+            return result
+        suite = suite or _create_suite(catalog, req)
+        result.suite_id = suite.id
+        import_id = ids.new_id("import")
+        for plan in todo:
+            _import_run(catalog, lake, source, suite.id, import_id, plan, result)
+        _finish(catalog, lake, suite.id, import_id, req, plans, result)
+        return result
+    finally:
+        source.close()
+
+
+def _find_suite(catalog: Catalog, req: ImportRequest) -> t.Suite | None:
+    with catalog.session() as s:
+        if req.suite_id:
+            suite = s.get(t.Suite, req.suite_id)
+            if suite is None:
+                raise NotFound("suite", req.suite_id)
+            return suite
+        return s.scalar(select(t.Suite).where(t.Suite.name == (req.suite_name or DEFAULT_SUITE_NAME)))
+
+
+def _create_suite(catalog: Catalog, req: ImportRequest) -> t.Suite:
+    name = req.suite_name or DEFAULT_SUITE_NAME
+    try:
+        with catalog.session() as s:
+            suite = t.Suite(id=ids.new_id("suite"), name=name, description=req.suite_description,
+                            metadata_={k: str(v) for k, v in req.metadata.items()},
+                            created_at=now(), updated_at=now())
+            s.add(suite)
+        return suite
+    except IntegrityError:  # created concurrently under the same name
+        with catalog.session() as s:
+            return s.scalar(select(t.Suite).where(t.Suite.name == name))
+
+
+def _read_json(source: Source, f: ListedFile):
+    with source.open(f) as stream:
+        return orjson.loads(stream.read())
+
+
+def _plan(source: Source, listing: list[ListedFile], explicit: list[str], limit: int | None,
+          result: ImportResult) -> list[PlannedRun]:
+    by_path = {f.path: f for f in listing}
+    if explicit:
+        missing = [p for p in explicit if p not in by_path]
+        if missing:
+            raise NotFound("file", ", ".join(missing), f"at revision {source.revision or 'current'}")
+        candidates = [by_path[p] for p in dict.fromkeys(explicit)]
+        named = set(explicit)
+    else:
+        named_files, maybe = classify(listing)
+        candidates = sorted(named_files + maybe, key=lambda f: f.path)
+        named = {f.path for f in named_files}
+        limit = limit or DEFAULT_LISTING_LIMIT
+    plans = []
+    for f in candidates:
+        if limit is not None and result.discovered_files >= limit:
+            break
+        try:
+            doc = _read_json(source, f)
+        except orjson.JSONDecodeError as e:
+            if f.path in named:
+                result.discovered_files += 1
+                result.errors.append({"path": f.path, "reason": f"invalid JSON: {e}"})
+            continue
+        if f.path not in named and not (isinstance(doc, dict) and isinstance(doc.get("results"), dict)):
+            continue  # some other JSON file, not an lm-eval results file
+        result.discovered_files += 1
+        try:
+            parsed = parse_results(doc, f.path)
+        except ValueError as e:
+            result.errors.append({"path": f.path, "reason": f"not an lm-eval results file: {e}"})
+            continue
+        samples = pair_samples(f.path, parsed.timestamp, parsed.model,
+                               [task.name for task in parsed.leaf_tasks], listing)
+        parts = [source.fingerprint(f)] + sorted(
+            f"{s.path}={source.fingerprint(s)}" for files in samples.values() for s in files)
+        fingerprint = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        plans.append(PlannedRun(f, parsed, samples, fingerprint))
+    return plans
+
+
+def _drop_already_imported(catalog: Catalog, source_key: str, suite: t.Suite | None,
+                           plans: list[PlannedRun], result: ImportResult) -> list[PlannedRun]:
+    done: set[tuple[str, str]] = set()
+    if suite is not None:
+        with catalog.session() as s:
+            done = set(s.execute(select(t.HistoricalRun.path, t.HistoricalRun.fingerprint).where(
+                t.HistoricalRun.suite_id == suite.id, t.HistoricalRun.source_key == source_key)).all())
+    todo, seen = [], set()
+    for plan in plans:
+        content = plan.fingerprint
+        if (plan.results.path, plan.fingerprint) in done or content in seen:
+            result.skipped_runs += 1
+        else:
+            todo.append(plan)
+        seen.add(content)
+    return todo
+
+
+def _task_names(plans: list[PlannedRun]) -> set[str]:
+    names = set()
+    for plan in plans:
+        names |= {task.name for task in plan.parsed.leaf_tasks} | set(plan.samples)
+    return names
+
+
+def _check_missing_tasks(catalog: Catalog, suite: t.Suite | None, req: ImportRequest,
+                         plans: list[PlannedRun]) -> None:
+    if suite is None or req.create_missing_tasks:
+        return
+    pinned = {name for name, _ in suite_task_pins(catalog, suite.id).items()}
+    missing = sorted(_task_names(plans) - pinned)
+    if missing:
+        raise InvalidInput("create_missing_tasks",
+                           f"suite {suite.id} lacks tasks {', '.join(missing)}; set create_missing_tasks "
+                           "to add them as a new suite version")
+
+
+def _default_filters(parsed: ParsedResults) -> dict[str, str]:
+    """Legacy samples carry no filter name: use the task's only filter when results name one."""
+    out = {}
+    for task in parsed.leaf_tasks:
+        filters = {m.filter for m in task.metrics}
+        out[task.name] = filters.pop() if len(filters) == 1 else "none"
+    return out
+
+
+def _ingest(source: Source, plan: PlannedRun, lake: Lake | None, wants_inputs: set[str],
+            result: ImportResult, slugs: dict[str, str] | None = None) -> IngestedRun | None:
+    try:
+        ingested = ingest_run(
+            plan.samples, source.open, _default_filters(plan.parsed), lake,
+            samples_rel=f"historical_samples/{plan.lake_key}.parquet",
+            inputs_rel=lambda task: f"task_inputs/{(slugs or {}).get(task, ids.slugify(task))}/"
+                                    f"{plan.lake_key}.parquet",
+            wants_inputs=wants_inputs,
+        )
+    except MalformedFile as e:
+        result.errors.append({"path": e.path, "reason": e.reason, "line": e.line,
+                              "results_file": plan.results.path})
+        return None
+    result.imported_runs += 1
+    result.imported_samples += ingested.samples
+    return ingested
+
+
+def _import_run(catalog: Catalog, lake: Lake, source: Source, suite_id: str, import_id: str,
+                plan: PlannedRun, result: ImportResult) -> None:
+    specs = {task.name: task_spec(task) for task in plan.parsed.leaf_tasks}
+    for name in plan.samples:
+        specs.setdefault(name, task_spec(TaskResult(name=name, is_group=False, metrics=[])))
+    existing = ensure_tasks(catalog, specs.values(), dry=True)
+    wants = {name for name in plan.samples if not existing.get(name, (None, False))[1]}
+    slugs = {name: spec.slug for name, spec in specs.items()}
+    ingested = _ingest(source, plan, lake, wants, result, slugs)
+    if ingested is None:
+        return
+    for name, kind in ingested.request_kinds.items():
+        specs[name].request_kind = kind
+    for name, inputs in ingested.inputs.items():
+        specs[name].inputs = inputs
+    try:
+        with catalog.session() as s:
+            task_ids = ensure_tasks(catalog, specs.values(), session=s)
+            samples_file = _add_file(s, "historical_samples", ingested.samples_file)
+            run = t.HistoricalRun(
+                id=ids.new_id("historical_run"), import_id=import_id, suite_id=suite_id,
+                source_key=source.key, path=plan.results.path, fingerprint=plan.fingerprint,
+                model=plan.parsed.model, model_args=plan.parsed.model_args,
+                harness_version=plan.parsed.harness_version, git_hash=plan.parsed.git_hash,
+                evaluated_at=plan.parsed.evaluated_at, config=_public_config(plan.parsed.config),
+                samples_file_id=samples_file, n_samples=ingested.samples, created_at=now(),
+            )
+            s.add(run)
+            s.flush()
+            s.add_all(_metric_rows(run.id, plan.parsed, ingested, task_ids))
+    except IntegrityError:
+        if not _already_imported(catalog, suite_id, source.key, plan):
+            raise
+        # The same file was imported concurrently: it is there, count it once.
+        result.imported_runs -= 1
+        result.imported_samples -= ingested.samples
+        result.skipped_runs += 1
+
+
+def _already_imported(catalog: Catalog, suite_id: str, source_key: str, plan: PlannedRun) -> bool:
+    with catalog.session() as s:
+        return s.scalar(select(t.HistoricalRun.id).where(
+            t.HistoricalRun.suite_id == suite_id, t.HistoricalRun.source_key == source_key,
+            t.HistoricalRun.path == plan.results.path,
+            t.HistoricalRun.fingerprint == plan.fingerprint)) is not None
+
+
+def _add_file(s, purpose: str, stored) -> str | None:
+    if stored is None:
+        return None
+    row = s.scalar(select(t.File).where(t.File.path == stored.path))
+    if row is None:
+        row = t.File(id=ids.new_id("file"), purpose=purpose, path=stored.path, created_at=now(),
+                     bytes=stored.bytes, sha256=stored.sha256, rows=stored.rows)
+        s.add(row)
+    else:
+        row.bytes, row.sha256, row.rows = stored.bytes, stored.sha256, stored.rows
+    s.flush()
+    return row.id
+
+
+def _public_config(config: dict) -> dict:
+    """The results file's `config`, minus anything that looks like a credential."""
+    secret = ("key", "token", "secret", "password")
+    return {k: v for k, v in config.items() if not any(w in k.lower() for w in secret)}
+
+
+def _metric_rows(run_id: str, parsed: ParsedResults, ingested: IngestedRun,
+                 task_ids: dict[str, tuple[str, bool]]) -> list[t.HistoricalMetric]:
+    rows = []
+    for task in parsed.tasks:
+        means = task.mean_metrics()
+        for m in task.metrics:
+            stat = ingested.means.get((task.name, m.metric, m.filter))
+            recomputed = stat.mean if stat is not None and m.metric in means else None
+            matches = (None if recomputed is None or m.value is None
+                       else abs(recomputed - m.value) <= MATCH_TOLERANCE)
+            rows.append(t.HistoricalMetric(
+                run_id=run_id, task_name=task.name, is_group=task.is_group,
+                task_id=None if task.is_group else task_ids.get(task.name, (None,))[0],
+                metric=m.metric, filter=m.filter, value=m.value, stderr=m.stderr,
+                n_samples=stat.n if stat is not None and stat.n else task.n_samples,
+                recomputed=recomputed, recomputed_matches=matches,
+            ))
+    return rows
+
+
+def _desired_pins(catalog: Catalog, suite_id: str | None, names: set[str]
+                  ) -> tuple[dict[str, int], dict[str, int]]:
+    """(current pins, pins after adding `names` at their tasks' current versions)."""
+    current = suite_task_pins(catalog, suite_id) if suite_id else {}
+    with catalog.session() as s:
+        tasks = {task.name: task for task in s.scalars(select(t.Task).where(t.Task.name.in_(names)))}
+    desired = dict(current)
+    for name in names:
+        task = tasks.get(name)
+        if task is not None and (name not in desired or task.current_version > desired[name]):
+            desired[name] = task.current_version
+    return current, desired
+
+
+def _finish(catalog: Catalog, lake: Lake, suite_id: str, import_id: str, req: ImportRequest,
+            plans: list[PlannedRun], result: ImportResult) -> None:
+    failed = {e.get("results_file") for e in result.errors}
+    names = _task_names([p for p in plans if p.results.path not in failed])
+    current, desired = _desired_pins(catalog, suite_id, names)
+    with catalog.session() as s:
+        latest = s.scalar(select(t.SuiteVersion).where(t.SuiteVersion.suite_id == suite_id)
+                          .order_by(t.SuiteVersion.version.desc()).limit(1))
+        version = latest.version if latest else 0
+        if desired and desired != current:
+            version += 1
+            sv = t.SuiteVersion(id=ids.new_id("suite_version"), suite_id=suite_id, version=version,
+                                import_id=import_id, created_at=now())
+            s.add(sv)
+            s.flush()
+            by_name = dict(s.execute(select(t.Task.name, t.Task.id).where(t.Task.name.in_(desired))).all())
+            s.add_all(t.SuiteVersionTask(suite_version_id=sv.id, task_id=by_name[n], task_version=v)
+                      for n, v in desired.items())
+            s.get(t.Suite, suite_id).updated_at = now()
+            result.created_suite_version = True
+        result.suite_version = version
+        result.import_id = import_id
+        s.add(t.Import(
+            id=import_id, source_type=result.source["type"], source_repo=result.source["repo"],
+            source_revision=result.source["revision"], suite_id=suite_id, suite_version=version,
+            created_suite=result.created_suite, created_suite_version=result.created_suite_version,
+            discovered_files=result.discovered_files, imported_runs=result.imported_runs,
+            skipped_runs=result.skipped_runs, imported_samples=result.imported_samples,
+            errors=result.errors, metadata_=req.metadata, created_at=now(),
+        ))
+    if result.created_suite_version:
+        publish_manifest(catalog, lake, suite_id)
+
+
+def _preview_suite_version(catalog: Catalog, suite: t.Suite | None, plans: list[PlannedRun],
+                           todo: list[PlannedRun], result: ImportResult) -> None:
+    failed = {e.get("results_file") for e in result.errors}
+    names = _task_names([p for p in plans if p.results.path not in failed])
+    current, desired = _desired_pins(catalog, suite.id if suite else None, names)
+    new_names = names - set(desired)
+    latest = max([0] + [v for v in suite_versions_of(catalog, suite.id)]) if suite else 0
+    changes = bool(new_names) or desired != current
+    result.created_suite_version = changes
+    result.suite_version = latest + 1 if changes else latest
+
+
+def suite_versions_of(catalog: Catalog, suite_id: str) -> list[int]:
+    with catalog.session() as s:
+        return list(s.scalars(select(t.SuiteVersion.version).where(t.SuiteVersion.suite_id == suite_id)))

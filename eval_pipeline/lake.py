@@ -1,0 +1,137 @@
+"""The lake: Parquet (and small JSON documents) on fsspec, a local folder by default or s3:// via s3fs.
+
+Every write goes to a private temporary file first and becomes visible in one step: an atomic rename on a
+local filesystem, a single completed (multipart) upload on S3. Readers never see a partial file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str  # relative to the lake root
+    bytes: int
+    sha256: str
+    rows: int | None = None
+
+
+class ParquetSink:
+    """Accumulates record batches into one Parquet file; memory is bounded by the batch size."""
+
+    def __init__(self, local_path: str, schema: pa.Schema):
+        self._writer = pq.ParquetWriter(local_path, schema, compression="zstd")
+        self.schema = schema
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        self._writer.write(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Lake:
+    def __init__(self, url: str, s3_endpoint_url: str | None = None):
+        options = {}
+        if url.startswith("s3://") and s3_endpoint_url:
+            options["endpoint_url"] = s3_endpoint_url
+        self.url = url
+        self.fs, root = fsspec.core.url_to_fs(url, **options)
+        self.root = root.rstrip("/")
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def _full(self, rel: str) -> str:
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise ValueError(f"lake path must be relative and stay inside the lake: {rel!r}")
+        return f"{self.root}/{rel}"
+
+    def uri(self, rel: str) -> str:
+        return self.url.rstrip("/") + "/" + rel
+
+    @contextmanager
+    def _staged(self, rel: str) -> Iterator[str]:
+        """Yield a local temp path; on success publish it at `rel` in one step."""
+        target = self._full(rel)
+        if self.is_local:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=str(Path(target).parent))
+        else:
+            fd, tmp = tempfile.mkstemp(prefix="eval-pipeline-lake-")
+        os.close(fd)
+        try:
+            yield tmp
+            if self.is_local:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            else:
+                self.fs.put_file(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @contextmanager
+    def parquet_writer(self, rel: str, schema: pa.Schema) -> Iterator[ParquetSink]:
+        """Stream batches into `rel`; the file appears only when the block exits cleanly."""
+        with self._staged(rel) as tmp:
+            sink = ParquetSink(tmp, schema)
+            try:
+                yield sink
+            finally:
+                sink.close()
+            sink.stored = StoredFile(rel, os.path.getsize(tmp), _sha256_of(tmp), sink.rows)
+
+    def write_table(self, rel: str, table: pa.Table) -> StoredFile:
+        with self.parquet_writer(rel, table.schema) as sink:
+            sink.write(table)
+        return sink.stored
+
+    def write_bytes(self, rel: str, data: bytes) -> StoredFile:
+        with self._staged(rel) as tmp:
+            Path(tmp).write_bytes(data)
+        return StoredFile(rel, len(data), hashlib.sha256(data).hexdigest())
+
+    def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        with self.fs.open(self._full(rel), "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open(self._full(rel), "rb") as f:
+            return f.read()
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self._full(rel))
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every file below `prefix`, relative to the lake root, temp files excluded."""
+        base = self._full(prefix) if prefix else self.root
+        if not self.fs.exists(base):
+            return []
+        found = self.fs.find(base)
+        out = []
+        for p in found:
+            rel = p[len(self.root) + 1 :] if p.startswith(self.root) else p
+            if not Path(rel).name.startswith(".tmp-"):
+                out.append(rel)
+        return sorted(out)

@@ -1,0 +1,95 @@
+"""Data checks built on Great Expectations 1.x (GX Core, ephemeral context), as plain functions.
+
+Each returns a Validation the Dagster asset checks turn into results; GX is imported lazily (~2 s).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass
+class Validation:
+    success: bool
+    evaluated: int
+    failures: list[dict] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.success:
+            return f"all {self.evaluated} expectations met"
+        return "; ".join(f"{f['expectation']} failed ({f['unexpected']} unexpected)" for f in self.failures)
+
+
+def _validate(df: pd.DataFrame, expectations: list) -> Validation:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_def = (ctx.data_sources.add_pandas("frame").add_dataframe_asset("rows")
+                 .add_batch_definition_whole_dataframe("all"))
+    suite = ctx.suites.add(gx.ExpectationSuite(name="checks"))
+    for e in expectations:
+        suite.add_expectation(e)
+    result = batch_def.get_batch(batch_parameters={"dataframe": df}).validate(suite)
+    failures = []
+    for r in result.results:
+        if not r.success:
+            cfg = r.expectation_config
+            failures.append({
+                "expectation": f"{cfg.type}({cfg.kwargs.get('column') or cfg.kwargs.get('column_list')})",
+                "unexpected": (r.result or {}).get("unexpected_count"),
+            })
+    return Validation(bool(result.success), len(result.results), failures)
+
+
+def check_samples(samples: pd.DataFrame) -> Validation:
+    """Imported samples: doc_id present, one row per (run, task, doc, filter), targets, finite scores."""
+    import great_expectations as gx
+
+    ex = gx.expectations
+    scores = [v for row in samples["scores"] for _, v in (row or [])]
+    df = samples.assign(target=samples["target"].where(samples["target"] != "null"))
+    checks = [
+        ex.ExpectColumnValuesToNotBeNull(column="doc_id"),
+        ex.ExpectCompoundColumnsToBeUnique(column_list=["run_id", "task", "doc_id", "filter"]),
+        ex.ExpectColumnValuesToNotBeNull(column="target"),
+    ]
+    outcome = _validate(df, checks)
+    finite = pd.DataFrame({"score_is_finite": [math.isfinite(v) for v in scores] or [True]})
+    scores_ok = _validate(finite, [ex.ExpectColumnValuesToBeInSet(column="score_is_finite", value_set=[True])])
+    return _merge(outcome, scores_ok)
+
+
+def check_agreement(metrics: pd.DataFrame) -> Validation:
+    """Reported mean metrics equal the mean of their per-sample values (within 1e-6)."""
+    import great_expectations as gx
+
+    df = metrics[metrics["recomputed"].notna()]
+    if df.empty:
+        return Validation(True, 0)
+    return _validate(df, [gx.expectations.ExpectColumnValuesToBeInSet(column="recomputed_matches",
+                                                                      value_set=[True])])
+
+
+def check_suite_inputs(tasks: pd.DataFrame, inputs: pd.DataFrame) -> Validation:
+    """A suite version: every task has inputs, prompts are non-empty, doc ids are unique per task."""
+    import great_expectations as gx
+
+    ex = gx.expectations
+    has_inputs = _validate(tasks, [ex.ExpectColumnValuesToBeInSet(column="has_inputs", value_set=[True])])
+    if inputs.empty:
+        return has_inputs
+    rows = _validate(inputs, [
+        ex.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
+        ex.ExpectCompoundColumnsToBeUnique(column_list=["task", "doc_id"]),
+    ])
+    return _merge(has_inputs, rows)
+
+
+def _merge(a: Validation, b: Validation) -> Validation:
+    return Validation(a.success and b.success, a.evaluated + b.evaluated, a.failures + b.failures)

@@ -1,0 +1,35 @@
+"""Where state lives: one home folder holds the catalog, the lake and the Dagster instance by default."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    lake_url: str
+    s3_endpoint_url: str | None
+    dagster_home: Path
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        home = Path(env.get("EVAL_PIPELINE_HOME") or "./.eval_pipeline").expanduser().resolve()
+        return cls(
+            home=home,
+            database_url=env.get("EVAL_PIPELINE_DATABASE_URL") or f"sqlite:///{home / 'catalog.db'}",
+            lake_url=env.get("EVAL_PIPELINE_LAKE_URL") or str(home / "lake"),
+            s3_endpoint_url=env.get("EVAL_PIPELINE_S3_ENDPOINT_URL") or None,
+            dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().resolve(),
+        )
+
+    def prepare(self) -> "Settings":
+        """Create the local folders this configuration writes to."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        if "://" not in self.lake_url or self.lake_url.startswith("file://"):
+            Path(self.lake_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        return self

@@ -1,0 +1,176 @@
+"""Where results files come from: a Hugging Face dataset repo (huggingface_hub) or an fsspec folder."""
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import IO, Iterator, Protocol
+
+import fsspec
+
+from eval_pipeline.errors import InvalidInput, NotFound, SourceAuthError, SourceUnavailable
+from eval_pipeline.harness.layout import ListedFile
+
+DEFAULT_HF_REPO = "meetkai/lm-eval-harness-result"
+
+
+def safe_relative(path: str, field: str) -> str:
+    """A path inside the source root, or InvalidInput naming `field`."""
+    if not isinstance(path, str) or "\\" in path or "\x00" in path:
+        raise InvalidInput(field, f"{path!r} is not a valid relative path")
+    if path.startswith("/") or "://" in path:
+        raise InvalidInput(field, f"{path!r} must be relative to the source root")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidInput(field, f"{path!r} leaves the source ('..' is not allowed)")
+    return "/".join(parts) + ("/" if path.endswith("/") and parts else "")
+
+
+def _under_prefix(files: list[ListedFile], prefix: str) -> list[ListedFile]:
+    return [f for f in files if f.path.startswith(prefix)] if prefix else files
+
+
+class Source(Protocol):
+    type: str
+    repo: str
+    revision: str | None
+
+    @property
+    def key(self) -> str: ...
+
+    def list(self, prefix: str) -> list[ListedFile]: ...
+
+    def open(self, f: ListedFile) -> "contextmanager[IO[bytes]]": ...
+
+    def fingerprint(self, f: ListedFile) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class HubSource:
+    """A dataset repo at one commit. The caller's token lives in this object only, for this call."""
+
+    type = "huggingface"
+
+    def __init__(self, repo: str, revision: str, token: str | None, endpoint: str | None):
+        from huggingface_hub import HfApi
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+        self.repo = repo
+        self._endpoint = endpoint
+        self._token: str | bool = token or False  # False: never fall back to a stored or env token
+        self._api = HfApi(endpoint=endpoint, token=self._token)
+        self._workdir = tempfile.mkdtemp(prefix="eval-pipeline-hub-")
+        info = self._call(lambda: self._api.dataset_info(repo, revision=revision), revision)
+        self.requested_revision = revision
+        self.revision = info.sha
+
+    @property
+    def key(self) -> str:
+        return f"hf://datasets/{self.repo}"
+
+    def _call(self, fn, revision: str | None = None, path: str | None = None):
+        from huggingface_hub import errors as hf
+
+        try:
+            return fn()
+        except hf.RevisionNotFoundError:
+            raise NotFound("revision", f"{self.repo}@{revision}") from None
+        except hf.EntryNotFoundError:
+            raise NotFound("file", f"{self.repo}/{path}") from None
+        except (hf.GatedRepoError, hf.RepositoryNotFoundError) as e:
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if status in (401, 403):
+                hint = "the token was refused" if self._token else "no token was given"
+                raise SourceAuthError(
+                    f"the Hub answered {status} for dataset repo {self.repo}: {hint}; a private or "
+                    "gated repo needs the caller's read token") from None
+            raise NotFound("dataset repo", self.repo) from None
+        except hf.HfHubHTTPError as e:
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if status in (401, 403):
+                raise SourceAuthError(f"the Hub answered {status} for {self.repo}") from None
+            raise SourceUnavailable(f"the Hub failed for {self.repo} (HTTP {status})") from None
+        except OSError as e:  # connection refused, DNS, timeouts
+            raise SourceUnavailable(f"cannot reach the Hub for {self.repo}: {type(e).__name__}") from None
+
+    def list(self, prefix: str) -> list[ListedFile]:
+        from huggingface_hub.hf_api import RepoFile
+
+        folder = prefix if prefix.endswith("/") else posixpath.dirname(prefix)
+        folder = folder.rstrip("/") or None
+        entries = self._call(lambda: list(self._api.list_repo_tree(
+            self.repo, path_in_repo=folder, recursive=True, revision=self.revision, repo_type="dataset",
+        )), self.revision, folder)
+        files = [ListedFile(e.path, e.size, "sha256:" + e.lfs.sha256 if e.lfs else "git:" + e.blob_id)
+                 for e in entries if isinstance(e, RepoFile)]
+        return sorted(_under_prefix(files, prefix), key=lambda f: f.path)
+
+    @contextmanager
+    def open(self, f: ListedFile) -> Iterator[IO[bytes]]:
+        from huggingface_hub import hf_hub_download
+
+        local = self._call(lambda: hf_hub_download(
+            self.repo, f.path, repo_type="dataset", revision=self.revision, token=self._token,
+            endpoint=self._endpoint, cache_dir=self._workdir,
+        ), self.revision, f.path)
+        with open(local, "rb") as stream:
+            yield stream
+
+    def fingerprint(self, f: ListedFile) -> str:
+        return f.oid or ""
+
+    def close(self) -> None:
+        self._token = False
+        self._api = None
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+class FsspecSource:
+    """A local folder or an fsspec URL (file://, s3://); content hashes stand in for commits."""
+
+    type = "path"
+    revision = None
+
+    def __init__(self, url: str, s3_endpoint_url: str | None = None):
+        options = {"endpoint_url": s3_endpoint_url} if url.startswith("s3://") and s3_endpoint_url else {}
+        self.repo = url
+        self._fs, root = fsspec.core.url_to_fs(url, **options)
+        self._root = root.rstrip("/")
+        if not self._fs.isdir(self._root):
+            raise NotFound("source folder", url)
+        self._hashes: dict[str, str] = {}
+
+    @property
+    def key(self) -> str:
+        return self.repo.rstrip("/")
+
+    def list(self, prefix: str) -> list[ListedFile]:
+        folder = prefix if prefix.endswith("/") else posixpath.dirname(prefix)
+        base = f"{self._root}/{folder.rstrip('/')}" if folder.strip("/") else self._root
+        if not self._fs.isdir(base):
+            return []
+        found = self._fs.find(base, detail=True)
+        files = [ListedFile(p[len(self._root) + 1:], info.get("size"))
+                 for p, info in found.items() if info.get("type") == "file"]
+        return sorted(_under_prefix(files, prefix), key=lambda f: f.path)
+
+    @contextmanager
+    def open(self, f: ListedFile) -> Iterator[IO[bytes]]:
+        with self._fs.open(f"{self._root}/{f.path}", "rb") as stream:
+            yield stream
+
+    def fingerprint(self, f: ListedFile) -> str:
+        if f.path not in self._hashes:
+            h = hashlib.sha256()
+            with self.open(f) as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    h.update(block)
+            self._hashes[f.path] = "sha256:" + h.hexdigest()
+        return self._hashes[f.path]
+
+    def close(self) -> None:
+        pass

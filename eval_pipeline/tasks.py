@@ -1,0 +1,131 @@
+"""Tasks: one per lm-eval task name, versioned by their evaluation inputs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from eval_pipeline import ids
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.catalog.store import now
+from eval_pipeline.harness.results import MEAN_METRICS, TaskResult
+from eval_pipeline.ingest import TaskInputs
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    slug: str
+    type: str
+    request_kind: str
+    metric_spec: list
+    filter_spec: list
+    generation_defaults: dict
+    version_label: str | None
+    inputs: TaskInputs | None = field(default=None)
+
+
+def task_spec(task: TaskResult) -> TaskSpec:
+    cfg = task.config
+    metric_spec = cfg.get("metric_list") or [
+        {"metric": name, "aggregation": "mean" if name in MEAN_METRICS else None,
+         "higher_is_better": task.higher_is_better.get(name)}
+        for name in sorted({m.metric for m in task.metrics})
+    ]
+    filter_spec = cfg.get("filter_list") or [{"name": f} for f in sorted({m.filter for m in task.metrics})]
+    return TaskSpec(
+        name=task.name,
+        slug=ids.slugify(task.name),
+        type=task.output_type or "unknown",
+        request_kind=task.request_kind,
+        metric_spec=metric_spec,
+        filter_spec=filter_spec,
+        generation_defaults=cfg.get("generation_kwargs") or {},
+        version_label=None if task.version is None else str(task.version),
+    )
+
+
+def _has_inputs(s: Session, task: t.Task) -> bool:
+    tv = s.get(t.TaskVersion, (task.id, task.current_version))
+    return tv is not None and tv.inputs_file_id is not None
+
+
+def _add_version(s: Session, task: t.Task, version: int, inputs: TaskInputs | None) -> None:
+    file_id = None
+    if inputs is not None and inputs.stored is not None:
+        f = s.scalar(select(t.File).where(t.File.path == inputs.stored.path))
+        if f is None:
+            f = t.File(id=ids.new_id("file"), purpose="task_inputs", path=inputs.stored.path,
+                       bytes=inputs.stored.bytes, sha256=inputs.stored.sha256, rows=inputs.stored.rows,
+                       created_at=now())
+            s.add(f)
+            s.flush()
+        file_id = f.id
+    s.add(t.TaskVersion(task_id=task.id, version=version, inputs_file_id=file_id,
+                        inputs_sha256=inputs.sha256 if inputs else None,
+                        n_docs=inputs.n_docs if inputs else 0, created_at=now()))
+    task.current_version = version
+    task.updated_at = now()
+
+
+def ensure_tasks(catalog: Catalog, specs: Iterable[TaskSpec], session: Session | None = None,
+                 dry: bool = False) -> dict[str, tuple[str, bool]]:
+    """{name: (task id, has inputs)}; creates missing tasks, and a new version for one gaining inputs.
+
+    With dry=True nothing is written and only existing tasks are returned.
+    """
+    specs = list(specs)
+    if session is None:
+        with catalog.session() as s:
+            return ensure_tasks(catalog, specs, s, dry)
+    s = session
+    existing = {task.name: task for task in s.scalars(
+        select(t.Task).where(t.Task.name.in_([sp.name for sp in specs])))}
+    out = {}
+    for sp in specs:
+        task = existing.get(sp.name)
+        if dry:
+            if task is not None:
+                out[sp.name] = (task.id, _has_inputs(s, task))
+            continue
+        if task is None:
+            task = t.Task(
+                id=ids.new_id("task"), name=sp.name, slug=sp.slug, description=None, type=sp.type,
+                eval_type="auto", eval_mode="rule", request_kind=sp.request_kind,
+                metric_spec=sp.metric_spec, filter_spec=sp.filter_spec,
+                generation_defaults=sp.generation_defaults or (sp.inputs.gen_kwargs if sp.inputs else {}),
+                current_version=0, system_tags=["lm-eval"] + (
+                    [f"lm-eval-version:{sp.version_label}"] if sp.version_label else []),
+                user_tags=[], created_at=now(), updated_at=now(),
+            )
+            s.add(task)
+            s.flush()
+            _add_version(s, task, 1, sp.inputs)
+        elif sp.inputs is not None and not _has_inputs(s, task):
+            _add_version(s, task, task.current_version + 1, sp.inputs)
+        out[sp.name] = (task.id, _has_inputs(s, task) or sp.inputs is not None)
+    s.flush()
+    return out
+
+
+def list_tasks(catalog: Catalog) -> list[dict]:
+    with catalog.session() as s:
+        rows = s.execute(select(t.Task, t.TaskVersion).join(
+            t.TaskVersion, (t.TaskVersion.task_id == t.Task.id)
+            & (t.TaskVersion.version == t.Task.current_version)).order_by(t.Task.name)).all()
+        return [task_object(task, tv) for task, tv in rows]
+
+
+def task_object(task: t.Task, tv: t.TaskVersion | None) -> dict:
+    return {
+        "id": task.id, "object": "eval.task", "name": task.name, "slug": task.slug, "type": task.type,
+        "eval_type": task.eval_type, "eval_mode": task.eval_mode, "request_kind": task.request_kind,
+        "metrics": task.metric_spec, "filters": task.filter_spec,
+        "generation_defaults": task.generation_defaults, "version": task.current_version,
+        "inputs_file_id": tv.inputs_file_id if tv else None, "n_docs": tv.n_docs if tv else 0,
+        "system_tags": task.system_tags, "user_tags": task.user_tags,
+        "created_at": task.created_at, "updated_at": task.updated_at,
+    }

@@ -1,0 +1,6 @@
+"""Dagster resources: thin ConfigurableResources over the core's catalog, lake and Hub access."""
+from resources.catalog import CatalogResource
+from resources.hub import HubResource
+from resources.lake import LakeResource
+
+__all__ = ["CatalogResource", "HubResource", "LakeResource"]
