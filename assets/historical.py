@@ -5,6 +5,7 @@ from typing import Optional
 
 import dagster as dg
 
+from eval_pipeline.errors import EvalPipelineError
 from eval_pipeline.history import latest_import_id, metrics_frame, samples_frame
 from eval_pipeline.importing import import_results
 from eval_pipeline.lineage import import_metadata, report_import
@@ -37,9 +38,15 @@ def historical_results(
     if not requests:
         context.log.warning(f"no sources configured ({path} is missing or empty)")
     rows, totals = [], {"imported_runs": 0, "skipped_runs": 0, "imported_samples": 0, "rejected_files": 0}
-    for request in requests:
-        result = import_results(catalog.catalog, lake.lake, request, hub_token=hub.token,
-                                hub_endpoint=hub.resolved_endpoint, s3_endpoint_url=lake.s3_endpoint)
+    failed = []
+    for i, request in enumerate(requests):
+        try:
+            result = import_results(catalog.catalog, lake.lake, request, hub_token=hub.token,
+                                    hub_endpoint=hub.resolved_endpoint, s3_endpoint_url=lake.s3_endpoint)
+        except EvalPipelineError as e:  # one bad source must not keep the others out
+            context.log.error(f"{path}: imports[{i}] failed: {e}")
+            failed.append(f"imports[{i}]: {e}")
+            continue
         report_import(context.instance, result, historical=False)
         meta = import_metadata(result)
         rows.append(meta)
@@ -52,6 +59,8 @@ def historical_results(
         f"| {r['source_repo']} | {r['commit'][:12]} | {r['suite_id']} | {r['suite_version']} | "
         f"{r['imported_runs']} | {r['skipped_runs']} | {r['imported_samples']} | {r['rejected_files']} |"
         for r in rows])
+    if failed:
+        raise dg.Failure(description="; ".join(failed), metadata={"imported_sources": len(rows), **totals})
     return dg.MaterializeResult(metadata={
         "sources_file": str(path), "imports": dg.MetadataValue.md(table), **totals,
     })

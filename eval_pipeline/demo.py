@@ -50,6 +50,8 @@ def run_demo(rt: Runtime, instance, echo: Callable[[str], None]) -> None:
 
     with rt.catalog.session() as s:
         suite_id = s.scalar(select(t.Suite.id).where(t.Suite.name == DEMO_SUITE))
+    if not instance.has_dynamic_partition("suite", suite_id):  # a Dagster home newer than the catalog
+        instance.add_dynamic_partitions("suite", [suite_id])
     published = defs.get_job_def("suite_publish").execute_in_process(instance=instance, partition_key=suite_id,
                                                                   run_config=QUIET)
     suite = get_suite(rt.catalog, suite_id)

@@ -25,7 +25,7 @@ def runs_of_import(catalog: Catalog, import_id: str) -> list[tuple[str, str | No
 
 
 def samples_frame(catalog: Catalog, lake: Lake, import_id: str) -> pd.DataFrame:
-    columns = ["task", "doc_id", "filter", "target", "scores"]
+    columns = ["task", "doc_id", "filter", "target", "score_names", "score_values"]
     frames = []
     for run_id, path in runs_of_import(catalog, import_id):
         if path:
@@ -33,7 +33,7 @@ def samples_frame(catalog: Catalog, lake: Lake, import_id: str) -> pd.DataFrame:
             frames.append(table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string())))
     if not frames:
         return pd.DataFrame({c: [] for c in ["run_id", *columns]})
-    return pa.concat_tables(frames).to_pandas(maps_as_pydicts=None)
+    return pa.concat_tables(frames).to_pandas()
 
 
 def metrics_frame(catalog: Catalog, import_id: str | None = None, suite_id: str | None = None

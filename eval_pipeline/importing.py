@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from dataclasses import dataclass, field
+from typing import Iterator
 
-import orjson
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -14,19 +13,19 @@ from eval_pipeline import ids
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
-from eval_pipeline.errors import InvalidInput, MalformedFile, NotFound
+from eval_pipeline.errors import InvalidInput, NotFound
+from eval_pipeline.harness.jsonio import loads
 from eval_pipeline.harness.layout import ListedFile, classify, pair_samples
 from eval_pipeline.harness.results import ParsedResults, TaskResult, parse_results
 from eval_pipeline.import_request import (
     DEFAULT_LISTING_LIMIT, DEFAULT_SUITE_NAME, HubSourceSpec, ImportRequest, ImportResult,
 )
-from eval_pipeline.ingest import IngestedRun, ingest_run
+from eval_pipeline.ingest import IngestedRun, IngestJob, IngestOutcome, run_job
 from eval_pipeline.lake import Lake
 from eval_pipeline.sources import FsspecSource, HubSource, Source, safe_relative
 from eval_pipeline.suites import publish_manifest, suite_task_pins
 from eval_pipeline.tasks import TaskSpec, ensure_tasks, task_spec
 
-log = logging.getLogger(__name__)
 MATCH_TOLERANCE = 1e-6
 
 
@@ -81,10 +80,11 @@ def import_results(
         plans = _plan(source, listing, files, req.limit_files, result)
         todo = _drop_already_imported(catalog, source.key, suite, plans, result)
         _check_missing_tasks(catalog, suite, req, plans)
+        jobs = _jobs(catalog, source, todo, None if req.dry_run else lake)
         if req.dry_run:
-            for plan in todo:
-                _ingest(source, plan, None, set(), result)
-            _preview_suite_version(catalog, suite, plans, todo, result)
+            for plan, outcome in ingest_all(jobs):
+                _count(plan, outcome, result)
+            _preview_suite_version(catalog, suite, plans, result)
             return result
         if suite is None and not todo:
             result.created_suite = False
@@ -92,8 +92,9 @@ def import_results(
         suite = suite or _create_suite(catalog, req)
         result.suite_id = suite.id
         import_id = ids.new_id("import")
-        for plan in todo:
-            _import_run(catalog, lake, source, suite.id, import_id, plan, result)
+        for plan, outcome in ingest_all(jobs):  # each run is committed as soon as it is read
+            if _count(plan, outcome, result):
+                _commit_run(catalog, source, suite.id, import_id, plan, outcome.run, result)
         _finish(catalog, lake, suite.id, import_id, req, plans, result)
         return result
     finally:
@@ -126,7 +127,7 @@ def _create_suite(catalog: Catalog, req: ImportRequest) -> t.Suite:
 
 def _read_json(source: Source, f: ListedFile):
     with source.open(f) as stream:
-        return orjson.loads(stream.read())
+        return loads(stream.read())
 
 
 def _plan(source: Source, listing: list[ListedFile], explicit: list[str], limit: int | None,
@@ -149,7 +150,7 @@ def _plan(source: Source, listing: list[ListedFile], explicit: list[str], limit:
             break
         try:
             doc = _read_json(source, f)
-        except orjson.JSONDecodeError as e:
+        except ValueError as e:  # not JSON (json.JSONDecodeError), or not UTF-8
             if f.path in named:
                 result.discovered_files += 1
                 result.errors.append({"path": f.path, "reason": f"invalid JSON: {e}"})
@@ -167,7 +168,10 @@ def _plan(source: Source, listing: list[ListedFile], explicit: list[str], limit:
         parts = [source.fingerprint(f)] + sorted(
             f"{s.path}={source.fingerprint(s)}" for files in samples.values() for s in files)
         fingerprint = hashlib.sha256("\n".join(parts).encode()).hexdigest()
-        plans.append(PlannedRun(f, parsed, samples, fingerprint))
+        specs = {task.name: task_spec(task) for task in parsed.leaf_tasks}
+        for name in samples:
+            specs.setdefault(name, task_spec(TaskResult(name=name, is_group=False, metrics=[])))
+        plans.append(PlannedRun(f, parsed, samples, fingerprint, specs))
     return plans
 
 
@@ -217,36 +221,43 @@ def _default_filters(parsed: ParsedResults) -> dict[str, str]:
     return out
 
 
-def _ingest(source: Source, plan: PlannedRun, lake: Lake | None, wants_inputs: set[str],
-            result: ImportResult, slugs: dict[str, str] | None = None) -> IngestedRun | None:
-    try:
-        ingested = ingest_run(
-            plan.samples, source.open, _default_filters(plan.parsed), lake,
+def _jobs(catalog: Catalog, source: Source, plans: list[PlannedRun], lake: Lake | None
+          ) -> list[tuple[PlannedRun, IngestJob]]:
+    """One job per run; a task lacking inputs gets them from the first run (in path order) that has it."""
+    existing = ensure_tasks(catalog, [sp for p in plans for sp in p.specs.values()], dry=True)
+    claimed = {name for name, (_, has_inputs) in existing.items() if has_inputs}
+    out = []
+    for plan in plans:
+        wants = set(plan.samples) - claimed
+        claimed |= wants
+        files = [f for fs in plan.samples.values() for f in fs]
+        out.append((plan, IngestJob(
+            samples=plan.samples, open_file=source.opener(files), default_filters=_default_filters(plan.parsed),
             samples_rel=f"historical_samples/{plan.lake_key}.parquet",
-            inputs_rel=lambda task: f"task_inputs/{(slugs or {}).get(task, ids.slugify(task))}/"
-                                    f"{plan.lake_key}.parquet",
-            wants_inputs=wants_inputs,
-        )
-    except MalformedFile as e:
-        result.errors.append({"path": e.path, "reason": e.reason, "line": e.line,
-                              "results_file": plan.results.path})
-        return None
+            inputs_rels={n: f"task_inputs/{plan.specs[n].slug}/{plan.lake_key}.parquet" for n in wants},
+            lake_url=lake.url if lake else None, s3_endpoint_url=lake.s3_endpoint_url if lake else None,
+        )))
+    return out
+
+
+def ingest_all(jobs: list[tuple[PlannedRun, IngestJob]]) -> Iterator[tuple[PlannedRun, IngestOutcome]]:
+    for plan, job in jobs:
+        yield plan, run_job(job)
+
+
+def _count(plan: PlannedRun, outcome: IngestOutcome, result: ImportResult) -> bool:
+    if outcome.error is not None:
+        result.errors.append({**outcome.error, "results_file": plan.results.path})
+        return False
     result.imported_runs += 1
-    result.imported_samples += ingested.samples
-    return ingested
+    result.imported_samples += outcome.run.samples
+    return True
 
 
-def _import_run(catalog: Catalog, lake: Lake, source: Source, suite_id: str, import_id: str,
-                plan: PlannedRun, result: ImportResult) -> None:
-    specs = {task.name: task_spec(task) for task in plan.parsed.leaf_tasks}
-    for name in plan.samples:
-        specs.setdefault(name, task_spec(TaskResult(name=name, is_group=False, metrics=[])))
-    existing = ensure_tasks(catalog, specs.values(), dry=True)
-    wants = {name for name in plan.samples if not existing.get(name, (None, False))[1]}
-    slugs = {name: spec.slug for name, spec in specs.items()}
-    ingested = _ingest(source, plan, lake, wants, result, slugs)
-    if ingested is None:
-        return
+def _commit_run(catalog: Catalog, source: Source, suite_id: str, import_id: str, plan: PlannedRun,
+                ingested: IngestedRun, result: ImportResult) -> None:
+    """The run's catalog rows in one transaction: tasks (and their new versions), files, run, metrics."""
+    specs = plan.specs
     for name, kind in ingested.request_kinds.items():
         specs[name].request_kind = kind
     for name, inputs in ingested.inputs.items():
@@ -372,7 +383,7 @@ def _finish(catalog: Catalog, lake: Lake, suite_id: str, import_id: str, req: Im
 
 
 def _preview_suite_version(catalog: Catalog, suite: t.Suite | None, plans: list[PlannedRun],
-                           todo: list[PlannedRun], result: ImportResult) -> None:
+                           result: ImportResult) -> None:
     failed = {e.get("results_file") for e in result.errors}
     names = _task_names([p for p in plans if p.results.path not in failed])
     current, desired = _desired_pins(catalog, suite.id if suite else None, names)

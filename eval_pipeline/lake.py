@@ -28,12 +28,19 @@ class StoredFile:
 
 
 class ParquetSink:
-    """Accumulates record batches into one Parquet file; memory is bounded by the batch size."""
+    """Accumulates record batches into one Parquet file; memory is bounded by the batch size.
+
+    Columns whose field metadata says `bulk` (large, nearly unique values such as raw JSON) skip the
+    dictionary and min/max statistics: both cost time and buy nothing there.
+    """
 
     def __init__(self, local_path: str, schema: pa.Schema):
-        self._writer = pq.ParquetWriter(local_path, schema, compression="zstd")
+        plain = [f.name for f in schema if not (f.metadata or {}).get(b"bulk")]
+        self._writer = pq.ParquetWriter(local_path, schema, compression="zstd", use_dictionary=plain,
+                                        write_statistics=plain)
         self.schema = schema
         self.rows = 0
+        self.stored: StoredFile | None = None  # set once the file is published
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         self._writer.write(batch)
@@ -57,6 +64,7 @@ class Lake:
         if url.startswith("s3://") and s3_endpoint_url:
             options["endpoint_url"] = s3_endpoint_url
         self.url = url
+        self.s3_endpoint_url = s3_endpoint_url
         self.fs, root = fsspec.core.url_to_fs(url, **options)
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)

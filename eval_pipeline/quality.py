@@ -52,7 +52,7 @@ def check_samples(samples: pd.DataFrame) -> Validation:
     import great_expectations as gx
 
     ex = gx.expectations
-    scores = [v for row in samples["scores"] for _, v in (row or [])]
+    scores = [v for row in samples["score_values"] for v in row]
     df = samples.assign(target=samples["target"].where(samples["target"] != "null"))
     checks = [
         ex.ExpectColumnValuesToNotBeNull(column="doc_id"),

@@ -5,8 +5,9 @@ import hashlib
 import posixpath
 import shutil
 import tempfile
-from contextlib import contextmanager
-from typing import IO, Iterator, Protocol
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Protocol
 
 import fsspec
 
@@ -32,6 +33,30 @@ def _under_prefix(files: list[ListedFile], prefix: str) -> list[ListedFile]:
     return [f for f in files if f.path.startswith(prefix)] if prefix else files
 
 
+FileOpener = Callable[[ListedFile], AbstractContextManager[IO[bytes]]]
+
+
+@dataclass(frozen=True)
+class LocalFiles:
+    """Opens files already on local disk (picklable: worker processes read through it)."""
+
+    paths: dict[str, str]
+
+    def __call__(self, f: ListedFile) -> IO[bytes]:
+        return open(self.paths[f.path], "rb")
+
+
+@dataclass(frozen=True)
+class FsspecFiles:
+    """Opens files below a root of an fsspec filesystem (picklable; S3 credentials come from the env)."""
+
+    fs: Any
+    root: str
+
+    def __call__(self, f: ListedFile) -> IO[bytes]:
+        return self.fs.open(f"{self.root}/{f.path}", "rb")
+
+
 class Source(Protocol):
     type: str
     repo: str
@@ -42,7 +67,11 @@ class Source(Protocol):
 
     def list(self, prefix: str) -> list[ListedFile]: ...
 
-    def open(self, f: ListedFile) -> "contextmanager[IO[bytes]]": ...
+    def open(self, f: ListedFile) -> AbstractContextManager[IO[bytes]]: ...
+
+    def opener(self, files: list[ListedFile]) -> FileOpener:
+        """A picklable opener for these files, holding no credential."""
+        ...
 
     def fingerprint(self, f: ListedFile) -> str: ...
 
@@ -63,16 +92,16 @@ class HubSource:
         self._endpoint = endpoint
         self._token: str | bool = token or False  # False: never fall back to a stored or env token
         self._api = HfApi(endpoint=endpoint, token=self._token)
-        self._workdir = tempfile.mkdtemp(prefix="eval-pipeline-hub-")
         info = self._call(lambda: self._api.dataset_info(repo, revision=revision), revision)
-        self.requested_revision = revision
         self.revision = info.sha
+        self._workdir = tempfile.mkdtemp(prefix="eval-pipeline-hub-")
 
     @property
     def key(self) -> str:
         return f"hf://datasets/{self.repo}"
 
     def _call(self, fn, revision: str | None = None, path: str | None = None):
+        import httpx2  # huggingface_hub's HTTP client: its transport errors mean "unreachable"
         from huggingface_hub import errors as hf
 
         try:
@@ -80,7 +109,7 @@ class HubSource:
         except hf.RevisionNotFoundError:
             raise NotFound("revision", f"{self.repo}@{revision}") from None
         except hf.EntryNotFoundError:
-            raise NotFound("file", f"{self.repo}/{path}") from None
+            raise NotFound("path", f"{self.repo}/{path}") from None
         except (hf.GatedRepoError, hf.RepositoryNotFoundError) as e:
             status = getattr(getattr(e, "response", None), "status_code", None)
             if status in (401, 403):
@@ -94,7 +123,7 @@ class HubSource:
             if status in (401, 403):
                 raise SourceAuthError(f"the Hub answered {status} for {self.repo}") from None
             raise SourceUnavailable(f"the Hub failed for {self.repo} (HTTP {status})") from None
-        except OSError as e:  # connection refused, DNS, timeouts
+        except (OSError, httpx2.TransportError) as e:  # connection refused, DNS, timeouts
             raise SourceUnavailable(f"cannot reach the Hub for {self.repo}: {type(e).__name__}") from None
 
     def list(self, prefix: str) -> list[ListedFile]:
@@ -109,16 +138,20 @@ class HubSource:
                  for e in entries if isinstance(e, RepoFile)]
         return sorted(_under_prefix(files, prefix), key=lambda f: f.path)
 
-    @contextmanager
-    def open(self, f: ListedFile) -> Iterator[IO[bytes]]:
+    def _download(self, f: ListedFile) -> str:
         from huggingface_hub import hf_hub_download
 
-        local = self._call(lambda: hf_hub_download(
+        return self._call(lambda: hf_hub_download(
             self.repo, f.path, repo_type="dataset", revision=self.revision, token=self._token,
             endpoint=self._endpoint, cache_dir=self._workdir,
         ), self.revision, f.path)
-        with open(local, "rb") as stream:
-            yield stream
+
+    def open(self, f: ListedFile) -> IO[bytes]:
+        return open(self._download(f), "rb")
+
+    def opener(self, files: list[ListedFile]) -> FileOpener:
+        """Downloads here, so that the token never leaves this process."""
+        return LocalFiles({f.path: self._download(f) for f in files})
 
     def fingerprint(self, f: ListedFile) -> str:
         return f.oid or ""
@@ -158,10 +191,11 @@ class FsspecSource:
                  for p, info in found.items() if info.get("type") == "file"]
         return sorted(_under_prefix(files, prefix), key=lambda f: f.path)
 
-    @contextmanager
-    def open(self, f: ListedFile) -> Iterator[IO[bytes]]:
-        with self._fs.open(f"{self._root}/{f.path}", "rb") as stream:
-            yield stream
+    def open(self, f: ListedFile) -> IO[bytes]:
+        return self._fs.open(f"{self._root}/{f.path}", "rb")
+
+    def opener(self, files: list[ListedFile]) -> FileOpener:
+        return FsspecFiles(self._fs, self._root)
 
     def fingerprint(self, f: ListedFile) -> str:
         if f.path not in self._hashes:

@@ -39,13 +39,14 @@ def suite_object(s, suite: t.Suite) -> dict:
 
 
 def version_object(s, sv: t.SuiteVersion) -> dict:
-    rows = s.execute(select(t.Task, t.TaskVersion)
+    rows = s.execute(select(t.Task, t.TaskVersion, t.File.path)
                      .join(t.SuiteVersionTask, t.SuiteVersionTask.task_id == t.Task.id)
                      .join(t.TaskVersion, (t.TaskVersion.task_id == t.Task.id)
                            & (t.TaskVersion.version == t.SuiteVersionTask.task_version))
+                     .outerjoin(t.File, t.File.id == t.TaskVersion.inputs_file_id)
                      .where(t.SuiteVersionTask.suite_version_id == sv.id)
                      .order_by(t.Task.name)).all()
-    tasks = [task_object(task, tv) | {"version": tv.version} for task, tv in rows]
+    tasks = [task_object(task, tv) | {"version": tv.version, "inputs_path": path} for task, tv, path in rows]
     return {
         "id": sv.id, "object": "eval.suite.version", "suite_id": sv.suite_id, "version": sv.version,
         "manifest": {"schema_version": MANIFEST_SCHEMA, "tasks": tasks},
@@ -74,17 +75,6 @@ def get_suite(catalog: Catalog, suite_id: str) -> dict:
 def publish_manifest(catalog: Catalog, lake: Lake, suite_id: str) -> dict:
     """Write the suite's versions and their task inputs to `suites/<id>/manifest.json` (idempotent)."""
     suite = get_suite(catalog, suite_id)
-    for v in suite["versions"]:
-        for task in v["manifest"]["tasks"]:
-            task["inputs_path"] = _file_path(catalog, task["inputs_file_id"])
     lake.write_bytes(f"suites/{suite_id}/manifest.json",
                      orjson.dumps(suite, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     return suite
-
-
-def _file_path(catalog: Catalog, file_id: str | None) -> str | None:
-    if file_id is None:
-        return None
-    with catalog.session() as s:
-        f = s.get(t.File, file_id)
-        return f.path if f else None

@@ -1,7 +1,6 @@
 """Stream lm-eval per-sample logs (JSONL, or one JSON array as up to 0.4.2) as normalised rows."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import IO, Any, Iterator
 
@@ -9,6 +8,7 @@ import ijson
 import orjson
 
 from eval_pipeline.errors import MalformedFile
+from eval_pipeline.harness.jsonio import loads
 
 FIXED_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics",
               "doc_hash", "prompt_hash", "target_hash", "task_name"}
@@ -20,17 +20,18 @@ class Sample:
     filter: str
     doc: Any
     target: Any
-    arguments: list[list[Any]]  # one [arg_0, arg_1] per request
-    resps: Any
-    filtered_resps: Any
+    arguments: Any  # as lm-eval wrote them; request_args() gives [[arg_0, arg_1], ...]
     metrics: dict[str, Any]  # per-sample metric values: floats, or structures only the aggregation reads
     doc_hash: str | None
     prompt_hash: str | None
     target_hash: str | None
 
 
-def iter_records(stream: IO[bytes], path: str) -> Iterator[tuple[int, Any]]:
-    """Yield (line or item number, decoded record) whatever the extension claims."""
+def iter_records(stream: IO[bytes], path: str) -> Iterator[tuple[int, bytes, Any]]:
+    """Yield (line or item number, the record's JSON bytes, decoded record), whatever the extension claims.
+
+    JSONL lines are passed on as they are; items of a JSON array are re-encoded once.
+    """
     head = stream.read(1)
     while head and head in b" \t\r\n\xef\xbb\xbf":
         head = stream.read(1)
@@ -46,9 +47,13 @@ def iter_records(stream: IO[bytes], path: str) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            yield lineno, orjson.loads(line)
+            record = orjson.loads(line)
         except orjson.JSONDecodeError as e:
-            raise MalformedFile(path, f"invalid JSON ({e})", line=lineno) from None
+            try:
+                record = loads(line)
+            except ValueError:
+                raise MalformedFile(path, f"invalid JSON ({e})", line=lineno) from None
+        yield lineno, line.rstrip(b"\r\n"), record
 
 
 def _chain(first: bytes, stream: IO[bytes]) -> Iterator[bytes]:
@@ -71,38 +76,29 @@ class _Prefixed:
         return self._stream.read(n)
 
 
-def _iter_array(head: bytes, stream: IO[bytes], path: str) -> Iterator[tuple[int, Any]]:
+def _iter_array(head: bytes, stream: IO[bytes], path: str) -> Iterator[tuple[int, bytes, Any]]:
     index = 0
     try:
         for index, item in enumerate(ijson.items(_Prefixed(head, stream), "item", use_float=True), 1):
-            yield index, item
+            yield index, orjson.dumps(item), item
     except ijson.JSONError as e:
         raise MalformedFile(path, f"invalid JSON array after item {index} ({e})") from None
 
 
-def _index(key: Any) -> int:
-    tail = str(key).rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+def request_args(raw: Any) -> list[list[Any]]:
+    """Both shapes as [[arg_0, arg_1], ...]: {gen_args_i: {arg_j}} (0.4.3+) and a list of lists.
 
-
-def _arguments(raw: Any) -> list[list[Any]]:
-    """Both shapes as [[arg_0, arg_1], ...]: {gen_args_i: {arg_j}} (0.4.3+) and a list of lists."""
+    lm-eval writes gen_args_0.. and arg_0.. in order, and JSON objects keep their order when decoded.
+    """
     if isinstance(raw, dict):
-        out = []
-        for _, arg in sorted(raw.items(), key=lambda kv: _index(kv[0])):
-            out.append([arg[k] for k in sorted(arg, key=_index)] if isinstance(arg, dict) else [arg])
-        return out
+        return [list(a.values()) if isinstance(a, dict) else [a] for a in raw.values()]
     if isinstance(raw, list):
         return [list(a) if isinstance(a, (list, tuple)) else [a] for a in raw]
     return [] if raw is None else [[raw]]
 
 
 def _metric_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    return value
+    return float(value) if isinstance(value, (int, float)) else value  # bools too: True is 1.0
 
 
 def normalise(record: Any, path: str, line: int, default_filter: str) -> Sample:
@@ -118,18 +114,15 @@ def normalise(record: Any, path: str, line: int, default_filter: str) -> Sample:
     names = record.get("metrics")
     if not isinstance(names, list):
         names = [k for k in record if k not in FIXED_KEYS]
-    try:
-        arguments = _arguments(record.get("arguments"))
-    except (ValueError, TypeError, KeyError, AttributeError):
-        raise MalformedFile(path, "'arguments' has an unknown shape", line=line) from None
+    arguments = record.get("arguments")
+    if arguments is not None and not isinstance(arguments, (dict, list)):
+        raise MalformedFile(path, "'arguments' is neither an object nor a list", line=line)
     return Sample(
         doc_id=doc_id,
         filter=str(record.get("filter") or default_filter),
         doc=record.get("doc"),
         target=record.get("target"),
         arguments=arguments,
-        resps=record.get("resps"),
-        filtered_resps=record.get("filtered_resps"),
         metrics={n: _metric_value(record[n]) for n in names if n in record},
         doc_hash=record.get("doc_hash"),
         prompt_hash=record.get("prompt_hash"),
@@ -137,13 +130,12 @@ def normalise(record: Any, path: str, line: int, default_filter: str) -> Sample:
     )
 
 
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, float) and math.isfinite(value)
-
-
 def request_of(sample: Sample) -> tuple[str, str, list[str], dict]:
     """(request kind, prompt, continuations, gen kwargs) as lm-eval recorded the doc's requests."""
-    args = sample.arguments
+    try:
+        args = request_args(sample.arguments)
+    except TypeError:
+        args = []
     if not args:
         return "generate_until", "", [], {}
     first = args[0]

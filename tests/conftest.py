@@ -1,0 +1,101 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+for _var in ("HF_TOKEN", "EVAL_PIPELINE_HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+    os.environ.pop(_var, None)  # no test may lean on a token from the environment
+
+from services import create_database, drop_database, free_port, postgres_server  # noqa: E402
+
+from eval_pipeline.catalog import Catalog  # noqa: E402
+from eval_pipeline.lake import Lake  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURES = SHARED / "fixtures" / "lm-eval-real"
+
+
+@pytest.fixture(scope="session")
+def real_fixtures() -> Path:
+    """The third-party lm-eval outputs in ../shared (never copied here). Absent: skip, or fail in CI."""
+    if not FIXTURES.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{FIXTURES} is missing; CI must run with ../shared beside the checkout")
+        pytest.skip(f"{FIXTURES} is missing")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    url, stop = postgres_server()
+    yield url
+    stop()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url):
+    url = create_database(pg_admin_url)
+    yield url
+    drop_database(pg_admin_url, url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request, tmp_path):
+    if request.param == "sqlite":
+        cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}").migrate()
+        yield cat
+        cat.dispose()
+    else:
+        url = request.getfixturevalue("pg_url")
+        cat = Catalog(url).migrate()
+        yield cat
+        cat.dispose()
+
+
+@pytest.fixture
+def sqlite_catalog(tmp_path):
+    cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}").migrate()
+    yield cat
+    cat.dispose()
+
+
+@pytest.fixture
+def lake(tmp_path) -> Lake:
+    return Lake(str(tmp_path / "lake"))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3-compatible server on loopback, with test credentials in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    import uuid
+
+    import s3fs
+
+    name = f"bucket-{uuid.uuid4().hex[:10]}"
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    fs.mkdir(name)
+    return name

@@ -1,0 +1,89 @@
+"""Real services for tests: PostgreSQL (the machine's, or a throwaway server) and moto's S3 server."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+
+import psycopg2
+
+DEFAULT_PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reachable(url: str) -> bool:
+    try:
+        psycopg2.connect(_dsn(url), connect_timeout=3).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+psycopg2://", "postgresql://")
+
+
+class ThrowawayPostgres:
+    """initdb + pg_ctl in a temp folder, as the postgres user when running as root."""
+
+    def __init__(self):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins and not shutil.which("initdb"):
+            raise RuntimeError("no PostgreSQL server binaries (initdb) on this machine")
+        self.bin = os.path.dirname(bins[-1]) if bins else os.path.dirname(shutil.which("initdb"))
+        self.dir = tempfile.mkdtemp(prefix="eval-pipeline-pg-")
+        self.port = free_port()
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(self.dir, "postgres", "postgres")
+
+    def start(self) -> str:
+        data = os.path.join(self.dir, "data")
+        subprocess.run(self._as + [f"{self.bin}/initdb", "-D", data, "-U", "postgres", "-A", "trust"],
+                       check=True, capture_output=True)
+        opts = f"-c fsync=off -c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir}"
+        subprocess.run(self._as + [f"{self.bin}/pg_ctl", "-D", data, "-o", opts, "-w", "-l",
+                                   os.path.join(self.dir, "log"), "start"], check=True, capture_output=True)
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        subprocess.run(self._as + [f"{self.bin}/pg_ctl", "-D", os.path.join(self.dir, "data"), "-m",
+                                   "immediate", "stop"], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgres_server():
+    """(admin URL, stopper): EVAL_PIPELINE_TEST_PG, else 127.0.0.1:5432, else a throwaway server."""
+    url = os.environ.get("EVAL_PIPELINE_TEST_PG") or DEFAULT_PG
+    if _reachable(url):
+        return url, lambda: None
+    own = ThrowawayPostgres()
+    return own.start(), own.stop
+
+
+def create_database(admin_url: str) -> str:
+    name = f"evalp_test_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(_dsn(admin_url))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    conn = psycopg2.connect(_dsn(admin_url))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()

@@ -1,0 +1,125 @@
+"""Dagster: the Definitions load, and assets materialise for real on a PostgreSQL-backed instance."""
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from assets.historical import historical_metrics_agree, historical_results, historical_samples_valid
+from assets.suites import suite_inputs_valid, suite_versions
+from eval_pipeline.definitions import defs
+from helpers import generated_folder
+from resources import CatalogResource, HubResource, LakeResource
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_load_and_validate():
+    dg.Definitions.validate_loadable(defs)
+    assert yaml.safe_load((ROOT / "workspace.yaml").read_text()) == {"load_from": [{"python_module": {
+        "module_name": "eval_pipeline.definitions", "attribute": "defs"}}]}
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"historical_results", "suite_versions"}
+    assert {k.name for k in graph.asset_check_keys} == {
+        "historical_samples_valid", "historical_metrics_agree", "suite_inputs_valid"}
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"historical_import", "suite_publish"}
+
+
+@pytest.fixture
+def pg_instance(pg_url, tmp_path, monkeypatch):
+    """A Dagster instance configured by deploy/dagster.yaml, storage in a fresh PostgreSQL database."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_url)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    for var, value in {"DAGSTER_PG_HOST": url.host, "DAGSTER_PG_PORT": str(url.port),
+                       "DAGSTER_PG_USERNAME": url.username, "DAGSTER_PG_PASSWORD": url.password or "unused",
+                       "DAGSTER_PG_DB": url.database, "DAGSTER_HOME": str(home)}.items():
+        monkeypatch.setenv(var, value)
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+def _resources(catalog_url, lake_dir):
+    return {"catalog": CatalogResource(database_url=catalog_url), "lake": LakeResource(url=str(lake_dir)),
+            "hub": HubResource()}
+
+
+def _sources(path: Path, folder: Path, **extra) -> dict:
+    path.write_text(yaml.safe_dump({"imports": [{"source": {"type": "path", "url": str(folder)}, **extra}]}))
+    return {"ops": {"historical_results": {"config": {"sources_file": str(path)}}}}
+
+
+def test_materialise_on_a_postgres_instance(pg_instance, pg_url, tmp_path):
+    folder = generated_folder(tmp_path / "src")
+    resources = _resources(pg_url, tmp_path / "lake")
+    result = dg.materialize([historical_results, historical_samples_valid, historical_metrics_agree],
+                            instance=pg_instance, resources=resources,
+                            run_config=_sources(tmp_path / "sources.yaml", folder, suite_name="pg"))
+    assert result.success
+    with create_engine(pg_url).connect() as conn:  # the run really went to PostgreSQL
+        assert conn.execute(text("select count(*) from runs")).scalar() == 1
+    meta = result.asset_materializations_for_node("historical_results")[0].metadata
+    assert (meta["imported_runs"].value, meta["imported_samples"].value) == (2, 42)
+    assert {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()} == {
+        "historical_samples_valid": True, "historical_metrics_agree": True}
+
+    (suite_id,) = pg_instance.get_dynamic_partitions("suite")
+    published = dg.materialize([suite_versions, suite_inputs_valid], instance=pg_instance,
+                               resources=resources, partition_key=suite_id)
+    assert published.success
+    meta = published.asset_materializations_for_node("suite_versions")[0].metadata
+    assert (meta["latest_version"].value, meta["tasks"].value, meta["docs"].value) == (1, 2, 21)
+    assert [e.passed for e in published.get_asset_check_evaluations()] == [True]
+    records = pg_instance.fetch_materializations(dg.AssetKey("suite_versions"), limit=5).records
+    assert len(records) == 2  # the import's record of version 1, then this publication
+
+
+def test_checks_fail_on_bad_data(tmp_path, real_fixtures):
+    folder = generated_folder(tmp_path / "src", models=("o/m",))
+    samples = next((folder / "o__m").glob("samples_gen_mc_*.jsonl"))
+    lines = samples.read_text().splitlines()
+    samples.write_text("\n".join(lines + [lines[0]]) + "\n")  # one doc twice
+    resources = _resources(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "lake")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([historical_results, historical_samples_valid], instance=instance,
+                                resources=resources, run_config=_sources(tmp_path / "s.yaml", folder),
+                                raise_on_error=False)
+        (evaluation,) = result.get_asset_check_evaluations()
+        assert not evaluation.passed
+        assert "ExpectCompoundColumnsToBeUnique" in evaluation.metadata["summary"].value.replace(
+            "expect_compound_columns_to_be_unique", "ExpectCompoundColumnsToBeUnique")
+
+        shutil.copytree(real_fixtures / "v0.3_pythia", tmp_path / "pythia")
+        run_config = _sources(tmp_path / "p.yaml", tmp_path / "pythia", suite_name="no inputs")
+        dg.materialize([historical_results], instance=instance, resources=resources, run_config=run_config)
+        suite_id = [k for k in instance.get_dynamic_partitions("suite")][-1]
+        published = dg.materialize([suite_versions, suite_inputs_valid], instance=instance,
+                                   resources=resources, partition_key=suite_id, raise_on_error=False)
+        (check,) = published.get_asset_check_evaluations()
+        assert not check.passed and check.metadata["tasks"].value == 65
+
+
+def test_one_bad_source_fails_the_run_but_not_the_others(tmp_path):
+    from eval_pipeline.catalog import Catalog
+    from eval_pipeline.suites import list_suites
+
+    good = generated_folder(tmp_path / "good", models=("o/m",))
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(yaml.safe_dump({"imports": [
+        {"source": {"type": "path", "url": str(tmp_path / "missing")}, "suite_name": "bad"},
+        {"source": {"type": "path", "url": str(good)}, "suite_name": "good"},
+    ]}))
+    catalog_url = f"sqlite:///{tmp_path / 'c.db'}"
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([historical_results], instance=instance, raise_on_error=False,
+                                resources=_resources(catalog_url, tmp_path / "lake"),
+                                run_config={"ops": {"historical_results": {"config": {"sources_file": str(sources)}}}})
+    assert not result.success
+    failure = result.failure_data_for_node("historical_results").error
+    assert "imports[0]" in failure.message and "source folder not found" in failure.message
+    assert [s["name"] for s in list_suites(Catalog(catalog_url))] == ["good"]
