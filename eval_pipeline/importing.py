@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +26,7 @@ from eval_pipeline.suites import publish_manifest, suite_task_pins
 from eval_pipeline.tasks import TaskSpec, ensure_tasks, task_spec
 
 MATCH_TOLERANCE = 1e-6
+MAX_RESULTS_BYTES = 64 << 20  # results files are kilobytes; a larger JSON is some other data file
 
 
 @dataclass
@@ -82,19 +82,20 @@ def import_results(
         _check_missing_tasks(catalog, suite, req, plans)
         jobs = _jobs(catalog, source, todo, None if req.dry_run else lake)
         if req.dry_run:
-            for plan, outcome in ingest_all(jobs):
-                _count(plan, outcome, result)
+            for plan, job in jobs:
+                _count(plan, run_job(job), result)
             _preview_suite_version(catalog, suite, plans, result)
             return result
-        if suite is None and not todo:
+        import_id = ids.new_id("import")
+        for plan, job in jobs:  # each run is committed as soon as it is read
+            outcome = run_job(job)
+            if _count(plan, outcome, result):
+                suite = suite or _create_suite(catalog, req)  # a new suite only once a run is in
+                _commit_run(catalog, source, suite.id, import_id, plan, outcome.run, result)
+        if suite is None:  # nothing could be imported into a suite that does not exist
             result.created_suite = False
             return result
-        suite = suite or _create_suite(catalog, req)
         result.suite_id = suite.id
-        import_id = ids.new_id("import")
-        for plan, outcome in ingest_all(jobs):  # each run is committed as soon as it is read
-            if _count(plan, outcome, result):
-                _commit_run(catalog, source, suite.id, import_id, plan, outcome.run, result)
         _finish(catalog, lake, suite.id, import_id, req, plans, result)
         return result
     finally:
@@ -130,48 +131,64 @@ def _read_json(source: Source, f: ListedFile):
         return loads(stream.read())
 
 
-def _plan(source: Source, listing: list[ListedFile], explicit: list[str], limit: int | None,
-          result: ImportResult) -> list[PlannedRun]:
+def _candidates(source: Source, listing: list[ListedFile], explicit: list[str], limit: int | None
+                ) -> tuple[list[ListedFile], set[str], int | None]:
+    """(files to try as results, those that must be results, the limit that applies)."""
     by_path = {f.path: f for f in listing}
     if explicit:
         missing = [p for p in explicit if p not in by_path]
         if missing:
             raise NotFound("file", ", ".join(missing), f"at revision {source.revision or 'current'}")
-        candidates = [by_path[p] for p in dict.fromkeys(explicit)]
-        named = set(explicit)
-    else:
-        named_files, maybe = classify(listing)
-        candidates = sorted(named_files + maybe, key=lambda f: f.path)
-        named = {f.path for f in named_files}
-        limit = limit or DEFAULT_LISTING_LIMIT
+        return [by_path[p] for p in dict.fromkeys(explicit)], set(explicit), limit
+    named, maybe = classify(listing)
+    return sorted(named + maybe, key=lambda f: f.path), {f.path for f in named}, limit or DEFAULT_LISTING_LIMIT
+
+
+def _parse_candidate(source: Source, f: ListedFile, must_be_results: bool,
+                     result: ImportResult) -> ParsedResults | None:
+    """The parsed results file; None (with an error when it had to be results) for anything else."""
+    def reject(reason: str) -> None:
+        if must_be_results:
+            result.discovered_files += 1
+            result.errors.append({"path": f.path, "reason": reason})
+
+    if (f.size or 0) > MAX_RESULTS_BYTES:
+        return reject(f"{f.size} bytes is too large for a results file (limit {MAX_RESULTS_BYTES})")
+    try:
+        doc = _read_json(source, f)
+    except ValueError as e:  # not JSON (json.JSONDecodeError), or not UTF-8
+        return reject(f"invalid JSON: {e}")
+    if not must_be_results and not (isinstance(doc, dict) and isinstance(doc.get("results"), dict)):
+        return None  # some other JSON file, not an lm-eval results file
+    try:
+        parsed = parse_results(doc, f.path)
+    except ValueError as e:
+        return reject(f"not an lm-eval results file: {e}")
+    result.discovered_files += 1
+    return parsed
+
+
+def _planned_run(source: Source, f: ListedFile, parsed: ParsedResults, listing: list[ListedFile]) -> PlannedRun:
+    samples = pair_samples(f.path, parsed.timestamp, parsed.model, [task.name for task in parsed.leaf_tasks],
+                           listing)
+    parts = [source.fingerprint(f)] + sorted(
+        f"{s.path}={source.fingerprint(s)}" for files in samples.values() for s in files)
+    specs = {task.name: task_spec(task) for task in parsed.leaf_tasks}
+    for name in samples:
+        specs.setdefault(name, task_spec(TaskResult(name=name, is_group=False, metrics=[])))
+    return PlannedRun(f, parsed, samples, hashlib.sha256("\n".join(parts).encode()).hexdigest(), specs)
+
+
+def _plan(source: Source, listing: list[ListedFile], explicit: list[str], limit: int | None,
+          result: ImportResult) -> list[PlannedRun]:
+    candidates, named, limit = _candidates(source, listing, explicit, limit)
     plans = []
     for f in candidates:
         if limit is not None and result.discovered_files >= limit:
             break
-        try:
-            doc = _read_json(source, f)
-        except ValueError as e:  # not JSON (json.JSONDecodeError), or not UTF-8
-            if f.path in named:
-                result.discovered_files += 1
-                result.errors.append({"path": f.path, "reason": f"invalid JSON: {e}"})
-            continue
-        if f.path not in named and not (isinstance(doc, dict) and isinstance(doc.get("results"), dict)):
-            continue  # some other JSON file, not an lm-eval results file
-        result.discovered_files += 1
-        try:
-            parsed = parse_results(doc, f.path)
-        except ValueError as e:
-            result.errors.append({"path": f.path, "reason": f"not an lm-eval results file: {e}"})
-            continue
-        samples = pair_samples(f.path, parsed.timestamp, parsed.model,
-                               [task.name for task in parsed.leaf_tasks], listing)
-        parts = [source.fingerprint(f)] + sorted(
-            f"{s.path}={source.fingerprint(s)}" for files in samples.values() for s in files)
-        fingerprint = hashlib.sha256("\n".join(parts).encode()).hexdigest()
-        specs = {task.name: task_spec(task) for task in parsed.leaf_tasks}
-        for name in samples:
-            specs.setdefault(name, task_spec(TaskResult(name=name, is_group=False, metrics=[])))
-        plans.append(PlannedRun(f, parsed, samples, fingerprint, specs))
+        parsed = _parse_candidate(source, f, f.path in named, result)
+        if parsed is not None:
+            plans.append(_planned_run(source, f, parsed, listing))
     return plans
 
 
@@ -238,11 +255,6 @@ def _jobs(catalog: Catalog, source: Source, plans: list[PlannedRun], lake: Lake 
             lake_url=lake.url if lake else None, s3_endpoint_url=lake.s3_endpoint_url if lake else None,
         )))
     return out
-
-
-def ingest_all(jobs: list[tuple[PlannedRun, IngestJob]]) -> Iterator[tuple[PlannedRun, IngestOutcome]]:
-    for plan, job in jobs:
-        yield plan, run_job(job)
 
 
 def _count(plan: PlannedRun, outcome: IngestOutcome, result: ImportResult) -> bool:

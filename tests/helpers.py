@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from sqlalchemy import MetaData, select
@@ -31,12 +33,22 @@ def generated_folder(root: Path, models=("org/model-a", "org/model-b"), tasks=TA
     return root
 
 
-def copy_real(real_fixtures: Path, dest: Path) -> Path:
-    shutil.copytree(real_fixtures, dest, ignore=shutil.ignore_patterns("README.md"))
-    return dest
-
-
 def corrupt_json(path: Path, edit) -> None:
     doc = json.loads(path.read_text())
     edit(doc)
     path.write_text(json.dumps(doc))
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    """This environment minus any eval_pipeline or Dagster setting, pointed at `home`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVAL_PIPELINE_", "DAGSTER_"))}
+    return {**env, "EVAL_PIPELINE_HOME": str(home), **extra}
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "eval_pipeline.cli", *args]
+
+
+def run_cli(home: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command(*args), env=cli_env(home, **(env_extra or {})), capture_output=True,
+                          text=True, timeout=300)

@@ -1,15 +1,7 @@
 """The CLI as users run it: the demo (the README's main command), suites and tasks listings."""
 import json
-import os
-import subprocess
-import sys
 
-
-def _cli(home, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVAL_PIPELINE_", "DAGSTER_"))}
-    env["EVAL_PIPELINE_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "eval_pipeline.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+from helpers import run_cli as _cli
 
 
 def test_demo_imports_through_dagster_and_is_repeatable(tmp_path):

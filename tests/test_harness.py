@@ -97,7 +97,7 @@ def test_pairing_across_the_hub_layout():
         f"meta-llama/Llama-3-8B/results_{ts}.json",
         f"meta-llama__Llama-3-8B/results_{ts}.json",
         f"meta-llama__Llama-3-8B/samples_arc_easy_{ts}.jsonl",
-        f"meta-llama__Llama-3-8B/samples_arc_easy_2024-01-01T00-00-00.jsonl",
+        "meta-llama__Llama-3-8B/samples_arc_easy_2024-01-01T00-00-00.jsonl",
         "old/results.json", "old/pretrained__gpt2_wmdp_bio.jsonl", "old/pretrained__gpt2_bio.jsonl",
     ]]
     nested = pair_samples(f"meta-llama/Llama-3-8B/results_{ts}.json", ts, "meta-llama/Llama-3-8B",

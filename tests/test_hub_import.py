@@ -1,17 +1,13 @@
 """Imports from a Hub-compatible server on loopback, through the real huggingface_hub client."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
-from eval_pipeline.catalog import tables as t
 from eval_pipeline.errors import NotFound, SourceAuthError
 from eval_pipeline.importing import import_results
 from helpers import generated_folder
+from helpers import run_cli as _cli
 from hub_server import HubRepo, HubServer
 
 TOKEN = "hf_caller_secret_7f3a9c"
@@ -94,13 +90,6 @@ def test_missing_repo_revision_and_file(sqlite_catalog, lake, hub):
                        hub_token=TOKEN, hub_endpoint=hub.url)
 
 
-def _cli(home: Path, *args, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVAL_PIPELINE_", "DAGSTER_"))}
-    env.update({"EVAL_PIPELINE_HOME": str(home), **(env_extra or {})})
-    return subprocess.run([sys.executable, "-m", "eval_pipeline.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
 def test_cli_import_leaves_the_token_nowhere(hub, tmp_path, monkeypatch):
     home = tmp_path / "home"
     out = _cli(home, "import", "hf", REPO, "--path-prefix", "gen/", "--suite-name", "hub",
@@ -139,7 +128,7 @@ def test_cli_import_leaves_the_token_nowhere(hub, tmp_path, monkeypatch):
         assert TOKEN not in repr([r.event_log_entry for r in hist + suites])
 
 
-def test_cli_exit_codes(hub, tmp_path):
+def test_cli_exit_codes(hub, tmp_path, monkeypatch):
     home = tmp_path / "home"
     bad = _cli(home, "import", "hf", REPO, "--limit-files", "500")
     assert bad.returncode == 2 and "limit_files" in json.loads(bad.stderr)["error"]["message"]
@@ -151,5 +140,13 @@ def test_cli_exit_codes(hub, tmp_path):
     assert missing.returncode == 2 and json.loads(missing.stderr)["error"]["code"] == "not_found"
     ok = _cli(home, "import", "hf", REPO, "--dry-run", env_extra={"HF_TOKEN": TOKEN, "HF_ENDPOINT": hub.url})
     assert ok.returncode == 0 and json.loads(ok.stdout)["dry_run"] is True
+    assert json.loads(ok.stdout)["imported_samples"] == 305 + 42
     listed = _cli(home, "suites", "list")
     assert listed.returncode == 0 and json.loads(listed.stdout)["data"] == []
+
+    import dagster as dg
+
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    with dg.DagsterInstance.get() as instance:  # the dry run left no Dagster event either
+        for key in ("historical_results", "suite_versions"):
+            assert instance.fetch_materializations(dg.AssetKey(key), limit=1).records == []

@@ -8,7 +8,7 @@ from eval_pipeline.catalog import tables as t
 from eval_pipeline.errors import InvalidInput, NotFound
 from eval_pipeline.importing import import_results
 from eval_pipeline.suites import get_suite
-from helpers import copy_real, corrupt_json, generated_folder, snapshot
+from helpers import corrupt_json, generated_folder, snapshot
 
 NEGOTIATION = "v0.4.13dev_negotiationtom/Qwen__Qwen3-8B/results_2026-07-08T16-04-34.219874.json"
 MASAKHANER = "v0.4.10dev_masakhaner/google__gemma-2b/results_2026-01-16T15-23-47.285735.json"
@@ -179,7 +179,8 @@ def test_recomputed_means_catch_a_wrong_aggregate(sqlite_catalog, lake, tmp_path
 
     root = generated_folder(tmp_path / "src", models=("o/m",))
     results = next((root / "o__m").glob("results_*.json"))
-    corrupt_json(results, lambda d: d["results"]["gen_mc"].update({"acc,none": d["results"]["gen_mc"]["acc,none"] + 0.01}))
+    corrupt_json(results, lambda d: d["results"]["gen_mc"].update(
+        {"acc,none": d["results"]["gen_mc"]["acc,none"] + 0.01}))
     r = import_results(sqlite_catalog, lake, _req(root))
     assert _metric(sqlite_catalog, "gen_mc", "acc").recomputed_matches is False
     assert _metric(sqlite_catalog, "gen_mc", "acc_norm").recomputed_matches is True
@@ -212,3 +213,21 @@ def test_import_from_s3_into_an_s3_lake(sqlite_catalog, tmp_path, s3_endpoint, s
     again = import_results(sqlite_catalog, lake, _req(f"s3://{s3_bucket}/results", suite_name="s3"),
                            s3_endpoint_url=s3_endpoint)
     assert again.skipped_runs == 2
+
+
+def test_file_urls_read_like_folders(sqlite_catalog, lake, tmp_path):
+    root = generated_folder(tmp_path / "src")
+    r = import_results(sqlite_catalog, lake, _req(root.as_uri(), suite_name="f"))
+    assert (r.imported_runs, r.imported_samples, r.source["type"]) == (2, 42, "path")
+    with pytest.raises(NotFound, match="source folder"):
+        import_results(sqlite_catalog, lake, _req((tmp_path / "absent").as_uri()))
+
+
+def test_an_import_that_brings_nothing_creates_no_suite(sqlite_catalog, lake, tmp_path):
+    from eval_pipeline.suites import list_suites
+
+    (tmp_path / "src" / "m").mkdir(parents=True)
+    (tmp_path / "src" / "m" / "results_2026-01-01T00-00-00.json").write_text("{not json")
+    r = import_results(sqlite_catalog, lake, _req(tmp_path / "src", suite_name="never"))
+    assert (r.created_suite, r.suite_id, r.imported_runs, len(r.errors)) == (False, None, 0, 1)
+    assert list_suites(sqlite_catalog) == [] and lake.list() == []
