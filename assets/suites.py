@@ -1,4 +1,6 @@
 """Suite versions, one partition per suite: published manifests of versions and their task inputs."""
+import warnings
+
 import dagster as dg
 
 from eval_pipeline.history import suite_inputs_frames
@@ -26,11 +28,14 @@ def suite_versions(context: dg.AssetExecutionContext, catalog: CatalogResource,
     })
 
 
-@dg.asset_check(asset=suite_versions, partitions_def=suite_partitions_def, blocking=True)
-def suite_inputs_valid(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
-                       lake: LakeResource) -> dg.AssetCheckResult:
-    """The latest version: every task has inputs, prompts are non-empty, doc ids unique per task."""
-    tasks, inputs = suite_inputs_frames(catalog.catalog, lake.lake, context.partition_key)
-    v = check_suite_inputs(tasks, inputs)
-    return dg.AssetCheckResult(passed=v.success, metadata={"expectations": v.evaluated,
-                                                           "summary": v.summary(), "tasks": len(tasks)})
+with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we rely on them knowingly
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+
+    @dg.asset_check(asset=suite_versions, partitions_def=suite_partitions_def, blocking=True)
+    def suite_inputs_valid(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
+                           lake: LakeResource) -> dg.AssetCheckResult:
+        """The latest version: every task has inputs, prompts are non-empty, doc ids unique per task."""
+        tasks, inputs = suite_inputs_frames(catalog.catalog, lake.lake, context.partition_key)
+        v = check_suite_inputs(tasks, inputs)
+        return dg.AssetCheckResult(passed=v.success, metadata={"expectations": v.evaluated,
+                                                               "summary": v.summary(), "tasks": len(tasks)})

@@ -41,7 +41,7 @@ def run_demo(rt: Runtime, instance, echo: Callable[[str], None]) -> None:
         "suite_description": "Generated lm-eval 0.4.13 results of two tiny models on three tasks.",
     }]}))
     echo(f"Generated lm-eval results in {data}; importing them with the Dagster job 'historical_import'.")
-    imported = defs.get_job_def("historical_import").execute_in_process(
+    imported = defs.resolve_job_def("historical_import").execute_in_process(
         instance=instance,
         run_config={**QUIET, "ops": {"historical_results": {"config": {"sources_file": str(sources)}}}})
     meta = imported.asset_materializations_for_node("historical_results")[0].metadata
@@ -52,7 +52,7 @@ def run_demo(rt: Runtime, instance, echo: Callable[[str], None]) -> None:
         suite_id = s.scalar(select(t.Suite.id).where(t.Suite.name == DEMO_SUITE))
     if not instance.has_dynamic_partition("suite", suite_id):  # a Dagster home newer than the catalog
         instance.add_dynamic_partitions("suite", [suite_id])
-    published = defs.get_job_def("suite_publish").execute_in_process(instance=instance, partition_key=suite_id,
+    published = defs.resolve_job_def("suite_publish").execute_in_process(instance=instance, partition_key=suite_id,
                                                                   run_config=QUIET)
     suite = get_suite(rt.catalog, suite_id)
     latest = suite["versions"][-1]

@@ -80,15 +80,15 @@ def import_results(
         plans = _plan(source, listing, files, req.limit_files, result)
         todo = _drop_already_imported(catalog, source.key, suite, plans, result)
         _check_missing_tasks(catalog, suite, req, plans)
-        jobs = _jobs(catalog, source, todo, None if req.dry_run else lake)
+        jobs = _jobs(catalog, source, todo)
         if req.dry_run:
             for plan, job in jobs:
-                _count(plan, run_job(job), result)
+                _count(plan, run_job(job, None), result)
             _preview_suite_version(catalog, suite, plans, result)
             return result
         import_id = ids.new_id("import")
         for plan, job in jobs:  # each run is committed as soon as it is read
-            outcome = run_job(job)
+            outcome = run_job(job, lake)
             if _count(plan, outcome, result):
                 suite = suite or _create_suite(catalog, req)  # a new suite only once a run is in
                 _commit_run(catalog, source, suite.id, import_id, plan, outcome.run, result)
@@ -238,8 +238,7 @@ def _default_filters(parsed: ParsedResults) -> dict[str, str]:
     return out
 
 
-def _jobs(catalog: Catalog, source: Source, plans: list[PlannedRun], lake: Lake | None
-          ) -> list[tuple[PlannedRun, IngestJob]]:
+def _jobs(catalog: Catalog, source: Source, plans: list[PlannedRun]) -> list[tuple[PlannedRun, IngestJob]]:
     """One job per run; a task lacking inputs gets them from the first run (in path order) that has it."""
     existing = ensure_tasks(catalog, [sp for p in plans for sp in p.specs.values()], dry=True)
     claimed = {name for name, (_, has_inputs) in existing.items() if has_inputs}
@@ -247,12 +246,10 @@ def _jobs(catalog: Catalog, source: Source, plans: list[PlannedRun], lake: Lake 
     for plan in plans:
         wants = set(plan.samples) - claimed
         claimed |= wants
-        files = [f for fs in plan.samples.values() for f in fs]
         out.append((plan, IngestJob(
-            samples=plan.samples, open_file=source.opener(files), default_filters=_default_filters(plan.parsed),
+            samples=plan.samples, open_file=source.open, default_filters=_default_filters(plan.parsed),
             samples_rel=f"historical_samples/{plan.lake_key}.parquet",
             inputs_rels={n: f"task_inputs/{plan.specs[n].slug}/{plan.lake_key}.parquet" for n in wants},
-            lake_url=lake.url if lake else None, s3_endpoint_url=lake.s3_endpoint_url if lake else None,
         )))
     return out
 

@@ -9,9 +9,9 @@ import gc
 import hashlib
 import json
 from collections import defaultdict
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import orjson
 import pyarrow as pa
@@ -96,6 +96,37 @@ class IngestedRun:
     request_kinds: dict[str, str] = field(default_factory=dict)
 
 
+class _DocIds:
+    """Doc ids seen so far: one bit each for lm-eval's dense ids (0..N-1), a set for any others.
+
+    A set costs about 60 bytes per id, which would make memory grow with the file; the bitmap is
+    110 kB for a million docs.
+    """
+
+    DENSE_LIMIT = 1 << 26  # ids below this use the bitmap (at most 8 MB)
+
+    def __init__(self):
+        self._bits = bytearray()
+        self._others: set[int] = set()
+        self.count = 0
+
+    def add(self, doc_id: int) -> bool:
+        """Record `doc_id`; False if it had been seen already."""
+        if not 0 <= doc_id < self.DENSE_LIMIT:
+            if doc_id in self._others:
+                return False
+            self._others.add(doc_id)
+        else:
+            byte, bit = divmod(doc_id, 8)
+            if byte >= len(self._bits):
+                self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+            if self._bits[byte] >> bit & 1:
+                return False
+            self._bits[byte] |= 1 << bit
+        self.count += 1
+        return True
+
+
 class _InputsWriter:
     """One task's evaluation inputs: the first request of each doc, hashed as it streams."""
 
@@ -103,15 +134,14 @@ class _InputsWriter:
         sink = stack.enter_context(lake.parquet_writer(rel, INPUTS_SCHEMA)) if lake else None
         self._sink = sink
         self._rows = _Rows(INPUTS_SCHEMA, sink)
-        self._seen: set[int] = set()
+        self._seen = _DocIds()
         self._hash = hashlib.sha256()
         self.kind = ""
         self.gen_kwargs: dict = {}
 
     def add(self, s: Sample, target_json: bytes, doc_json: bytes) -> None:
-        if s.doc_id in self._seen:
+        if not self._seen.add(s.doc_id):
             return
-        self._seen.add(s.doc_id)
         kind, prompt, continuations, gen_kwargs = request_of(s)
         self.kind = self.kind or kind
         self.gen_kwargs = self.gen_kwargs or gen_kwargs
@@ -120,7 +150,7 @@ class _InputsWriter:
         self._rows.add(row)
 
     def result(self) -> TaskInputs:
-        return TaskInputs(getattr(self._sink, "stored", None), self._hash.hexdigest(), len(self._seen),
+        return TaskInputs(self._sink.stored if self._sink else None, self._hash.hexdigest(), self._seen.count,
                           self.kind, self.gen_kwargs)
 
 
@@ -139,15 +169,13 @@ def _gc_paused() -> Iterator[None]:
 
 @dataclass
 class IngestJob:
-    """One run's samples to read: picklable, so that a worker process can do it."""
+    """One run's samples to read, and where in the lake they and the inputs it provides go."""
 
     samples: dict[str, list[ListedFile]]
-    open_file: Callable
+    open_file: Callable[[ListedFile], AbstractContextManager[IO[bytes]]]
     default_filters: dict[str, str]
     samples_rel: str
     inputs_rels: dict[str, str]  # the tasks whose inputs this run provides -> their lake paths
-    lake_url: str | None = None  # None: a dry run, nothing is written
-    s3_endpoint_url: str | None = None
 
 
 @dataclass
@@ -156,8 +184,8 @@ class IngestOutcome:
     error: dict | None  # {path, reason, line} of the file that made the run fail
 
 
-def run_job(job: IngestJob) -> IngestOutcome:
-    lake = Lake(job.lake_url, job.s3_endpoint_url) if job.lake_url else None
+def run_job(job: IngestJob, lake: Lake | None) -> IngestOutcome:
+    """Ingest one run (lake None: a dry run, nothing is written); a bad file is an outcome, not a raise."""
     try:
         return IngestOutcome(ingest_run(job, lake), None)
     except MalformedFile as e:
@@ -188,7 +216,7 @@ def ingest_run(job: IngestJob, lake: Lake | None) -> IngestedRun:
         for w in writers.values():
             w._rows.flush()
     out.inputs = {task: w.result() for task, w in writers.items()}
-    out.samples_file = getattr(sink, "stored", None)
+    out.samples_file = sink.stored if sink else None
     return out
 
 
@@ -210,4 +238,8 @@ def _add_sample(out: IngestedRun, rows: _Rows, writer: _InputsWriter | None, tas
     target = to_json(s.target)
     if writer is not None:
         writer.add(s, target, to_json(s.doc))
-    rows.add((task, s.doc_id, s.filter, target, names, values, s.doc_hash, s.prompt_hash, s.target_hash, raw))
+    # _Rows.add, inlined: this runs once per sample.
+    rows.rows.append((task, s.doc_id, s.filter, target, names, values, s.doc_hash, s.prompt_hash,
+                      s.target_hash, raw))
+    if len(rows.rows) >= CHUNK:
+        rows.flush()

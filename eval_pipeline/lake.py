@@ -64,7 +64,6 @@ class Lake:
         if url.startswith("s3://") and s3_endpoint_url:
             options["endpoint_url"] = s3_endpoint_url
         self.url = url
-        self.s3_endpoint_url = s3_endpoint_url
         self.fs, root = fsspec.core.url_to_fs(url, **options)
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)

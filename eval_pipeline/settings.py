@@ -30,6 +30,9 @@ class Settings:
         """Create the local folders this configuration writes to."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.dagster_home.mkdir(parents=True, exist_ok=True)
+        instance_config = self.dagster_home / "dagster.yaml"
+        if not instance_config.exists():  # the embedded default: SQLite storage inside DAGSTER_HOME
+            instance_config.write_text("telemetry:\n  enabled: false\n")
         if "://" not in self.lake_url or self.lake_url.startswith("file://"):
             Path(self.lake_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         return self

@@ -6,8 +6,7 @@ import posixpath
 import shutil
 import tempfile
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import IO, Any, Callable, Protocol
+from typing import IO, Protocol
 
 import fsspec
 
@@ -33,30 +32,6 @@ def _under_prefix(files: list[ListedFile], prefix: str) -> list[ListedFile]:
     return [f for f in files if f.path.startswith(prefix)] if prefix else files
 
 
-FileOpener = Callable[[ListedFile], AbstractContextManager[IO[bytes]]]
-
-
-@dataclass(frozen=True)
-class LocalFiles:
-    """Opens files already on local disk (picklable: worker processes read through it)."""
-
-    paths: dict[str, str]
-
-    def __call__(self, f: ListedFile) -> IO[bytes]:
-        return open(self.paths[f.path], "rb")
-
-
-@dataclass(frozen=True)
-class FsspecFiles:
-    """Opens files below a root of an fsspec filesystem (picklable; S3 credentials come from the env)."""
-
-    fs: Any
-    root: str
-
-    def __call__(self, f: ListedFile) -> IO[bytes]:
-        return self.fs.open(f"{self.root}/{f.path}", "rb")
-
-
 class Source(Protocol):
     type: str
     repo: str
@@ -68,10 +43,6 @@ class Source(Protocol):
     def list(self, prefix: str) -> list[ListedFile]: ...
 
     def open(self, f: ListedFile) -> AbstractContextManager[IO[bytes]]: ...
-
-    def opener(self, files: list[ListedFile]) -> FileOpener:
-        """A picklable opener for these files, holding no credential."""
-        ...
 
     def fingerprint(self, f: ListedFile) -> str: ...
 
@@ -149,10 +120,6 @@ class HubSource:
     def open(self, f: ListedFile) -> IO[bytes]:
         return open(self._download(f), "rb")
 
-    def opener(self, files: list[ListedFile]) -> FileOpener:
-        """Downloads here, so that the token never leaves this process."""
-        return LocalFiles({f.path: self._download(f) for f in files})
-
     def fingerprint(self, f: ListedFile) -> str:
         return f.oid or ""
 
@@ -193,9 +160,6 @@ class FsspecSource:
 
     def open(self, f: ListedFile) -> IO[bytes]:
         return self._fs.open(f"{self._root}/{f.path}", "rb")
-
-    def opener(self, files: list[ListedFile]) -> FileOpener:
-        return FsspecFiles(self._fs, self._root)
 
     def fingerprint(self, f: ListedFile) -> str:
         if f.path not in self._hashes:

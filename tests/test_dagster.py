@@ -27,6 +27,20 @@ def test_definitions_load_and_validate():
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"historical_import", "suite_publish"}
 
 
+def test_workspace_loads_with_the_dagster_cli(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import cli_env
+
+    dagster = Path(sys.executable).parent / "dagster"
+    out = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=ROOT,
+                         env=cli_env(tmp_path, DAGSTER_HOME=str(tmp_path)), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Validation successful for code location eval_pipeline.definitions:defs" in out.stdout + out.stderr
+
+
 @pytest.fixture
 def pg_instance(pg_url, tmp_path, monkeypatch):
     """A Dagster instance configured by deploy/dagster.yaml, storage in a fresh PostgreSQL database."""

@@ -89,6 +89,9 @@ def test_a_bad_line_is_named():
     assert e.value.line == 2 and "samples_t_x.jsonl:2" in str(e.value)
     with pytest.raises(MalformedFile, match="doc_id"):
         normalise({"doc": {}}, "f.jsonl", 7, "none")
+    with pytest.raises(MalformedFile) as e:  # blank lines count, before the first record too
+        list(iter_records(io.BytesIO(b'\n\n{"doc_id": 0}\n\n{"doc_id": 1,\n'), "s.jsonl"))
+    assert e.value.line == 5
 
 
 def test_pairing_across_the_hub_layout():
@@ -107,3 +110,12 @@ def test_pairing_across_the_hub_layout():
     assert [f.path for f in legacy["wmdp_bio"]] == ["old/pretrained__gpt2_wmdp_bio.jsonl"]
     assert [f.path for f in legacy["bio"]] == ["old/pretrained__gpt2_bio.jsonl"]
     assert sanitize_model_name("a/b:c") == "a__b__c"
+
+
+def test_doc_ids_seen_once_dense_or_not():
+    from eval_pipeline.ingest import _DocIds
+
+    ids = _DocIds()
+    assert [ids.add(i) for i in (0, 7, 8, 0, 1 << 30, 1 << 30, -1, 8, 100_000)] == [
+        True, True, True, False, True, False, True, False, True]
+    assert ids.count == 6 and len(ids._bits) < 32 * 1024

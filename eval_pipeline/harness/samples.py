@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import IO, Any, Iterator
 
 import ijson
@@ -32,33 +33,27 @@ def iter_records(stream: IO[bytes], path: str) -> Iterator[tuple[int, bytes, Any
 
     JSONL lines are passed on as they are; items of a JSON array are re-encoded once.
     """
-    head = stream.read(1)
+    head, lineno = stream.read(1), 0
     while head and head in b" \t\r\n\xef\xbb\xbf":
+        lineno += head == b"\n"
         head = stream.read(1)
     if not head:
         return
     if head == b"[":
         yield from _iter_array(head, stream, path)
         return
-    first = head + stream.readline()
-    lineno = 0
-    for line in _chain(first, stream):
+    for line in chain((head + stream.readline(),), stream):
         lineno += 1
-        if not line.strip():
-            continue
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError as e:
+            if not line.strip():
+                continue
             try:
                 record = loads(line)
             except ValueError:
                 raise MalformedFile(path, f"invalid JSON ({e})", line=lineno) from None
         yield lineno, line.rstrip(b"\r\n"), record
-
-
-def _chain(first: bytes, stream: IO[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from stream
 
 
 class _Prefixed:
@@ -97,10 +92,6 @@ def request_args(raw: Any) -> list[list[Any]]:
     return [] if raw is None else [[raw]]
 
 
-def _metric_value(value: Any) -> Any:
-    return float(value) if isinstance(value, (int, float)) else value  # bools too: True is 1.0
-
-
 def normalise(record: Any, path: str, line: int, default_filter: str) -> Sample:
     if not isinstance(record, dict):
         raise MalformedFile(path, "sample is not a JSON object", line=line)
@@ -123,7 +114,8 @@ def normalise(record: Any, path: str, line: int, default_filter: str) -> Sample:
         doc=record.get("doc"),
         target=record.get("target"),
         arguments=arguments,
-        metrics={n: _metric_value(record[n]) for n in names if n in record},
+        # Numbers become floats (bools too: True is 1.0); structures stay for their aggregation to read.
+        metrics={n: float(v) if isinstance(v := record[n], (int, float)) else v for n in names if n in record},
         doc_hash=record.get("doc_hash"),
         prompt_hash=record.get("prompt_hash"),
         target_hash=record.get("target_hash"),

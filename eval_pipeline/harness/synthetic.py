@@ -44,9 +44,9 @@ def _mc_sample(task: SyntheticTask, doc_id: int, rng: random.Random) -> dict:
     doc = {"question": f"[{task.name}] What is {a} + {b}?", "choices": choices, "answer": answer}
     context = f"Question: {doc['question']}\nAnswer:"
     correct = rng.random() < task.skill
-    lps = [-rng.uniform(2.0, 9.0) for _ in choices]
+    lps = [-rng.uniform(2.0, 4.0) for _ in choices]
     best = answer if correct else (answer + 1 + rng.randrange(3)) % 4
-    lps[best] = max(lps) + rng.uniform(0.1, 1.0)
+    lps[best] = max(lps) + rng.uniform(0.01, 0.4)  # a small margin, so length normalisation can flip it
     norm = [lp / len(" " + c) for lp, c in zip(lps, choices)]
     pair = [[f"{lp}", "False"] for lp in lps]
     return {
