@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Optional
 
 import dagster as dg
+from tabulate import tabulate
 
 from eval_pipeline.errors import EvalPipelineError
 from eval_pipeline.history import latest_import_id, metrics_frame, samples_frame
@@ -54,11 +55,10 @@ def historical_results(
             totals[key] += meta[key]
         for err in result.errors:
             context.log.warning(f"rejected {err['path']}: {err['reason']}")
-    table = "\n".join(["| source | commit | suite | version | runs | skipped | samples | rejected |",
-                       "|---|---|---|---|---|---|---|---|"] + [
-        f"| {r['source_repo']} | {r['commit'][:12]} | {r['suite_id']} | {r['suite_version']} | "
-        f"{r['imported_runs']} | {r['skipped_runs']} | {r['imported_samples']} | {r['rejected_files']} |"
-        for r in rows])
+    table = tabulate([[r["source_repo"], r["commit"][:12], r["suite_id"], r["suite_version"], r["imported_runs"],
+                       r["skipped_runs"], r["imported_samples"], r["rejected_files"]] for r in rows],
+                     headers=["source", "commit", "suite", "version", "runs", "skipped", "samples", "rejected"],
+                     tablefmt="github")
     if failed:
         raise dg.Failure(description="; ".join(failed), metadata={"imported_sources": len(rows), **totals})
     return dg.MaterializeResult(metadata={

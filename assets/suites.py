@@ -2,6 +2,7 @@
 import warnings
 
 import dagster as dg
+from tabulate import tabulate
 
 from eval_pipeline.history import suite_inputs_frames
 from eval_pipeline.partitions import suite_partitions_def
@@ -19,8 +20,8 @@ def suite_versions(context: dg.AssetExecutionContext, catalog: CatalogResource,
     suite = publish_manifest(catalog.catalog, lake.lake, context.partition_key)
     latest = suite["versions"][-1] if suite["versions"] else None
     tasks = latest["manifest"]["tasks"] if latest else []
-    table = "\n".join(["| task | version | docs | request kind |", "|---|---|---|---|"] + [
-        f"| {t['name']} | {t['version']} | {t['n_docs']} | {t['request_kind']} |" for t in tasks])
+    table = tabulate([[t["name"], t["version"], t["n_docs"], t["request_kind"]] for t in tasks],
+                     headers=["task", "version", "docs", "request kind"], tablefmt="github")
     return dg.MaterializeResult(metadata={
         "suite_id": suite["id"], "name": suite["name"], "latest_version": suite["latest_version"],
         "tasks": len(tasks), "docs": sum(t["n_docs"] for t in tasks),

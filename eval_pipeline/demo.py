@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 import yaml
+from tabulate import tabulate
 from sqlalchemy import select
 
 from eval_pipeline.catalog import tables as t
@@ -17,10 +18,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+    return tabulate(rows, headers=headers, disable_numparse=True)
 
 
 def _checks(result) -> list[list]:
