@@ -5,7 +5,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from eval_pipeline import ids
@@ -221,8 +221,7 @@ def _check_missing_tasks(catalog: Catalog, suite: t.Suite | None, req: ImportReq
                          plans: list[PlannedRun]) -> None:
     if suite is None or req.create_missing_tasks:
         return
-    pinned = {name for name, _ in suite_task_pins(catalog, suite.id).items()}
-    missing = sorted(_task_names(plans) - pinned)
+    missing = sorted(_task_names(plans) - set(suite_task_pins(catalog, suite.id)))
     if missing:
         raise InvalidInput("create_missing_tasks",
                            f"suite {suite.id} lacks tasks {', '.join(missing)}; set create_missing_tasks "
@@ -343,40 +342,42 @@ def _metric_rows(run_id: str, parsed: ParsedResults, ingested: IngestedRun,
     return rows
 
 
-def _desired_pins(catalog: Catalog, suite_id: str | None, names: set[str]
-                  ) -> tuple[dict[str, int], dict[str, int]]:
-    """(current pins, pins after adding `names` at their tasks' current versions)."""
+def _pins_after(catalog: Catalog, suite_id: str | None, plans: list[PlannedRun], result: ImportResult
+                ) -> tuple[int, dict[str, int] | None]:
+    """(the suite's latest version, the pins {task name: version} of the version this import adds, or None).
+
+    The new version keeps every pinned task and adds this import's tasks at their current versions
+    (a task that gained inputs has a newer one). A task not in the catalog yet (a dry run) counts as 1.
+    """
+    failed = {e.get("results_file") for e in result.errors}
+    names = _task_names([p for p in plans if p.results.path not in failed])
     current = suite_task_pins(catalog, suite_id) if suite_id else {}
     with catalog.session() as s:
-        tasks = {task.name: task for task in s.scalars(select(t.Task).where(t.Task.name.in_(names)))}
+        versions = dict(s.execute(select(t.Task.name, t.Task.current_version).where(t.Task.name.in_(names))).all())
+        latest = (s.scalar(select(func.max(t.SuiteVersion.version)).where(t.SuiteVersion.suite_id == suite_id))
+                  if suite_id else None) or 0
     desired = dict(current)
     for name in names:
-        task = tasks.get(name)
-        if task is not None and (name not in desired or task.current_version > desired[name]):
-            desired[name] = task.current_version
-    return current, desired
+        desired[name] = max(desired.get(name, 0), versions.get(name, 1))
+    return latest, (desired if desired != current else None)
 
 
 def _finish(catalog: Catalog, lake: Lake, suite_id: str, import_id: str, req: ImportRequest,
             plans: list[PlannedRun], result: ImportResult) -> None:
-    failed = {e.get("results_file") for e in result.errors}
-    names = _task_names([p for p in plans if p.results.path not in failed])
-    current, desired = _desired_pins(catalog, suite_id, names)
+    """Add the suite version the import makes (if any) and the import's record, in one transaction."""
+    latest, pins = _pins_after(catalog, suite_id, plans, result)
+    version = latest + (pins is not None)
     with catalog.session() as s:
-        latest = s.scalar(select(t.SuiteVersion).where(t.SuiteVersion.suite_id == suite_id)
-                          .order_by(t.SuiteVersion.version.desc()).limit(1))
-        version = latest.version if latest else 0
-        if desired and desired != current:
-            version += 1
+        if pins is not None:
             sv = t.SuiteVersion(id=ids.new_id("suite_version"), suite_id=suite_id, version=version,
                                 import_id=import_id, created_at=now())
             s.add(sv)
             s.flush()
-            by_name = dict(s.execute(select(t.Task.name, t.Task.id).where(t.Task.name.in_(desired))).all())
+            by_name = dict(s.execute(select(t.Task.name, t.Task.id).where(t.Task.name.in_(pins))).all())
             s.add_all(t.SuiteVersionTask(suite_version_id=sv.id, task_id=by_name[n], task_version=v)
-                      for n, v in desired.items())
+                      for n, v in pins.items())
             s.get(t.Suite, suite_id).updated_at = now()
-            result.created_suite_version = True
+        result.created_suite_version = pins is not None
         result.suite_version = version
         result.import_id = import_id
         s.add(t.Import(
@@ -393,16 +394,6 @@ def _finish(catalog: Catalog, lake: Lake, suite_id: str, import_id: str, req: Im
 
 def _preview_suite_version(catalog: Catalog, suite: t.Suite | None, plans: list[PlannedRun],
                            result: ImportResult) -> None:
-    failed = {e.get("results_file") for e in result.errors}
-    names = _task_names([p for p in plans if p.results.path not in failed])
-    current, desired = _desired_pins(catalog, suite.id if suite else None, names)
-    new_names = names - set(desired)
-    latest = max([0] + [v for v in suite_versions_of(catalog, suite.id)]) if suite else 0
-    changes = bool(new_names) or desired != current
-    result.created_suite_version = changes
-    result.suite_version = latest + 1 if changes else latest
-
-
-def suite_versions_of(catalog: Catalog, suite_id: str) -> list[int]:
-    with catalog.session() as s:
-        return list(s.scalars(select(t.SuiteVersion.version).where(t.SuiteVersion.suite_id == suite_id)))
+    latest, pins = _pins_after(catalog, suite.id if suite else None, plans, result)
+    result.created_suite_version = pins is not None
+    result.suite_version = latest + (pins is not None)

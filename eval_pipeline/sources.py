@@ -152,7 +152,7 @@ class FsspecSource:
         folder = prefix if prefix.endswith("/") else posixpath.dirname(prefix)
         base = f"{self._root}/{folder.rstrip('/')}" if folder.strip("/") else self._root
         if not self._fs.isdir(base):
-            return []
+            raise NotFound("path", f"{self.repo}/{folder}")
         found = self._fs.find(base, detail=True)
         files = [ListedFile(p[len(self._root) + 1:], info.get("size"))
                  for p, info in found.items() if info.get("type") == "file"]

@@ -162,6 +162,8 @@ def test_limit_and_prefix_choose_files(sqlite_catalog, lake, tmp_path):
     assert (r.discovered_files, r.imported_runs) == (2, 2)
     r = import_results(sqlite_catalog, lake, _req(root, source={"path_prefix": "o__m3/"}, dry_run=True))
     assert (r.discovered_files, r.imported_samples) == (1, 21)
+    with pytest.raises(NotFound, match="no-such-folder"):
+        import_results(sqlite_catalog, lake, _req(root, source={"path_prefix": "no-such-folder/"}))
 
 
 def test_changed_content_imports_only_what_changed(sqlite_catalog, lake, tmp_path):
