@@ -13,6 +13,7 @@ from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
 from eval_pipeline.errors import InvalidInput, NotFound
+from eval_pipeline.files import register_file
 from eval_pipeline.harness.jsonio import loads
 from eval_pipeline.harness.layout import ListedFile, classify, pair_samples
 from eval_pipeline.harness.results import ParsedResults, TaskResult, parse_results
@@ -23,7 +24,7 @@ from eval_pipeline.ingest import IngestedRun, IngestJob, IngestOutcome, run_job
 from eval_pipeline.lake import Lake
 from eval_pipeline.sources import FsspecSource, HubSource, Source, safe_relative
 from eval_pipeline.suites import publish_manifest, suite_task_pins
-from eval_pipeline.tasks import TaskSpec, ensure_tasks, task_spec
+from eval_pipeline.tasks import TaskSpec, ensure_tasks, task_spec, tasks_with_inputs
 
 MATCH_TOLERANCE = 1e-6
 MAX_RESULTS_BYTES = 64 << 20  # results files are kilobytes; a larger JSON is some other data file
@@ -239,8 +240,7 @@ def _default_filters(parsed: ParsedResults) -> dict[str, str]:
 
 def _jobs(catalog: Catalog, source: Source, plans: list[PlannedRun]) -> list[tuple[PlannedRun, IngestJob]]:
     """One job per run; a task lacking inputs gets them from the first run (in path order) that has it."""
-    existing = ensure_tasks(catalog, [sp for p in plans for sp in p.specs.values()], dry=True)
-    claimed = {name for name, (_, has_inputs) in existing.items() if has_inputs}
+    claimed = tasks_with_inputs(catalog, {name for p in plans for name in p.specs})
     out = []
     for plan in plans:
         wants = set(plan.samples) - claimed
@@ -272,8 +272,8 @@ def _commit_run(catalog: Catalog, source: Source, suite_id: str, import_id: str,
         specs[name].inputs = inputs
     try:
         with catalog.session() as s:
-            task_ids = ensure_tasks(catalog, specs.values(), session=s)
-            samples_file = _add_file(s, "historical_samples", ingested.samples_file)
+            task_ids = ensure_tasks(s, specs.values())
+            samples_file = register_file(s, "historical_samples", ingested.samples_file)
             run = t.HistoricalRun(
                 id=ids.new_id("historical_run"), import_id=import_id, suite_id=suite_id,
                 source_key=source.key, path=plan.results.path, fingerprint=plan.fingerprint,
@@ -302,20 +302,6 @@ def _already_imported(catalog: Catalog, suite_id: str, source_key: str, plan: Pl
             t.HistoricalRun.fingerprint == plan.fingerprint)) is not None
 
 
-def _add_file(s, purpose: str, stored) -> str | None:
-    if stored is None:
-        return None
-    row = s.scalar(select(t.File).where(t.File.path == stored.path))
-    if row is None:
-        row = t.File(id=ids.new_id("file"), purpose=purpose, path=stored.path, created_at=now(),
-                     bytes=stored.bytes, sha256=stored.sha256, rows=stored.rows)
-        s.add(row)
-    else:
-        row.bytes, row.sha256, row.rows = stored.bytes, stored.sha256, stored.rows
-    s.flush()
-    return row.id
-
-
 def _public_config(config: dict) -> dict:
     """The results file's `config`, minus anything that looks like a credential."""
     secret = ("key", "token", "secret", "password")
@@ -323,7 +309,7 @@ def _public_config(config: dict) -> dict:
 
 
 def _metric_rows(run_id: str, parsed: ParsedResults, ingested: IngestedRun,
-                 task_ids: dict[str, tuple[str, bool]]) -> list[t.HistoricalMetric]:
+                 task_ids: dict[str, str]) -> list[t.HistoricalMetric]:
     rows = []
     for task in parsed.tasks:
         means = task.mean_metrics()
@@ -334,7 +320,7 @@ def _metric_rows(run_id: str, parsed: ParsedResults, ingested: IngestedRun,
                        else abs(recomputed - m.value) <= MATCH_TOLERANCE)
             rows.append(t.HistoricalMetric(
                 run_id=run_id, task_name=task.name, is_group=task.is_group,
-                task_id=None if task.is_group else task_ids.get(task.name, (None,))[0],
+                task_id=None if task.is_group else task_ids.get(task.name),
                 metric=m.metric, filter=m.filter, value=m.value, stderr=m.stderr,
                 n_samples=stat.n if stat is not None and stat.n else task.n_samples,
                 recomputed=recomputed, recomputed_matches=matches,

@@ -83,7 +83,6 @@ class TaskInputs:
     stored: StoredFile | None
     sha256: str
     n_docs: int
-    request_kind: str
     gen_kwargs: dict
 
 
@@ -136,14 +135,12 @@ class _InputsWriter:
         self._rows = _Rows(INPUTS_SCHEMA, sink)
         self._seen = _DocIds()
         self._hash = hashlib.sha256()
-        self.kind = ""
         self.gen_kwargs: dict = {}
 
     def add(self, s: Sample, target_json: bytes, doc_json: bytes) -> None:
         if not self._seen.add(s.doc_id):
             return
         kind, prompt, continuations, gen_kwargs = request_of(s)
-        self.kind = self.kind or kind
         self.gen_kwargs = self.gen_kwargs or gen_kwargs
         row = (s.doc_id, kind, prompt, continuations, to_json(gen_kwargs), target_json, doc_json)
         self._hash.update(orjson.dumps(row[:4]) + row[4] + row[5] + b"\n")
@@ -151,7 +148,7 @@ class _InputsWriter:
 
     def result(self) -> TaskInputs:
         return TaskInputs(self._sink.stored if self._sink else None, self._hash.hexdigest(), self._seen.count,
-                          self.kind, self.gen_kwargs)
+                          self.gen_kwargs)
 
 
 @contextmanager

@@ -52,17 +52,14 @@ def check_samples(samples: pd.DataFrame) -> Validation:
     import great_expectations as gx
 
     ex = gx.expectations
-    scores = [v for row in samples["score_values"] for v in row]
-    df = samples.assign(target=samples["target"].where(samples["target"] != "null"))
-    checks = [
+    df = samples.assign(target=samples["target"].where(samples["target"] != "null"),
+                        scores_finite=[all(map(math.isfinite, row)) for row in samples["score_values"]])
+    return _validate(df, [
         ex.ExpectColumnValuesToNotBeNull(column="doc_id"),
         ex.ExpectCompoundColumnsToBeUnique(column_list=["run_id", "task", "doc_id", "filter"]),
         ex.ExpectColumnValuesToNotBeNull(column="target"),
-    ]
-    outcome = _validate(df, checks)
-    finite = pd.DataFrame({"score_is_finite": [math.isfinite(v) for v in scores] or [True]})
-    scores_ok = _validate(finite, [ex.ExpectColumnValuesToBeInSet(column="score_is_finite", value_set=[True])])
-    return _merge(outcome, scores_ok)
+        ex.ExpectColumnValuesToBeInSet(column="scores_finite", value_set=[True]),
+    ])
 
 
 def check_agreement(metrics: pd.DataFrame) -> Validation:

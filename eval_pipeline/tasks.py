@@ -11,6 +11,7 @@ from eval_pipeline import ids
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
+from eval_pipeline.files import register_file
 from eval_pipeline.harness.results import MEAN_METRICS, TaskResult
 from eval_pipeline.ingest import TaskInputs
 
@@ -54,16 +55,7 @@ def _has_inputs(s: Session, task: t.Task) -> bool:
 
 
 def _add_version(s: Session, task: t.Task, version: int, inputs: TaskInputs | None) -> None:
-    file_id = None
-    if inputs is not None and inputs.stored is not None:
-        f = s.scalar(select(t.File).where(t.File.path == inputs.stored.path))
-        if f is None:
-            f = t.File(id=ids.new_id("file"), purpose="task_inputs", path=inputs.stored.path,
-                       bytes=inputs.stored.bytes, sha256=inputs.stored.sha256, rows=inputs.stored.rows,
-                       created_at=now())
-            s.add(f)
-            s.flush()
-        file_id = f.id
+    file_id = register_file(s, "task_inputs", inputs.stored) if inputs is not None else None
     s.add(t.TaskVersion(task_id=task.id, version=version, inputs_file_id=file_id,
                         inputs_sha256=inputs.sha256 if inputs else None,
                         n_docs=inputs.n_docs if inputs else 0, created_at=now()))
@@ -71,26 +63,21 @@ def _add_version(s: Session, task: t.Task, version: int, inputs: TaskInputs | No
     task.updated_at = now()
 
 
-def ensure_tasks(catalog: Catalog, specs: Iterable[TaskSpec], session: Session | None = None,
-                 dry: bool = False) -> dict[str, tuple[str, bool]]:
-    """{name: (task id, has inputs)}; creates missing tasks, and a new version for one gaining inputs.
+def tasks_with_inputs(catalog: Catalog, names: Iterable[str]) -> set[str]:
+    """Those of `names` that are tasks whose current version has evaluation inputs."""
+    with catalog.session() as s:
+        tasks = s.scalars(select(t.Task).where(t.Task.name.in_(list(names))))
+        return {task.name for task in tasks if _has_inputs(s, task)}
 
-    With dry=True nothing is written and only existing tasks are returned.
-    """
+
+def ensure_tasks(s: Session, specs: Iterable[TaskSpec]) -> dict[str, str]:
+    """{name: task id}; creates missing tasks, and a new version for a task gaining inputs."""
     specs = list(specs)
-    if session is None:
-        with catalog.session() as s:
-            return ensure_tasks(catalog, specs, s, dry)
-    s = session
     existing = {task.name: task for task in s.scalars(
         select(t.Task).where(t.Task.name.in_([sp.name for sp in specs])))}
     out = {}
     for sp in specs:
         task = existing.get(sp.name)
-        if dry:
-            if task is not None:
-                out[sp.name] = (task.id, _has_inputs(s, task))
-            continue
         if task is None:
             task = t.Task(
                 id=ids.new_id("task"), name=sp.name, slug=sp.slug, description=None, type=sp.type,
@@ -106,7 +93,7 @@ def ensure_tasks(catalog: Catalog, specs: Iterable[TaskSpec], session: Session |
             _add_version(s, task, 1, sp.inputs)
         elif sp.inputs is not None and not _has_inputs(s, task):
             _add_version(s, task, task.current_version + 1, sp.inputs)
-        out[sp.name] = (task.id, _has_inputs(s, task) or sp.inputs is not None)
+        out[sp.name] = task.id
     s.flush()
     return out
 

@@ -233,3 +233,17 @@ def test_an_import_that_brings_nothing_creates_no_suite(sqlite_catalog, lake, tm
     r = import_results(sqlite_catalog, lake, _req(tmp_path / "src", suite_name="never"))
     assert (r.created_suite, r.suite_id, r.imported_runs, len(r.errors)) == (False, None, 0, 1)
     assert list_suites(sqlite_catalog) == [] and lake.list() == []
+
+
+def test_the_samples_check_catches_duplicates_missing_targets_and_non_finite_scores():
+    import pandas as pd
+
+    from eval_pipeline.quality import check_samples
+
+    good = pd.DataFrame({"run_id": ["r", "r"], "task": ["t", "t"], "doc_id": [0, 1], "filter": ["none"] * 2,
+                         "target": ['"A"', '"B"'], "score_values": [[1.0], [0.0]]})
+    assert check_samples(good).success
+    bad = good.assign(doc_id=[0, 0], target=['"A"', "null"], score_values=[[1.0], [float("nan")]])
+    failed = {f["expectation"].split("(")[0]: f["unexpected"] for f in check_samples(bad).failures}
+    assert failed == {"expect_compound_columns_to_be_unique": 2, "expect_column_values_to_not_be_null": 1,
+                      "expect_column_values_to_be_in_set": 1}
