@@ -277,9 +277,9 @@ def _commit_run(catalog: Catalog, source: Source, suite_id: str, import_id: str,
             run = t.HistoricalRun(
                 id=ids.new_id("historical_run"), import_id=import_id, suite_id=suite_id,
                 source_key=source.key, path=plan.results.path, fingerprint=plan.fingerprint,
-                model=plan.parsed.model, model_args=plan.parsed.model_args,
+                model=plan.parsed.model, model_args=redact(plan.parsed.model_args),
                 harness_version=plan.parsed.harness_version, git_hash=plan.parsed.git_hash,
-                evaluated_at=plan.parsed.evaluated_at, config=_public_config(plan.parsed.config),
+                evaluated_at=plan.parsed.evaluated_at, config=redact(plan.parsed.config),
                 samples_file_id=samples_file, n_samples=ingested.samples, created_at=now(),
             )
             s.add(run)
@@ -302,10 +302,24 @@ def _already_imported(catalog: Catalog, suite_id: str, source_key: str, plan: Pl
             t.HistoricalRun.fingerprint == plan.fingerprint)) is not None
 
 
-def _public_config(config: dict) -> dict:
-    """The results file's `config`, minus anything that looks like a credential."""
-    secret = ("key", "token", "secret", "password")
-    return {k: v for k, v in config.items() if not any(w in k.lower() for w in secret)}
+CREDENTIAL_WORDS = ("key", "token", "secret", "password", "auth")
+REDACTED = "[redacted]"
+
+
+def redact(value):
+    """`value` with every credential-looking entry's value replaced, at any depth: dict keys, and the
+    `k=v,k=v` strings lm-eval uses for model_args (e.g. `model=gpt-4,api_key=sk-...`)."""
+    def secret(name: str) -> bool:
+        return any(w in name.lower() for w in CREDENTIAL_WORDS)
+
+    if isinstance(value, dict):
+        return {k: REDACTED if secret(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, str) and "=" in value:
+        return ",".join(f"{k}={REDACTED}" if sep and secret(k) else part
+                        for part in value.split(",") for k, sep, _ in [part.partition("=")])
+    return value
 
 
 def _metric_rows(run_id: str, parsed: ParsedResults, ingested: IngestedRun,

@@ -247,3 +247,23 @@ def test_the_samples_check_catches_duplicates_missing_targets_and_non_finite_sco
     failed = {f["expectation"].split("(")[0]: f["unexpected"] for f in check_samples(bad).failures}
     assert failed == {"expect_compound_columns_to_be_unique": 2, "expect_column_values_to_not_be_null": 1,
                       "expect_column_values_to_be_in_set": 1}
+
+
+def test_credentials_in_results_files_never_reach_the_catalog(sqlite_catalog, lake, tmp_path):
+    from helpers import snapshot
+
+    root = generated_folder(tmp_path / "src", models=("o/a", "o/b"))
+    secrets = ["sk-live-51a9", "hf_model_args_77", "pw-in-config-3"]
+    a, b = (next((root / m).glob("results_*.json")) for m in ("o__a", "o__b"))
+    corrupt_json(a, lambda d: d["config"].update(
+        model_args=f"model=o/a,api_key={secrets[0]},base_url=http://x", password=secrets[2]))
+    corrupt_json(b, lambda d: d["config"].update(model_args={"pretrained": "o/b", "hf_token": secrets[1],
+                                                             "nested": {"auth_header": secrets[2]}}))
+    r = import_results(sqlite_catalog, lake, _req(root))
+    assert (r.imported_runs, r.errors) == (2, [])
+    rows, _ = snapshot(sqlite_catalog, lake)
+    assert not [s for s in secrets if s in repr(rows)]
+    with sqlite_catalog.session() as s:
+        args = {run.model: run.model_args for run in s.scalars(select(t.HistoricalRun))}
+    assert args["o/a"] == "model=o/a,api_key=[redacted],base_url=http://x"
+    assert args["o/b"] == {"pretrained": "o/b", "hf_token": "[redacted]", "nested": {"auth_header": "[redacted]"}}
