@@ -1,52 +1,18 @@
 """The command line: a thin front door over the core. Prints JSON; exit 0 done, 2 bad input, 1 failure."""
 from __future__ import annotations
 
-import functools
-import json
 import os
-import sys
 
 import click
 
-from eval_pipeline.errors import INPUT_ERRORS, EvalPipelineError
-from eval_pipeline.runtime import Runtime, open_runtime
-
-
-def _emit(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
-def _fail(err: Exception, code: int) -> None:
-    kind = getattr(err, "code", "internal_error")
-    click.echo(json.dumps({"error": {"code": kind, "message": str(err)}}), err=True)
-    sys.exit(code)
-
-
-def front_door(fn):
-    """Map the core's errors to exit codes: bad input 2, anything else 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except INPUT_ERRORS as e:
-            _fail(e, 2)
-        except EvalPipelineError as e:
-            _fail(e, 1)
-
-    return wrapper
-
-
-def dagster_instance(rt: Runtime):
-    os.environ.setdefault("DAGSTER_HOME", str(rt.settings.dagster_home))
-    import dagster as dg
-
-    return dg.DagsterInstance.get()
+from eval_pipeline.cli_common import _emit, _metadata, dagster_instance, front_door
+from eval_pipeline.cli_runs import models, runs_group
+from eval_pipeline.runtime import open_runtime
 
 
 @click.group()
 def main() -> None:
-    """eval-pipeline: import lm-eval results into versioned suites and inspect them."""
+    """eval-pipeline: import lm-eval results into versioned suites, register models, run evals."""
 
 
 @main.group("import")
@@ -69,16 +35,6 @@ def _suite_options(fn):
     for option in reversed(options):
         fn = option(fn)
     return fn
-
-
-def _metadata(pairs: tuple[str, ...]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"{pair!r} is not K=V", param_hint="--metadata")
-        k, v = pair.split("=", 1)
-        out[k] = v
-    return out
 
 
 def _run_import(source: dict, opts: dict) -> None:
@@ -166,6 +122,9 @@ def demo() -> None:
 
     rt = open_runtime()
     run_demo(rt, dagster_instance(rt), click.echo)
+
+main.add_command(models)
+main.add_command(runs_group)
 
 
 if __name__ == "__main__":

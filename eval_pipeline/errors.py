@@ -26,6 +26,12 @@ class NotFound(EvalPipelineError):
         self.ident = ident
 
 
+class Conflict(EvalPipelineError):
+    """The request is valid but the object's state does not allow it (cancel a finished run)."""
+
+    code = "conflict"
+
+
 class SourceAuthError(EvalPipelineError):
     """The source refused the caller's credentials (or needs some that were not given)."""
 
@@ -51,4 +57,4 @@ class MalformedFile(EvalPipelineError):
         self.line = line
 
 
-INPUT_ERRORS = (InvalidInput, NotFound, SourceAuthError)
+INPUT_ERRORS = (InvalidInput, NotFound, Conflict, SourceAuthError)

@@ -11,6 +11,8 @@ PREFIXES = {
     "task": "eval_task_",
     "import": "eval_import_",
     "historical_run": "eval_hrun_",
+    "run": "eval_run_",
+    "export": "eval_export_",
     "file": "file_",
 }
 

@@ -4,20 +4,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from eval_pipeline.errors import InvalidInput
 from eval_pipeline.sources import DEFAULT_HF_REPO
+from eval_pipeline.validation import Strict, parse_model
 
 DEFAULT_SUITE_NAME = "Historical lm-eval harness results"
 DEFAULT_LISTING_LIMIT = 50
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class HubSourceSpec(_Strict):
+class HubSourceSpec(Strict):
     type: Literal["huggingface"] = "huggingface"
     repo: str = Field(DEFAULT_HF_REPO, min_length=3, pattern=r"^[\w.-]+/[\w.-]+$")
     revision: str = Field("main", min_length=1, max_length=255)
@@ -25,7 +21,7 @@ class HubSourceSpec(_Strict):
     files: list[str] | None = Field(None, min_length=1)
 
 
-class PathSourceSpec(_Strict):
+class PathSourceSpec(Strict):
     type: Literal["path"] = "path"
     url: str = Field(min_length=1)
     path_prefix: str | None = None
@@ -35,7 +31,7 @@ class PathSourceSpec(_Strict):
 SourceSpec = Annotated[Union[HubSourceSpec, PathSourceSpec], Field(discriminator="type")]
 
 
-class ImportRequest(_Strict):
+class ImportRequest(Strict):
     source: SourceSpec = Field(default_factory=HubSourceSpec)
     suite_id: str | None = None
     suite_name: str | None = Field(None, min_length=1, max_length=255)
@@ -50,12 +46,7 @@ class ImportRequest(_Strict):
         """Validate, turning pydantic's error into InvalidInput naming the first bad field."""
         if isinstance(data, dict) and isinstance(data.get("source"), dict):
             data = {**data, "source": {"type": "huggingface", **data["source"]}}
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"] if p not in ("huggingface", "path"))
-            raise InvalidInput(loc or "body", err["msg"]) from None
+        return parse_model(cls, data, skip_loc=("huggingface", "path"))
 
 
 @dataclass

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from eval_pipeline.errors import MalformedFile
 from eval_pipeline.harness.layout import ListedFile
-from eval_pipeline.harness.samples import Sample, iter_records, normalise, request_of
+from eval_pipeline.harness.samples import Sample, iter_records, normalise, request_contexts, request_of
 from eval_pipeline.lake import Lake, ParquetSink, StoredFile
 
 CHUNK = 4096
@@ -38,6 +38,8 @@ INPUTS_SCHEMA = pa.schema([
     ("doc_id", pa.int64()), ("request_kind", pa.string()), pa.field("prompt", pa.string(), metadata=BULK),
     ("continuations", pa.list_(pa.string())), ("gen_kwargs", pa.string()),
     ("target", pa.string()), pa.field("doc", pa.string(), metadata=BULK),
+    # One context per continuation (loglikelihood); empty when every request shares `prompt`.
+    pa.field("contexts", pa.list_(pa.string()), metadata=BULK),
 ])
 
 
@@ -142,8 +144,12 @@ class _InputsWriter:
             return
         kind, prompt, continuations, gen_kwargs = request_of(s)
         self.gen_kwargs = self.gen_kwargs or gen_kwargs
-        row = (s.doc_id, kind, prompt, continuations, to_json(gen_kwargs), target_json, doc_json)
-        self._hash.update(orjson.dumps(row[:4]) + row[4] + row[5] + b"\n")
+        contexts = request_contexts(s) if kind == "loglikelihood" else []
+        if all(c == prompt for c in contexts):
+            contexts = []
+        row = (s.doc_id, kind, prompt, continuations, to_json(gen_kwargs), target_json, doc_json, contexts)
+        self._hash.update(orjson.dumps(row[:4]) + row[4] + row[5] + (orjson.dumps(contexts) if contexts else b"")
+                          + b"\n")
         self._rows.add(row)
 
     def result(self) -> TaskInputs:

@@ -90,3 +90,31 @@ def check_suite_inputs(tasks: pd.DataFrame, inputs: pd.DataFrame) -> Validation:
 
 def _merge(a: Validation, b: Validation) -> Validation:
     return Validation(a.success and b.success, a.evaluated + b.evaluated, a.failures + b.failures)
+
+
+def check_generations(rows: pd.DataFrame, planned: int) -> Validation:
+    """A partition's generations: exactly one row per planned request."""
+    import great_expectations as gx
+
+    ex = gx.expectations
+    return _validate(rows, [
+        ex.ExpectTableRowCountToEqual(value=planned),
+        ex.ExpectColumnValuesToBeUnique(column="request_index"),
+        ex.ExpectColumnValuesToBeBetween(column="request_index", min_value=0, max_value=max(planned - 1, 0)),
+    ])
+
+
+def check_generation_health(rows: pd.DataFrame, max_failed_rate: float, max_empty_rate: float) -> Validation:
+    """Failed requests and empty outputs stay under their thresholds (fractions of the partition)."""
+    import great_expectations as gx
+
+    ex = gx.expectations
+    if rows.empty:
+        return Validation(True, 0)
+    df = rows.assign(ok=rows["error"].isna(),
+                     empty=(rows["request_kind"] == "generate_until") & rows["error"].isna()
+                     & (rows["output_text"].fillna("") == ""))
+    return _validate(df, [
+        ex.ExpectColumnValuesToBeInSet(column="ok", value_set=[True], mostly=1 - max_failed_rate),
+        ex.ExpectColumnValuesToBeInSet(column="empty", value_set=[False], mostly=1 - max_empty_rate),
+    ])

@@ -2,5 +2,6 @@
 from resources.catalog import CatalogResource
 from resources.hub import HubResource
 from resources.lake import LakeResource
+from resources.thresholds import GenerationThresholds
 
-__all__ = ["CatalogResource", "HubResource", "LakeResource"]
+__all__ = ["CatalogResource", "GenerationThresholds", "HubResource", "LakeResource"]

@@ -70,18 +70,31 @@ def lake(tmp_path) -> Lake:
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    """moto's S3-compatible server on loopback, with test credentials in the environment."""
-    from moto.server import ThreadedMotoServer
+    """moto's S3-compatible server on loopback, in its own process, with test credentials in the
+    environment. (In-process, its Flask app would be imported here, and vLLM's kernel scan trips over
+    Flask's request-context proxies.)"""
+    import subprocess
+    import time
+
+    import httpx
 
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(url, timeout=0.5)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -99,3 +112,36 @@ def s3_bucket(s3_endpoint):
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
     fs.mkdir(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random Llama with a BPE tokenizer and a chat template, built here (no hub access)."""
+    from eval_pipeline.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def eval_home(tmp_path, monkeypatch, tiny_model):
+    """A home with a suite imported from generated lm-eval results and the tiny model registered as
+    `tiny` (the default); the environment points the Dagster resources at it."""
+    from eval_pipeline.importing import import_results
+    from eval_pipeline.model_registry import add_model
+    from eval_pipeline.runtime import open_runtime
+    from eval_pipeline.settings import Settings
+    from helpers import EVAL_TASKS, generated_folder
+
+    home = tmp_path / "home"
+    for var in [v for v in os.environ if v.startswith(("EVAL_PIPELINE_", "DAGSTER_HOME"))]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("EVAL_PIPELINE_HOME", str(home))
+    rt = open_runtime(Settings.from_env())
+    data = generated_folder(tmp_path / "data", models=("org/model-a",), tasks=EVAL_TASKS)
+    result = import_results(rt.catalog, rt.lake, {"source": {"type": "path", "url": str(data)},
+                                                  "suite_name": "eval suite"})
+    add_model(rt.catalog, "tiny", {"backend": "vllm", "path": str(tiny_model), "dtype": "float32",
+                                   "max_model_len": 256}, default=True)
+    rt.suite_id = result.suite_id
+    yield rt
+    rt.catalog.dispose()

@@ -13,6 +13,9 @@ from sqlalchemy import MetaData, select
 from eval_pipeline.harness.synthetic import SyntheticTask, write_run
 
 TASKS = [SyntheticTask("gen_mc", "multiple_choice", 12), SyntheticTask("gen_math", "generate_until", 9)]
+# Four tasks for eval runs: both request kinds, small enough for the tiny model on a CPU.
+EVAL_TASKS = [SyntheticTask("ev_mc_a", "multiple_choice", 10), SyntheticTask("ev_gen_a", "generate_until", 12),
+              SyntheticTask("ev_mc_b", "multiple_choice", 8), SyntheticTask("ev_gen_b", "generate_until", 10)]
 
 
 def snapshot(catalog, lake) -> tuple:

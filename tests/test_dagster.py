@@ -21,10 +21,18 @@ def test_definitions_load_and_validate():
     assert yaml.safe_load((ROOT / "workspace.yaml").read_text()) == {"load_from": [{"python_module": {
         "module_name": "eval_pipeline.definitions", "attribute": "defs"}}]}
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"historical_results", "suite_versions"}
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "historical_results", "suite_versions", "generations"}
     assert {k.name for k in graph.asset_check_keys} == {
-        "historical_samples_valid", "historical_metrics_agree", "suite_inputs_valid"}
-    assert {j.name for j in defs.resolve_all_job_defs()} >= {"historical_import", "suite_publish"}
+        "historical_samples_valid", "historical_metrics_agree", "suite_inputs_valid", "generations_complete",
+        "generations_healthy"}
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"historical_import", "suite_publish", "generation"}
+    assert {s.name for s in defs.sensors} == {"queued_runs", "generation_succeeded", "generation_failed"}
+    gen = graph.get(dg.AssetKey("generations"))
+    assert gen.pools == {"gpu"}
+    node = defs.resolve_assets_def("generations").node_def
+    assert node.tags["dagster-celery/queue"] == "gpu"
+    assert '"nvidia.com/gpu": "1"' in node.tags["dagster-k8s/config"]
 
 
 def test_workspace_loads_with_the_dagster_cli(tmp_path):

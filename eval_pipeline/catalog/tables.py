@@ -152,3 +152,74 @@ class File(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     rows: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Model(Base):
+    """A named model of the registry: how to reach it (vllm engine or OpenAI-compatible endpoint)."""
+
+    __tablename__ = "model_registry"
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), unique=True)  # the Dagster partition key
+    backend: Mapped[str] = mapped_column(String(16))
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    implicit: Mapped[bool] = mapped_column(Boolean, default=False)  # a local folder used by path
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Run(Base):
+    """An eval run: models x tasks of one suite version, with its lifecycle and live counts."""
+
+    __tablename__ = "eval_runs"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128), default="org_default")
+    team_id: Mapped[str] = mapped_column(String(128), default="team_default")
+    name: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    suite_id: Mapped[str] = mapped_column(ForeignKey("suites.id"), index=True)
+    suite_version: Mapped[int] = mapped_column(Integer)
+    suite_version_id: Mapped[str] = mapped_column(ForeignKey("suite_versions.id"))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    origin: Mapped[str] = mapped_column(String(255))  # cli, api, backfill:<id>
+    models: Mapped[list] = mapped_column(JSON)
+    task_ids: Mapped[list | None] = mapped_column(JSON)
+    judge_model: Mapped[str | None] = mapped_column(String(512))
+    embedding_model: Mapped[str | None] = mapped_column(String(512))
+    generation: Mapped[dict] = mapped_column(JSON, default=dict)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    request_total: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[dict | None] = mapped_column(JSON)
+    artifact_file_ids: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    created_ns: Mapped[int] = mapped_column(BigInteger, index=True)  # list order within one second
+    started_at: Mapped[int | None] = mapped_column(BigInteger)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger)
+    failed_at: Mapped[int | None] = mapped_column(BigInteger)
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RunPartition(Base):
+    """One (model, task) of a run: its planned requests, progress, and the chunks written so far."""
+
+    __tablename__ = "eval_run_partitions"
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(512), primary_key=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    task_version: Mapped[int] = mapped_column(Integer)
+    model_key: Mapped[str] = mapped_column(String(128))
+    task_key: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # pending, running, done, failed, cancelled
+    planned: Mapped[int] = mapped_column(Integer)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached: Mapped[int] = mapped_column(Integer, default=0)
+    # What makes its generations reusable by a later run (see generation/cache.py).
+    model_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    config_fingerprint: Mapped[str] = mapped_column(String(64))
+    chunks: Mapped[list] = mapped_column(JSON, default=list)
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[int] = mapped_column(BigInteger)

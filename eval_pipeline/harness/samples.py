@@ -136,3 +136,13 @@ def request_of(sample: Sample) -> tuple[str, str, list[str], dict]:
         return "generate_until", str(prompt), [], first[1]
     continuations = [str(a[1]) for a in args if len(a) > 1]
     return "loglikelihood", str(prompt), continuations, {}
+
+
+def request_contexts(sample: Sample) -> list[str]:
+    """The context of each loglikelihood request of a doc: usually one shared prompt, but tasks such as
+    winogrande vary the context and keep the continuation."""
+    try:
+        args = request_args(sample.arguments)
+    except TypeError:
+        return []
+    return [str(a[0]) for a in args if len(a) > 1 and not isinstance(a[1], dict)]

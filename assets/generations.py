@@ -1,0 +1,97 @@
+"""Generations, one partition per (model, task): every request of the task answered by the model."""
+import warnings
+
+import dagster as dg
+import pandas as pd
+
+from assets.suites import suite_versions
+from eval_pipeline import runs
+from eval_pipeline.generation.partition import generate_partition
+from eval_pipeline.orchestration import eval_run_of, origin_of
+from eval_pipeline.partitions import generation_partitions_def, split_key
+from eval_pipeline.quality import Validation, check_generation_health, check_generations
+from resources import CatalogResource, GenerationThresholds, LakeResource
+
+# Where this step runs in deployment: the Celery queue of GPU workers, or its own pod with one GPU.
+GPU_OP_TAGS = {
+    "dagster-celery/queue": "gpu",
+    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}},
+}
+
+
+def eval_run_id(context, catalog: CatalogResource, lake: LakeResource, *, create: bool) -> str | None:
+    """The eval run a Dagster run works for: its tag, or for a run launched from the UI without one
+    (a backfill), the eval run recorded for that backfill (created by the asset on first sight)."""
+    found = eval_run_of(catalog.catalog, context.run)
+    if found or not create:
+        return found
+    keys = [split_key(k) for k in context.partition_keys]
+    return runs.ensure_backfill_run(catalog.catalog, lake.lake, origin_of(context.run), keys)
+
+
+@dg.asset(
+    partitions_def=generation_partitions_def,
+    deps=[dg.AssetDep(suite_versions, partition_mapping=dg.AllPartitionMapping())],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    group_name="evaluation",
+    kinds={"python", "parquet"},
+)
+def generations(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: LakeResource) -> None:
+    """Model outputs and loglikelihoods for every request of a task, chunked Parquet files in the lake."""
+    run_id = eval_run_id(context, catalog, lake, create=True)
+    for key in context.partition_keys:
+        part = runs.partition_by_keys(catalog.catalog, run_id, *split_key(key))
+        report = generate_partition(catalog.catalog, lake.lake, run_id, part.model, part.task_id,
+                                    dagster_run_id=context.run_id, log=context.log.info)
+        if report.status != "done":
+            raise dg.Failure(f"eval run {run_id} stopped taking work ({report.status}) at partition {key}",
+                             metadata={"eval_run_id": run_id})
+        context.add_asset_metadata({
+            "eval_run_id": run_id, "model": part.model, "task_id": part.task_id, "rows": report.rows,
+            "generated": report.generated, "from_cache": report.cached, "failed": report.failed,
+            "empty": report.empty, "chunks_written": report.chunks_written,
+            "chunks_skipped": report.chunks_skipped, "engine_loaded": report.engine_loaded,
+            "seconds": round(report.seconds, 3), "generation_seconds": round(report.generation_seconds, 3),
+            "path": dg.MetadataValue.path(report.chunk_paths[0].rsplit("/", 1)[0]) if report.chunk_paths else "",
+        }, partition_key=key)
+
+
+def _partition_rows(context, catalog: CatalogResource, lake: LakeResource) -> list[tuple[str, int, pd.DataFrame]]:
+    run_id = eval_run_id(context, catalog, lake, create=False)
+    out = []
+    for key in context.partition_keys:
+        part = runs.partition_by_keys(catalog.catalog, run_id, *split_key(key))
+        frames = [lake.lake.read_table(c["path"], columns=["request_index", "request_kind", "output_text", "error"])
+                  .to_pandas() for c in part.chunks]
+        rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            {"request_index": [], "request_kind": [], "output_text": [], "error": []})
+        out.append((key, part.planned, rows))
+    return out
+
+
+def _result(validations: list[tuple[str, Validation]]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=all(v.success for _, v in validations),
+        metadata={"partitions": len(validations),
+                  "failing": dg.MetadataValue.json({k: v.summary() for k, v in validations if not v.success}),
+                  "expectations": sum(v.evaluated for _, v in validations)})
+
+
+with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we rely on them knowingly
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+
+    @dg.asset_check(asset=generations, partitions_def=generation_partitions_def, blocking=True)
+    def generations_complete(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
+                             lake: LakeResource) -> dg.AssetCheckResult:
+        """One generation row per planned request, no request twice."""
+        return _result([(key, check_generations(rows, planned))
+                        for key, planned, rows in _partition_rows(context, catalog, lake)])
+
+    @dg.asset_check(asset=generations, partitions_def=generation_partitions_def, blocking=True)
+    def generations_healthy(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
+                            lake: LakeResource, thresholds: GenerationThresholds) -> dg.AssetCheckResult:
+        """Failed requests and empty outputs under the configured rates."""
+        return _result([(key, check_generation_health(rows, thresholds.max_failed_rate, thresholds.max_empty_rate))
+                        for key, _, rows in _partition_rows(context, catalog, lake)])

@@ -1,0 +1,54 @@
+"""Helpers every CLI command uses: JSON output, error mapping to exit codes, the Dagster instance."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from eval_pipeline.errors import INPUT_ERRORS, EvalPipelineError
+from eval_pipeline.runtime import Runtime
+
+
+def _emit(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _fail(err: Exception, code: int) -> None:
+    kind = getattr(err, "code", "internal_error")
+    click.echo(json.dumps({"error": {"code": kind, "message": str(err)}}), err=True)
+    sys.exit(code)
+
+
+def front_door(fn):
+    """Map the core's errors to exit codes: bad input 2, anything else 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except INPUT_ERRORS as e:
+            _fail(e, 2)
+        except EvalPipelineError as e:
+            _fail(e, 1)
+
+    return wrapper
+
+
+def dagster_instance(rt: Runtime):
+    os.environ.setdefault("DAGSTER_HOME", str(rt.settings.dagster_home))
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def _metadata(pairs: tuple[str, ...]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not K=V", param_hint="--metadata")
+        k, v = pair.split("=", 1)
+        out[k] = v
+    return out

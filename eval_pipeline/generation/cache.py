@@ -1,0 +1,43 @@
+"""The generation cache: an earlier answer to the same request by the same model, with the same
+settings, is reused. The key (GenRequest.cache_key) covers the model's identity (name, revision, local
+files), the request payload and the normalised generation settings; the catalog says which earlier
+partitions of that model and task might hold such answers, and their chunk files hold the rows."""
+from __future__ import annotations
+
+import pyarrow.compute as pc
+from sqlalchemy import select
+
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.generation.rows import Outcome, outcome_from_row
+from eval_pipeline.lake import Lake
+
+_COLUMNS = ["cache_key", "output_text", "output_token_ids", "finish_reason", "input_tokens", "output_tokens",
+            "logprob", "is_greedy", "error"]
+
+
+def cached_outcomes(catalog: Catalog, lake: Lake, *, run_id: str, model_fingerprint: str, task_id: str,
+                    wanted: set[str]) -> dict[str, Outcome]:
+    with catalog.session() as s:
+        chunk_lists = s.scalars(select(t.RunPartition.chunks).where(
+            t.RunPartition.model_fingerprint == model_fingerprint, t.RunPartition.task_id == task_id,
+            t.RunPartition.run_id != run_id)).all()
+    found: dict[str, Outcome] = {}
+    for chunks in chunk_lists:
+        for chunk in chunks:
+            if not wanted - found.keys():
+                return found
+            if not lake.exists(chunk["path"]):
+                continue
+            table = lake.read_table(chunk["path"], columns=_COLUMNS)
+            table = table.filter(pc.and_(pc.is_null(table.column("error")),
+                                         pc.is_in(table.column("cache_key"), value_set=_array(wanted))))
+            for row in table.to_pylist():
+                found.setdefault(row["cache_key"], outcome_from_row(row))
+    return found
+
+
+def _array(keys: set[str]):
+    import pyarrow as pa
+
+    return pa.array(sorted(keys), pa.string())

@@ -1,0 +1,96 @@
+"""The requests of one (model, task) partition, from the task version's inputs and the run's settings."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import orjson
+import pyarrow.compute as pc
+
+from eval_pipeline.harness.jsonio import loads
+from eval_pipeline.lake import Lake
+
+LM_EVAL_MAX_GEN_TOKS = 256  # lm-eval's default when a task does not say
+_SAMPLING_KEYS = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
+                  "seed")
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    index: int  # position in the partition's plan; chunks are ranges of it
+    doc_id: int
+    kind: str  # generate_until | loglikelihood
+    context: str
+    continuation: str | None
+    params: dict  # the effective generation settings of this request (empty for loglikelihood)
+
+    def cache_key(self, model_fingerprint: str, prompt_settings: dict) -> str:
+        """Same model, same payload, same normalised settings: same key (see generation/cache.py)."""
+        payload = [model_fingerprint, self.kind, self.context, self.continuation, self.params, prompt_settings]
+        return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def effective_params(task_kwargs: dict, run: dict) -> dict:
+    """Task gen_kwargs (lm-eval's) overlaid with the run's generation config; the run wins where it speaks."""
+    until = run.get("stop") if run.get("stop") is not None else task_kwargs.get("until")
+    if isinstance(until, str):
+        until = [until]
+    do_sample = run.get("do_sample", task_kwargs.get("do_sample"))
+    temperature = run.get("temperature", task_kwargs.get("temperature", 0.0))
+    if do_sample is False:  # greedy, whatever the temperature says (as in transformers)
+        temperature = 0.0
+    out = {
+        "until": list(until or []),
+        "max_gen_toks": int(run.get("max_output_tokens") or task_kwargs.get("max_gen_toks")
+                            or LM_EVAL_MAX_GEN_TOKS),
+        "temperature": float(temperature or 0.0),
+    }
+    for key in _SAMPLING_KEYS:
+        value = run.get(key, task_kwargs.get(key))
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def prompt_settings(run: dict) -> dict:
+    """The run settings that change the prompt text a chat model sees."""
+    return {k: run[k] for k in ("instructions", "chat_template_kwargs") if run.get(k) is not None}
+
+
+def plan_requests(lake: Lake, inputs_path: str, run_generation: dict, max_samples: int | None
+                  ) -> list[GenRequest]:
+    """Every request of a task, in doc order: the first `max_samples` docs; one request per doc for
+    generate_until, one per (context, continuation) for loglikelihood."""
+    table = lake.read_table(inputs_path)
+    table = table.sort_by("doc_id")
+    if max_samples is not None:
+        table = table.slice(0, max_samples)
+    columns = {name: table.column(name).to_pylist() for name in
+               ("doc_id", "request_kind", "prompt", "continuations", "gen_kwargs")}
+    contexts = (table.column("contexts").to_pylist() if "contexts" in table.column_names
+                else [[]] * table.num_rows)
+    out: list[GenRequest] = []
+    params_cache: dict[str, dict] = {}
+    for i, doc_id in enumerate(columns["doc_id"]):
+        kind, prompt = columns["request_kind"][i], columns["prompt"][i]
+        if kind == "loglikelihood":
+            conts = columns["continuations"][i] or []
+            ctxs = contexts[i] or [prompt] * len(conts)
+            for ctx, cont in zip(ctxs, conts):
+                out.append(GenRequest(len(out), doc_id, kind, ctx, cont, {}))
+        else:
+            raw = columns["gen_kwargs"][i] or "{}"
+            if raw not in params_cache:
+                params_cache[raw] = effective_params(loads(raw) or {}, run_generation)
+            out.append(GenRequest(len(out), doc_id, "generate_until", prompt, None, params_cache[raw]))
+    return out
+
+
+def count_requests(lake: Lake, inputs_path: str, max_samples: int | None) -> int:
+    """How many requests plan_requests would make, read from two narrow columns."""
+    table = lake.read_table(inputs_path, columns=["doc_id", "request_kind", "continuations"]).sort_by("doc_id")
+    if max_samples is not None:
+        table = table.slice(0, max_samples)
+    is_ll = pc.equal(table.column("request_kind"), "loglikelihood")
+    n_conts = pc.fill_null(pc.list_value_length(table.column("continuations")), 0)
+    return int(pc.sum(pc.if_else(is_ll, n_conts, 1)).as_py() or 0)

@@ -1,0 +1,401 @@
+"""Eval runs: creation from the brief's request, the lifecycle, and live counts.
+
+queued -> in_progress -> finalizing -> completed, or failed, or cancelling -> cancelled. A run is planned
+as (model, task) partitions when it is created; their rows carry the progress that request_counts and
+token totals are summed from, so concurrent partitions never contend for one counter.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import orjson
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from eval_pipeline import ids
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.catalog.store import now
+from eval_pipeline.errors import Conflict, InvalidInput, NotFound
+from eval_pipeline.generation.requests import count_requests
+from eval_pipeline.lake import Lake
+from eval_pipeline.model_registry import Model, model_by_key, resolve_model
+from eval_pipeline.run_request import RunRequest
+from eval_pipeline.suites import latest_version_row
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+# Settings that change what a model is asked, as opposed to how patiently it is asked.
+_NOT_OUTPUT_AFFECTING = {"use_cache", "timeout_seconds", "max_retries", "max_empty_retries"}
+
+
+def _config_fingerprint(generation: dict) -> str:
+    relevant = {k: v for k, v in generation.items() if k not in _NOT_OUTPUT_AFFECTING}
+    return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _suite_version(s: Session, suite_id: str, version: int | None) -> t.SuiteVersion:
+    if s.get(t.Suite, suite_id) is None:
+        raise NotFound("suite", suite_id)
+    if version is None:
+        sv = latest_version_row(s, suite_id)
+        if sv is None:
+            raise InvalidInput("suite_id", "the suite has no version yet")
+        return sv
+    sv = s.scalar(select(t.SuiteVersion).where(t.SuiteVersion.suite_id == suite_id,
+                                               t.SuiteVersion.version == version))
+    if sv is None:
+        raise InvalidInput("suite_version", f"suite {suite_id} has no version {version}")
+    return sv
+
+
+def _runnable_tasks(s: Session, sv: t.SuiteVersion, task_ids: list[str] | None) -> list[tuple]:
+    """[(task, task version, inputs path)] to evaluate, in suite order (by name)."""
+    rows = s.execute(select(t.Task, t.SuiteVersionTask.task_version, t.File.path)
+                     .join(t.SuiteVersionTask, t.SuiteVersionTask.task_id == t.Task.id)
+                     .join(t.TaskVersion, (t.TaskVersion.task_id == t.Task.id)
+                           & (t.TaskVersion.version == t.SuiteVersionTask.task_version))
+                     .outerjoin(t.File, t.File.id == t.TaskVersion.inputs_file_id)
+                     .where(t.SuiteVersionTask.suite_version_id == sv.id).order_by(t.Task.name)).all()
+    if task_ids is None:
+        runnable = [r for r in rows if r[2] is not None]
+        if not runnable:
+            raise InvalidInput("suite_id", "no task of this suite version has evaluation inputs")
+        return runnable
+    by_id = {r[0].id: r for r in rows}
+    for i, task_id in enumerate(task_ids):
+        if task_id not in by_id:
+            raise InvalidInput(f"task_ids[{i}]", f"{task_id} is not a task of suite version {sv.version}")
+        if by_id[task_id][2] is None:
+            raise InvalidInput(f"task_ids[{i}]", f"task {by_id[task_id][0].name} has no evaluation inputs "
+                                                 "(its import had no samples)")
+    return [by_id[i] for i in task_ids]
+
+
+def _plan_partitions(s: Session, lake: Lake, run: t.Run, models: list[Model], tasks: list[tuple]) -> int:
+    total = 0
+    fingerprint = _config_fingerprint(run.generation)
+    max_samples = run.settings.get("max_samples_per_task")
+    counts = {task.id: count_requests(lake, path, max_samples) for task, _, path in tasks}
+    for model in models:
+        for task, version, _ in tasks:
+            s.add(t.RunPartition(run_id=run.id, model=model.name, task_id=task.id, task_version=version,
+                                 model_key=model.key, task_key=task.slug, status="pending",
+                                 planned=counts[task.id], completed=0, failed=0, input_tokens=0,
+                                 output_tokens=0, cached=0, model_fingerprint=model.fingerprint,
+                                 config_fingerprint=fingerprint, chunks=[], updated_at=now()))
+            total += counts[task.id]
+    return total
+
+
+def create_run(catalog: Catalog, lake: Lake, body: dict | RunRequest, *, origin: str = "cli",
+               status: str = "queued") -> dict:
+    """Validate and record a run with its planned partitions; nothing is written when anything is wrong."""
+    req = body if isinstance(body, RunRequest) else RunRequest.parse(body)
+    models = [resolve_model(catalog, name, f"models[{i}]") for i, name in enumerate(req.models)]
+    with catalog.session() as s:
+        sv = _suite_version(s, req.suite_id, req.suite_version)
+        tasks = _runnable_tasks(s, sv, req.task_ids)
+        run = t.Run(id=ids.new_id("run"), name=req.name, description=req.description, suite_id=sv.suite_id,
+                    suite_version=sv.version, suite_version_id=sv.id, status=status, origin=origin,
+                    models=list(req.models), task_ids=req.task_ids, judge_model=req.judge_model,
+                    embedding_model=req.embedding_model, generation=req.generation.normalised(),
+                    settings=req.settings(), metadata_=req.metadata, request_total=0, artifact_file_ids=[],
+                    created_at=now(), created_ns=time.time_ns(), started_at=now() if status == "in_progress" else None)
+        s.add(run)
+        s.flush()
+        run.request_total = _plan_partitions(s, lake, run, models, tasks)
+        return run_object(s, run)
+
+
+def _totals(s: Session, run_id: str) -> dict:
+    row = s.execute(select(func.coalesce(func.sum(t.RunPartition.completed), 0),
+                           func.coalesce(func.sum(t.RunPartition.failed), 0),
+                           func.coalesce(func.sum(t.RunPartition.input_tokens), 0),
+                           func.coalesce(func.sum(t.RunPartition.output_tokens), 0),
+                           func.coalesce(func.sum(t.RunPartition.cached), 0))
+                    .where(t.RunPartition.run_id == run_id)).one()
+    return {"completed": int(row[0]), "failed": int(row[1]), "input": int(row[2]), "output": int(row[3]),
+            "cached": int(row[4])}
+
+
+def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> dict:
+    """The brief's `eval.run`, every field present."""
+    totals = _totals(s, run.id)
+    out = {
+        "id": run.id, "object": "eval.run", "name": run.name, "description": run.description,
+        "suite_id": run.suite_id, "suite_version": run.suite_version, "suite_version_id": run.suite_version_id,
+        "org_id": run.org_id, "team_id": run.team_id, "status": run.status, "models": run.models,
+        "task_ids": run.task_ids, "judge_model": run.judge_model, "embedding_model": run.embedding_model,
+        "generation": run.generation,
+        "request_counts": {"total": run.request_total, "completed": totals["completed"],
+                           "failed": totals["failed"]},
+        "metrics": run.metrics, "error": run.error, "artifact_file_ids": run.artifact_file_ids,
+        "metadata": run.metadata_, "agent_name": None, "agent_version": None, "agent_effort": None,
+        "cost_usd": None,
+        # `cached` counts input tokens of requests answered from the generation cache.
+        "tokens": {"input": totals["input"], "output": totals["output"], "cached": totals["cached"],
+                   "reasoning": 0},
+        "created_at": run.created_at, "started_at": run.started_at, "completed_at": run.completed_at,
+        "cancelled_at": run.cancelled_at, "failed_at": run.failed_at,
+        "settings": run.settings,
+    }
+    if partitions:
+        out["partitions"] = [
+            {"model": p.model, "task_id": p.task_id, "partition_key": f"{p.model_key}|{p.task_key}",
+             "status": p.status, "planned": p.planned, "completed": p.completed, "failed": p.failed,
+             "chunks": len(p.chunks)}
+            for p in s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run.id)
+                               .order_by(t.RunPartition.model, t.RunPartition.task_key))]
+    return out
+
+
+def _run(s: Session, run_id: str) -> t.Run:
+    run = s.get(t.Run, run_id)
+    if run is None:
+        raise NotFound("run", run_id)
+    return run
+
+
+def get_run(catalog: Catalog, run_id: str, *, partitions: bool = False) -> dict:
+    with catalog.session() as s:
+        return run_object(s, _run(s, run_id), partitions=partitions)
+
+
+def list_runs(catalog: Catalog, *, status: str | None = None, suite_id: str | None = None,
+              limit: int = 20, after: str | None = None) -> list[dict]:
+    """Newest first; `after` is the id of the last run of the previous page."""
+    with catalog.session() as s:
+        q = select(t.Run).order_by(t.Run.created_ns.desc(), t.Run.id.desc())
+        if status:
+            q = q.where(t.Run.status == status)
+        if suite_id:
+            q = q.where(t.Run.suite_id == suite_id)
+        if after:
+            anchor = _run(s, after)
+            q = q.where((t.Run.created_ns < anchor.created_ns)
+                        | ((t.Run.created_ns == anchor.created_ns) & (t.Run.id < anchor.id)))
+        return [run_object(s, r) for r in s.scalars(q.limit(limit))]
+
+
+def queued_runs(catalog: Catalog) -> list[dict]:
+    with catalog.session() as s:
+        return [run_object(s, r) for r in s.scalars(select(t.Run).where(t.Run.status == "queued")
+                                                    .order_by(t.Run.created_ns, t.Run.id))]
+
+
+def run_partitions(catalog: Catalog, run_id: str, *, unfinished_only: bool = False) -> list[t.RunPartition]:
+    with catalog.session() as s:
+        q = select(t.RunPartition).where(t.RunPartition.run_id == run_id)
+        if unfinished_only:
+            q = q.where(t.RunPartition.status != "done")
+        return list(s.scalars(q.order_by(t.RunPartition.model, t.RunPartition.task_key)))
+
+
+def mark_started(catalog: Catalog, run_id: str) -> None:
+    """queued -> in_progress (the sensor or --wait has handed the run to Dagster)."""
+    with catalog.session() as s:
+        run = _run(s, run_id)
+        if run.status == "queued":
+            run.status, run.started_at = "in_progress", run.started_at or now()
+
+
+def cancel_run(catalog: Catalog, run_id: str) -> dict:
+    """Stop starting work: a queued run is cancelled at once; a running one is `cancelling` until its
+    partitions have stopped (each checks between chunks)."""
+    with catalog.session() as s:
+        run = _run(s, run_id)
+        if run.status in TERMINAL:
+            raise Conflict(f"run {run_id} is {run.status} already")
+        run.status = "cancelling" if run.status != "queued" else "cancelled"
+    settle_cancel(catalog, run_id)
+    return get_run(catalog, run_id)
+
+
+def settle_cancel(catalog: Catalog, run_id: str) -> None:
+    """cancelling -> cancelled once no partition of the run is running."""
+    with catalog.session() as s:
+        run = _run(s, run_id)
+        if run.status not in ("cancelling", "cancelled"):
+            return
+        running = s.scalar(select(func.count()).where(t.RunPartition.run_id == run_id,
+                                                      t.RunPartition.status == "running"))
+        if running:
+            return
+        s.execute(update(t.RunPartition).where(t.RunPartition.run_id == run_id,
+                                               t.RunPartition.status == "pending").values(status="cancelled"))
+        run.status, run.cancelled_at = "cancelled", run.cancelled_at or now()
+
+
+def start_partition(catalog: Catalog, run_id: str, model: str, task_id: str,
+                    dagster_run_id: str | None) -> t.RunPartition | None:
+    """Claim a partition for execution; None when the run no longer wants work (cancelled, failed...)."""
+    with catalog.session() as s:
+        run = _run(s, run_id)
+        part = s.get(t.RunPartition, (run_id, model, task_id))
+        if part is None:
+            raise NotFound("run partition", f"{run_id}/{model}/{task_id}")
+        if run.status not in ("queued", "in_progress"):
+            return None
+        if run.status == "queued":
+            run.status, run.started_at = "in_progress", run.started_at or now()
+        part.status, part.dagster_run_id, part.updated_at = "running", dagster_run_id, now()
+        return part
+
+
+def still_wanted(catalog: Catalog, run_id: str) -> bool:
+    with catalog.session() as s:
+        return _run(s, run_id).status == "in_progress"
+
+
+def record_chunk(catalog: Catalog, run_id: str, model: str, task_id: str, chunk: dict) -> None:
+    """Add a written chunk's stats to its partition (idempotent: chunks are keyed by index)."""
+    with catalog.session() as s:
+        part = s.get(t.RunPartition, (run_id, model, task_id), with_for_update=True)
+        chunks = {c["index"]: c for c in part.chunks}
+        chunks[chunk["index"]] = chunk
+        part.chunks = [chunks[i] for i in sorted(chunks)]
+        for column, key in (("completed", "completed"), ("failed", "failed"), ("input_tokens", "input_tokens"),
+                            ("output_tokens", "output_tokens"), ("cached", "cached_tokens")):
+            setattr(part, column, sum(c[key] for c in part.chunks))
+        part.updated_at = now()
+
+
+def partition_chunks(catalog: Catalog, run_id: str, model: str, task_id: str) -> list[dict]:
+    with catalog.session() as s:
+        part = s.get(t.RunPartition, (run_id, model, task_id))
+        return list(part.chunks) if part else []
+
+
+def finish_partition(catalog: Catalog, run_id: str, model: str, task_id: str, status: str = "done") -> None:
+    """Mark a partition done (or cancelled). The run itself completes in complete_if_done, once the
+    Dagster run holding its last partition has passed its blocking checks too."""
+    with catalog.session() as s:
+        part = s.get(t.RunPartition, (run_id, model, task_id))
+        part.status, part.updated_at = status, now()
+    settle_cancel(catalog, run_id)
+
+
+def complete_if_done(catalog: Catalog, run_id: str) -> bool:
+    """in_progress -> finalizing -> completed when every partition is done."""
+    with catalog.session() as s:
+        run = _run(s, run_id)
+        left = s.scalar(select(func.count()).where(t.RunPartition.run_id == run_id,
+                                                   t.RunPartition.status != "done"))
+        if left or run.status != "in_progress":
+            return False
+        # Issue 4 grades and aggregates between these two states; until then the run's metrics stay
+        # null and finalizing only closes the counts.
+        run.status = "finalizing"
+        s.flush()
+        run.status, run.completed_at = "completed", now()
+        return True
+
+
+def fail_run(catalog: Catalog, run_id: str, code: str, message: str, *, model: str | None = None,
+             task: str | None = None) -> bool:
+    """Record a failure unless the run has stopped already (cancelled, completed or failed)."""
+    with catalog.session() as s:
+        run = _run(s, run_id)
+        if run.status not in ("queued", "in_progress", "finalizing"):
+            return False
+        run.status, run.failed_at = "failed", now()
+        run.error = {"code": code, "message": message[:2000], "model": model, "task": task}
+        return True
+
+
+def fail_partition(catalog: Catalog, run_id: str, model: str, task_id: str, code: str, message: str) -> None:
+    with catalog.session() as s:
+        part = s.get(t.RunPartition, (run_id, model, task_id))
+        task = s.get(t.Task, task_id)
+        if part is not None:
+            part.status, part.updated_at = "failed", now()
+        task_name = task.name if task else task_id
+    fail_run(catalog, run_id, code, message, model=model, task=task_name)
+    settle_cancel(catalog, run_id)
+
+
+def resume_run(catalog: Catalog, run_id: str) -> dict:
+    """Take a failed or interrupted run up again: unfinished partitions go back to pending; the chunks
+    they wrote already are kept and skipped."""
+    with catalog.session() as s:
+        run = _run(s, run_id)
+        if run.status in ("completed", "cancelled", "cancelling"):
+            raise Conflict(f"run {run_id} is {run.status}; only failed or unfinished runs resume")
+        s.execute(update(t.RunPartition).where(t.RunPartition.run_id == run_id,
+                                               t.RunPartition.status != "done").values(status="pending"))
+        run.status, run.error, run.failed_at = "in_progress", None, None
+        run.started_at = run.started_at or now()
+        return run_object(s, run)
+
+
+def run_for_origin(catalog: Catalog, origin: str) -> str | None:
+    with catalog.session() as s:
+        return s.scalar(select(t.Run.id).where(t.Run.origin == origin).limit(1))
+
+
+def ensure_backfill_run(catalog: Catalog, lake: Lake, origin: str, partition_keys: list[tuple[str, str]]
+                        ) -> str:
+    """The eval run that a Dagster run launched without one (a UI backfill) records its work under:
+    the latest suite version holding the tasks, the default generation settings. One per backfill."""
+    model_keys = list(dict.fromkeys(m for m, _ in partition_keys))
+    task_keys = list(dict.fromkeys(tk for _, tk in partition_keys))
+    models = [model_by_key(catalog, k) for k in model_keys]
+    with catalog.session() as s:
+        tasks = {tk: s.scalar(select(t.Task).where(t.Task.slug == tk)) for tk in task_keys}
+        missing = [tk for tk, task in tasks.items() if task is None]
+        if missing:
+            raise NotFound("task partition", ", ".join(missing))
+        task_ids = [tasks[tk].id for tk in task_keys]
+        sv = s.scalar(select(t.SuiteVersion)
+                      .join(t.SuiteVersionTask, t.SuiteVersionTask.suite_version_id == t.SuiteVersion.id)
+                      .where(t.SuiteVersionTask.task_id.in_(task_ids)).group_by(t.SuiteVersion.id)
+                      .having(func.count() == len(task_ids))
+                      .order_by(t.SuiteVersion.created_at.desc(), t.SuiteVersion.version.desc()).limit(1))
+        if sv is None:
+            raise InvalidInput("partition_keys", "no suite version holds all of these tasks")
+        suite_id, version = sv.suite_id, sv.version
+    run_id = run_for_origin(catalog, origin)
+    if run_id is None:
+        return create_run(catalog, lake, {
+            "suite_id": suite_id, "suite_version": version, "models": [m.name for m in models],
+            "task_ids": task_ids, "name": f"Dagster backfill {origin.split(':', 1)[-1]}"},
+            origin=origin, status="in_progress")["id"]
+    with catalog.session() as s:
+        run = s.get(t.Run, run_id)
+        known = {(p.model_key, p.task_key) for p in
+                 s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id))}
+        new_pairs = [(m, tk) for m, tk in partition_keys if (m, tk) not in known]
+        if new_pairs:  # a multi-run backfill: later Dagster runs add their own partitions
+            by_key = {m.key: m for m in models}
+            rows = s.execute(select(t.Task, t.SuiteVersionTask.task_version, t.File.path)
+                             .join(t.SuiteVersionTask, t.SuiteVersionTask.task_id == t.Task.id)
+                             .join(t.TaskVersion, (t.TaskVersion.task_id == t.Task.id)
+                                   & (t.TaskVersion.version == t.SuiteVersionTask.task_version))
+                             .join(t.File, t.File.id == t.TaskVersion.inputs_file_id)
+                             .where(t.SuiteVersionTask.suite_version_id == run.suite_version_id)).all()
+            by_slug = {r[0].slug: r for r in rows}
+            for m, tk in new_pairs:
+                run.request_total += _plan_partitions(s, lake, run, [by_key[m]], [by_slug[tk]])
+            run.models = list(dict.fromkeys([*run.models, *(by_key[m].name for m, _ in new_pairs)]))
+            run.task_ids = list(dict.fromkeys([*(run.task_ids or []), *(by_slug[tk][0].id for _, tk in new_pairs)]))
+        return run_id
+
+
+def partition_by_keys(catalog: Catalog, run_id: str, model_key: str, task_key: str) -> t.RunPartition:
+    with catalog.session() as s:
+        part = s.scalar(select(t.RunPartition).where(t.RunPartition.run_id == run_id,
+                                                     t.RunPartition.model_key == model_key,
+                                                     t.RunPartition.task_key == task_key))
+        if part is None:
+            raise NotFound("run partition", f"{run_id}/{model_key}|{task_key}")
+        return part
+
+
+def requeue(catalog: Catalog, run_id: str) -> None:
+    """Hand an in_progress run back to the sensor (after resume_run, without --wait)."""
+    with catalog.session() as s:
+        run = _run(s, run_id)
+        if run.status == "in_progress":
+            run.status = "queued"

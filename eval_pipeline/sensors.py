@@ -1,0 +1,53 @@
+"""Sensors: queued eval runs become Dagster runs; finished Dagster runs move their eval run on."""
+import dagster as dg
+
+from eval_pipeline import runs
+from eval_pipeline.orchestration import GENERATION_JOB, after_dagster_run, eval_run_of, plan_block_runs
+from eval_pipeline.partitions import model_partitions_def, task_partitions_def
+from resources import CatalogResource
+
+
+@dg.sensor(job_name=GENERATION_JOB, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+def queued_runs(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
+    """Each queued eval run: add its model and task partitions, request one Dagster run per model and
+    contiguous block of tasks, and mark it in_progress."""
+    order = list(context.instance.get_dynamic_partitions(task_partitions_def.name))
+    known_models = set(context.instance.get_dynamic_partitions(model_partitions_def.name))
+    new_models: list[str] = []
+    new_tasks: list[str] = []
+    requests = []
+    for run in runs.queued_runs(catalog.catalog):
+        block_runs, model_keys, task_keys = plan_block_runs(catalog.catalog, run["id"], order)
+        for key in sorted(model_keys - known_models - set(new_models)):
+            new_models.append(key)
+        for br in block_runs:
+            for key in br.task_keys:
+                if key not in order:
+                    order.append(key)
+                    new_tasks.append(key)
+        requests += [dg.RunRequest(run_key=br.run_key, tags=br.tags) for br in block_runs]
+        runs.mark_started(catalog.catalog, run["id"])
+    partition_requests = []
+    if new_models:
+        partition_requests.append(model_partitions_def.build_add_request(new_models))
+    if new_tasks:
+        partition_requests.append(task_partitions_def.build_add_request(new_tasks))
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, default_status=dg.DefaultSensorStatus.RUNNING)
+def generation_succeeded(context: dg.RunStatusSensorContext, catalog: CatalogResource) -> None:
+    """A Dagster run of an eval run succeeded: the eval run completes when its last partition is done."""
+    run_id = eval_run_of(catalog.catalog, context.dagster_run)
+    if run_id:
+        after_dagster_run(catalog.catalog, run_id, True)
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
+def generation_failed(context: dg.RunFailureSensorContext, catalog: CatalogResource) -> None:
+    """A Dagster run of an eval run failed (a step raised, a worker died, a blocking check failed)."""
+    run_id = eval_run_of(catalog.catalog, context.dagster_run)
+    if run_id:
+        message = context.failure_event.message if context.failure_event else ""
+        after_dagster_run(catalog.catalog, run_id, False, message)
+        runs.settle_cancel(catalog.catalog, run_id)

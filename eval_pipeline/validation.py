@@ -1,0 +1,26 @@
+"""Request validation shared by the front doors: pydantic models whose errors name the bad field."""
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from eval_pipeline.errors import InvalidInput
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def parse_model(cls: type[M], data, *, skip_loc: tuple[str, ...] = ()) -> M:
+    """Validate `data`, turning pydantic's first error into InvalidInput naming its field path."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if p not in skip_loc)
+        raise InvalidInput(loc or "body", err["msg"]) from None

@@ -1,0 +1,180 @@
+"""The openai backend: against a loopback server that misbehaves on cue, and against vLLM's own
+OpenAI-compatible server (the real peer) serving the tiny model."""
+import os
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import httpx
+import pytest
+
+from eval_pipeline import runs
+from eval_pipeline.definitions import defs
+from eval_pipeline.generation.engines import backend_for
+from eval_pipeline.generation.requests import GenRequest, effective_params, plan_requests
+from eval_pipeline.model_registry import Model, OpenAIOptions, add_model
+from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
+from openai_server import FlakyOpenAI
+from services import free_port
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def _req(i, prompt):
+    return GenRequest(i, i, "generate_until", prompt, None, effective_params({"until": ["\n"]}, {}))
+
+
+def _backend(url, api="completions"):
+    return backend_for(Model("flaky", "flaky", OpenAIOptions(base_url=url, api=api, connect_timeout=2))).backend
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_retries_empty_retries_and_failures(api):
+    prompts = ["plain", "R429 a", "R503 b", "SLOW c", "DROP d", "EMPTY e", "FAIL f"]
+    with FlakyOpenAI() as server:
+        outs = _backend(server.url, api).generate(
+            [_req(i, p) for i, p in enumerate(prompts)],
+            {"max_retries": 2, "max_empty_retries": 1, "timeout_seconds": 1}, {"generation_concurrency": 4})
+        attempts = dict(server.attempts)
+    by = dict(zip(prompts, outs))
+    assert by["plain"].output_text == "answer 1" and by["plain"].attempts == 1 and by["plain"].error is None
+    for cue in ("R429 a", "R503 b", "SLOW c", "DROP d"):
+        assert by[cue].output_text == "answer 2" and by[cue].attempts == 2, cue
+        assert attempts[cue] == 2
+    assert by["EMPTY e"].output_text == "answer 2" and by["EMPTY e"].attempts == 2
+    assert by["FAIL f"].error.startswith("InternalServerError 500") and by["FAIL f"].output_text is None
+    assert attempts["FAIL f"] == 3 and by["FAIL f"].attempts == 3  # 1 + max_retries
+    assert by["plain"].input_tokens == 3 and by["plain"].output_tokens == 2
+
+
+def test_empty_outputs_are_kept_when_the_budget_is_spent():
+    with FlakyOpenAI() as server:
+        (out,) = _backend(server.url).generate([_req(0, "EMPTY")], {"max_empty_retries": 0}, {})
+    assert out.output_text == "" and out.error is None and out.attempts == 1
+
+
+def test_at_most_generation_concurrency_requests_in_flight():
+    with FlakyOpenAI(delay=0.15) as server:
+        _backend(server.url).generate([_req(i, f"p{i}") for i in range(10)], {}, {"generation_concurrency": 3})
+        assert server.max_in_flight == 3
+
+
+def test_a_failing_request_is_a_failed_row_not_a_failed_partition(eval_home):
+    with FlakyOpenAI() as server:
+        add_model(eval_home.catalog, "flaky", {"backend": "openai", "base_url": server.url})
+        task_id = _task_id(eval_home, "ev_gen_a")
+        run = runs.create_run(eval_home.catalog, eval_home.lake, {
+            "suite_id": eval_home.suite_id, "models": ["flaky"], "task_ids": [task_id],
+            "generation": {"max_retries": 0}})
+        inputs = runs.run_partitions(eval_home.catalog, run["id"])[0]
+        first = _prompts(eval_home, task_id)[0]
+        server.fail_prompts.add(first)
+        instance = dg.DagsterInstance.ephemeral()
+        # 1 failure of 12 is over the default 5% limit: allow it here, and see the limit bite below.
+        os.environ["EVAL_PIPELINE_MAX_FAILED_RATE"] = "0.1"
+        try:
+            from importlib import reload
+
+            import eval_pipeline.definitions as d
+            job = reload(d).defs.resolve_job_def(GENERATION_JOB)
+        finally:
+            os.environ.pop("EVAL_PIPELINE_MAX_FAILED_RATE")
+        (result,) = execute_in_process(instance, eval_home.catalog, run["id"], job, run_config=QUIET)
+        assert result.success, inputs
+        done = runs.get_run(eval_home.catalog, run["id"])
+        assert done["status"] == "completed"
+        assert done["request_counts"] == {"total": 12, "completed": 11, "failed": 1}
+
+        strict = runs.create_run(eval_home.catalog, eval_home.lake, {
+            "suite_id": eval_home.suite_id, "models": ["flaky"], "task_ids": [task_id],
+            "generation": {"max_retries": 0, "use_cache": False}})
+        (result,) = execute_in_process(instance, eval_home.catalog, strict["id"],
+                                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+        assert not result.success
+        failed = runs.get_run(eval_home.catalog, strict["id"])
+        assert failed["status"] == "failed" and failed["failed_at"] is not None
+        assert failed["error"]["code"] == "dagster_run_failed"
+        assert "generations_healthy" in failed["error"]["message"]
+        assert failed["request_counts"]["failed"] == 1
+
+
+def _task_id(rt, name):
+    from sqlalchemy import select
+
+    from eval_pipeline.catalog import tables as t
+
+    with rt.catalog.session() as s:
+        return s.scalar(select(t.Task.id).where(t.Task.name == name))
+
+
+def _prompts(rt, task_id):
+    from sqlalchemy import select
+
+    from eval_pipeline.catalog import tables as t
+
+    with rt.catalog.session() as s:
+        path = s.scalar(select(t.File.path).join(t.TaskVersion, t.TaskVersion.inputs_file_id == t.File.id)
+                        .where(t.TaskVersion.task_id == task_id))
+    return [r.context for r in plan_requests(rt.lake, path, {}, None)]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model):
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model), "--host",
+         "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "256",
+         "--served-model-name", "tiny-served", "--seed", "0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vLLM server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("vLLM server did not become healthy in 180 s")
+    yield url + "/v1"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_openai_backend_against_vllm_server_matches_the_offline_engine(eval_home, vllm_server, tiny_model):
+    # The server's completions endpoint adds the BOS token; the offline engine does when told to.
+    add_model(eval_home.catalog, "served", {"backend": "openai", "base_url": vllm_server,
+                                            "served_name": "tiny-served"})
+    add_model(eval_home.catalog, "offline-bos", {"backend": "vllm", "path": str(tiny_model), "dtype": "float32",
+                                                 "max_model_len": 256, "add_bos_token": True})
+    gen_task, mc_task = _task_id(eval_home, "ev_gen_b"), _task_id(eval_home, "ev_mc_b")
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["served", "offline-bos"], "task_ids": [gen_task, mc_task],
+        # lm-eval keeps special tokens in the text (the offline engine does too); tell the server so.
+        "generation": {"max_gen_toks": 8, "extra_body": {"skip_special_tokens": False,
+                                                         "spaces_between_special_tokens": False}},
+        "generation_concurrency": 4})
+    results = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, run["id"],
+                                 defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+    done = runs.get_run(eval_home.catalog, run["id"])
+    assert len(results) == 2 and all(r.success for r in results), done["error"]
+    assert done["status"] == "completed" and done["request_counts"]["failed"] == 0
+
+    import pyarrow as pa
+
+    def rows(model, task_id):
+        part = next(p for p in runs.run_partitions(eval_home.catalog, run["id"])
+                    if p.model == model and p.task_id == task_id)
+        return pa.concat_tables([eval_home.lake.read_table(c["path"]) for c in part.chunks]).to_pylist()
+
+    served, offline = rows("served", gen_task), rows("offline-bos", gen_task)
+    assert [r["output_text"] for r in served] == [r["output_text"] for r in offline]
+    served, offline = rows("served", mc_task), rows("offline-bos", mc_task)
+    for a, b in zip(served, offline):
+        assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-3)
+        assert a["is_greedy"] == b["is_greedy"]

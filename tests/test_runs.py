@@ -1,0 +1,189 @@
+"""Eval runs end to end: validation, lifecycle and counts through Dagster, one engine load per model,
+the cache, the sensor, and a UI-style backfill without an eval run."""
+import dagster as dg
+import pytest
+from sqlalchemy import func, select
+
+from eval_pipeline import runs
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.definitions import defs
+from eval_pipeline.errors import Conflict, InvalidInput, NotFound
+from eval_pipeline.generation import engines
+from eval_pipeline.orchestration import GENERATION_JOB, RUN_TAG, execute_in_process
+from eval_pipeline.sensors import queued_runs
+from resources import CatalogResource
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def _count(catalog, table) -> int:
+    with catalog.session() as s:
+        return s.scalar(select(func.count()).select_from(table))
+
+
+def _task_ids(rt) -> dict[str, str]:
+    with rt.catalog.session() as s:
+        return dict(s.execute(select(t.Task.name, t.Task.id)).all())
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"models": ["tiny"]}, "suite_id"),
+    ({"models": []}, "models"),
+    ({"models": ["tiny"] * 2}, "models"),
+    ({"models": [f"m{i}" for i in range(21)]}, "models"),
+    ({"models": ["tiny"], "suite_version": 0}, "suite_version"),
+    ({"models": ["tiny"], "suite_version": 7}, "suite_version"),
+    ({"models": ["tiny"], "task_ids": []}, "task_ids"),
+    ({"models": ["tiny"], "task_ids": ["eval_task_nope"]}, "task_ids[0]"),
+    ({"models": ["tiny"], "generation_concurrency": 0}, "generation_concurrency"),
+    ({"models": ["tiny"], "concurrency": 257}, "concurrency"),
+    ({"models": ["tiny"], "grader_concurrency": 300}, "grader_concurrency"),
+    ({"models": ["tiny"], "max_samples_per_task": 0}, "max_samples_per_task"),
+    ({"models": ["tiny"], "max_workflow_sample_activities": 99}, "max_workflow_sample_activities"),
+    ({"models": ["tiny"], "max_workflow_sample_activities": 50001}, "max_workflow_sample_activities"),
+    ({"models": ["tiny"], "generation": {"temperature": -1}}, "generation.temperature"),
+    ({"models": ["tiny"], "generation": {"top_p": 0}}, "generation.top_p"),
+    ({"models": ["tiny"], "generation": {"max_gen_toks": 5, "max_output_tokens": 6}}, "generation.max_gen_toks"),
+    ({"models": ["tiny"], "generation": {"until": [""]}}, "generation.until"),
+    ({"models": ["tiny"], "generation": {"bogus": 1}}, "generation.bogus"),
+    ({"models": ["no-such-model"]}, "models[0]"),
+    ({"models": ["tiny"], "metadata": {"k": 1}}, "metadata.k"),
+    ({"models": ["tiny"], "name": ""}, "name"),
+])
+def test_bad_run_requests_name_the_field_and_create_nothing(eval_home, body, field):
+    if "suite_id" not in str(body) and field != "suite_id":
+        body = {"suite_id": eval_home.suite_id, **body}
+    with pytest.raises(InvalidInput) as err:
+        runs.create_run(eval_home.catalog, eval_home.lake, body)
+    assert err.value.field == field
+    assert _count(eval_home.catalog, t.Run) == 0 and _count(eval_home.catalog, t.RunPartition) == 0
+
+
+def test_unknown_suite_is_not_found(eval_home):
+    with pytest.raises(NotFound):
+        runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": "eval_suite_x", "models": ["tiny"]})
+
+
+def test_plan_counts_requests_of_both_kinds(eval_home):
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id, "models": ["auto"],
+                                                              "generation": {"max_gen_toks": 8, "until": ["\n"]}})
+    # multiple choice docs have 4 choices each (loglikelihood requests); generate_until docs have one
+    assert run["request_counts"] == {"total": (10 + 8) * 4 + 12 + 10, "completed": 0, "failed": 0}
+    assert run["status"] == "queued" and run["object"] == "eval.run" and run["models"] == ["auto"]
+    assert run["generation"] == {"max_output_tokens": 8, "stop": ["\n"]}
+    limited = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny"], "max_samples_per_task": 3,
+        "task_ids": [_task_ids(eval_home)["ev_gen_a"], _task_ids(eval_home)["ev_mc_a"]]})
+    assert limited["request_counts"]["total"] == 3 + 3 * 4
+
+
+def test_whole_run_through_dagster_loads_the_engine_once(eval_home):
+    engines.release_all()
+    instance = dg.DagsterInstance.ephemeral()
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny"], "generation": {"max_gen_toks": 6},
+        "max_workflow_sample_activities": 100, "name": "four tasks"})
+    assert run["status"] == "queued" and run["started_at"] is None
+    results = execute_in_process(instance, eval_home.catalog, run["id"], defs.resolve_job_def(GENERATION_JOB),
+                                 run_config=QUIET)
+    assert len(results) == 1 and results[0].success  # one Dagster run: one model, one block of 4 tasks
+
+    done = runs.get_run(eval_home.catalog, run["id"], partitions=True)
+    assert done["status"] == "completed"
+    assert done["request_counts"] == {"total": run["request_counts"]["total"],
+                                      "completed": run["request_counts"]["total"], "failed": 0}
+    assert done["started_at"] >= done["created_at"] and done["completed_at"] >= done["started_at"]
+    assert done["tokens"]["input"] > 0 and done["tokens"]["output"] > 0
+    assert {p["status"] for p in done["partitions"]} == {"done"} and len(done["partitions"]) == 4
+
+    dagster_run = instance.get_run_by_id(results[0].run_id)
+    assert dagster_run.tags[RUN_TAG] == run["id"]
+    mats = instance.fetch_materializations(dg.AssetKey("generations"), limit=10).records
+    assert len(mats) == 4
+    meta = [{k: v.value for k, v in m.asset_materialization.metadata.items()} for m in mats]
+    assert sum(m["engine_loaded"] for m in meta) == 1
+    assert sum(m["rows"] for m in meta) == run["request_counts"]["total"]
+    checks = [e for e in results[0].get_asset_check_evaluations()]
+    assert {c.check_name for c in checks} == {"generations_complete", "generations_healthy"}
+    assert all(c.passed for c in checks)
+
+    again = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny"], "generation": {"max_gen_toks": 6},
+        "max_workflow_sample_activities": 100})
+    execute_in_process(instance, eval_home.catalog, again["id"], defs.resolve_job_def(GENERATION_JOB),
+                       run_config=QUIET)
+    mats = instance.fetch_materializations(dg.AssetKey("generations"), limit=4).records
+    meta = [{k: v.value for k, v in m.asset_materialization.metadata.items()} for m in mats]
+    assert all(m["eval_run_id"] == again["id"] for m in meta)
+    assert sum(m["generated"] for m in meta) == 0  # everything came from the cache
+    assert sum(m["from_cache"] for m in meta) == run["request_counts"]["total"]
+    assert runs.get_run(eval_home.catalog, again["id"])["status"] == "completed"
+    with pytest.raises(Conflict):
+        runs.cancel_run(eval_home.catalog, again["id"])
+
+    other_config = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny"], "generation": {"max_gen_toks": 7},
+        "task_ids": [_task_ids(eval_home)["ev_gen_a"]]})
+    execute_in_process(instance, eval_home.catalog, other_config["id"], defs.resolve_job_def(GENERATION_JOB),
+                       run_config=QUIET)
+    mat = instance.fetch_materializations(dg.AssetKey("generations"), limit=1).records[0]
+    assert mat.asset_materialization.metadata["generated"].value == 12  # another setting: no cache hit
+
+
+def test_sensor_turns_a_queued_run_into_tagged_dagster_runs(eval_home):
+    instance = dg.DagsterInstance.ephemeral()
+    ids = _task_ids(eval_home)
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_mc_a"], ids["ev_gen_b"]]})
+    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource()}) as ctx:
+        result = queued_runs(ctx)
+    assert runs.get_run(eval_home.catalog, run["id"])["status"] == "in_progress"
+    (request,) = result.run_requests
+    assert request.tags[RUN_TAG] == run["id"]
+    # new task keys are appended in the run's order (by key), so the run's tasks form one block
+    assert request.tags["dagster/asset_partition_range_start"] == "tiny|ev_gen_b"
+    assert request.tags["dagster/asset_partition_range_end"] == "tiny|ev_mc_a"
+    added = {r.partitions_def_name: list(r.partition_keys) for r in result.dynamic_partitions_requests}
+    assert added == {"model": ["tiny"], "task": ["ev_gen_b", "ev_mc_a"]}
+    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource()}) as ctx:
+        assert queued_runs(ctx).run_requests == []  # nothing queued any more
+
+
+def test_sensor_splits_non_contiguous_tasks(eval_home):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("task", ["ev_mc_a", "ev_gen_a", "ev_mc_b"])
+    ids = _task_ids(eval_home)
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_mc_a"], ids["ev_mc_b"]]})
+    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource()}) as ctx:
+        result = queued_runs(ctx)
+    assert sorted(r.tags.get("dagster/partition") for r in result.run_requests) == ["tiny|ev_mc_a", "tiny|ev_mc_b"]
+    assert {r.tags[RUN_TAG] for r in result.run_requests} == {run["id"]}
+
+
+def test_a_backfill_without_an_eval_run_records_one(eval_home):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("model", ["tiny"])
+    instance.add_dynamic_partitions("task", ["ev_gen_b"])
+    result = defs.resolve_job_def(GENERATION_JOB).execute_in_process(
+        instance=instance, partition_key="tiny|ev_gen_b", run_config=QUIET)
+    assert result.success
+    (listed,) = runs.list_runs(eval_home.catalog)
+    assert listed["status"] == "in_progress" and listed["models"] == ["tiny"]
+    assert listed["request_counts"] == {"total": 10, "completed": 10, "failed": 0}
+    assert listed["generation"] == {}  # the default generation config
+    from eval_pipeline.orchestration import after_dagster_run
+
+    after_dagster_run(eval_home.catalog, listed["id"], True)  # what the run status sensor does
+    assert runs.get_run(eval_home.catalog, listed["id"])["status"] == "completed"
+
+
+def test_cancel_a_queued_run_and_list_pages(eval_home):
+    made = [runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id,
+                                                                "models": ["tiny"]})["id"] for _ in range(3)]
+    cancelled = runs.cancel_run(eval_home.catalog, made[0])
+    assert cancelled["status"] == "cancelled" and cancelled["cancelled_at"] is not None
+    assert [r["id"] for r in runs.list_runs(eval_home.catalog, status="queued")] == made[:0:-1]
+    first = runs.list_runs(eval_home.catalog, limit=2)
+    rest = runs.list_runs(eval_home.catalog, limit=2, after=first[-1]["id"])
+    assert [r["id"] for r in first + rest] == made[::-1]
