@@ -1,4 +1,4 @@
-"""`make demo`: import generated lm-eval results through the Dagster job, then print what arrived."""
+"""`make demo`: import generated lm-eval results through Dagster, then evaluate a tiny local model on them."""
 from __future__ import annotations
 
 from typing import Callable
@@ -14,6 +14,7 @@ from eval_pipeline.runtime import Runtime
 from eval_pipeline.suites import get_suite
 
 DEMO_SUITE = "demo: arithmetic"
+DEMO_MODEL = "tiny-demo"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -67,9 +68,38 @@ def run_demo(rt: Runtime, instance, echo: Callable[[str], None]) -> None:
          "match" if r.recomputed_matches else ("n/a" if r.recomputed_matches is None else "MISMATCH")]
         for r in df.itertuples()]))
 
+    evaluated = _evaluate(rt, instance, suite_id, echo)
+
     echo("\nAsset checks (Great Expectations):")
-    echo(table(["check", "result", "summary"], _checks(imported) + _checks(published)))
+    echo(table(["check", "result", "summary"], _checks(imported) + _checks(published) + evaluated))
     echo(f"\nOpen the Dagster UI on this instance:\n"
          f"  DAGSTER_HOME={rt.settings.dagster_home} EVAL_PIPELINE_HOME={home} "
          f".venv/bin/dagster dev -w workspace.yaml\n"
-         f"then browse to http://127.0.0.1:3000 (Assets -> historical_results, suite_versions).")
+         f"then browse to http://127.0.0.1:3000 (Assets -> historical_results, suite_versions, generations).")
+
+
+def _evaluate(rt: Runtime, instance, suite_id: str, echo: Callable[[str], None]) -> list[list]:
+    """Build the tiny local model, register it, and evaluate it on the suite through Dagster."""
+    from eval_pipeline import runs
+    from eval_pipeline.definitions import defs
+    from eval_pipeline.model_registry import add_model
+    from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
+    from eval_pipeline.tiny_model import build_tiny_model
+
+    folder = build_tiny_model(rt.settings.home / "models" / "tiny-demo")
+    add_model(rt.catalog, DEMO_MODEL, {"backend": "vllm", "path": str(folder), "dtype": "float32",
+                                       "max_model_len": 256}, default=True, replace=True)
+    run = runs.create_run(rt.catalog, rt.lake, {
+        "suite_id": suite_id, "models": [DEMO_MODEL], "name": "demo eval",
+        "generation": {"max_gen_toks": 16, "until": ["\n"]}, "max_workflow_sample_activities": 100})
+    echo(f"\nEvaluating {DEMO_MODEL!r} (a tiny random model built in {folder}) on the suite: run {run['id']}, "
+         f"{run['request_counts']['total']} requests, through the Dagster job '{GENERATION_JOB}'.")
+    results = execute_in_process(instance, rt.catalog, run["id"], defs.resolve_job_def(GENERATION_JOB),
+                                 run_config=QUIET)
+    done = runs.get_run(rt.catalog, run["id"], partitions=True)
+    echo(f"  status {done['status']}, requests {done['request_counts']}, tokens in/out "
+         f"{done['tokens']['input']}/{done['tokens']['output']}")
+    echo(table(["partition (model|task)", "status", "requests", "completed", "failed", "chunks"],
+               [[p["partition_key"], p["status"], p["planned"], p["completed"], p["failed"], p["chunks"]]
+                for p in done["partitions"]]))
+    return [row for r in results for row in _checks(r)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import cached_property
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -63,7 +64,7 @@ class Model:
     def backend(self) -> str:
         return self.options.backend
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """Identity for the generation cache: name, backend settings that change outputs, and for a
         local folder its config and tokenizer contents (so a rebuilt model is a different model)."""

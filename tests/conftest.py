@@ -123,9 +123,10 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def eval_home(tmp_path, monkeypatch, tiny_model):
+def eval_home(request, tmp_path, monkeypatch, tiny_model):
     """A home with a suite imported from generated lm-eval results and the tiny model registered as
-    `tiny` (the default); the environment points the Dagster resources at it."""
+    `tiny` (the default); the environment points the Dagster resources at it. The catalog is SQLite,
+    or PostgreSQL when the test parametrizes this fixture indirectly with "postgresql"."""
     from eval_pipeline.importing import import_results
     from eval_pipeline.model_registry import add_model
     from eval_pipeline.runtime import open_runtime
@@ -136,7 +137,10 @@ def eval_home(tmp_path, monkeypatch, tiny_model):
     for var in [v for v in os.environ if v.startswith(("EVAL_PIPELINE_", "DAGSTER_HOME"))]:
         monkeypatch.delenv(var)
     monkeypatch.setenv("EVAL_PIPELINE_HOME", str(home))
+    if getattr(request, "param", "sqlite") == "postgresql":
+        monkeypatch.setenv("EVAL_PIPELINE_DATABASE_URL", request.getfixturevalue("pg_url"))
     rt = open_runtime(Settings.from_env())
+    assert rt.catalog.engine.dialect.name == getattr(request, "param", "sqlite")
     data = generated_folder(tmp_path / "data", models=("org/model-a",), tasks=EVAL_TASKS)
     result = import_results(rt.catalog, rt.lake, {"source": {"type": "path", "url": str(data)},
                                                   "suite_name": "eval suite"})

@@ -17,6 +17,7 @@ class FlakyOpenAI:
     def __init__(self, slow_seconds: float = 2.5, delay: float = 0.0):
         self.attempts: Counter = Counter()
         self.fail_prompts: set[str] = set()
+        self.headers: list[dict] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.slow_seconds, self.delay = slow_seconds, delay
@@ -45,6 +46,7 @@ class FlakyOpenAI:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 prompt = body.get("prompt") or body["messages"][-1]["content"]
                 with fake._lock:
+                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                     fake.attempts[prompt] += 1
                     n = fake.attempts[prompt]
                     fake.in_flight += 1

@@ -178,3 +178,9 @@ def test_openai_backend_against_vllm_server_matches_the_offline_engine(eval_home
     for a, b in zip(served, offline):
         assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-3)
         assert a["is_greedy"] == b["is_greedy"]
+
+
+def test_a_response_without_logprobs_is_a_failed_row():
+    with FlakyOpenAI() as server:
+        (out,) = _backend(server.url).generate([GenRequest(0, 0, "loglikelihood", "2 + 2 =", " 4", {})], {}, {})
+    assert out.error.startswith("malformed response from the endpoint") and out.logprob is None

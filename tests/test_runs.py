@@ -77,6 +77,35 @@ def test_plan_counts_requests_of_both_kinds(eval_home):
     assert limited["request_counts"]["total"] == 3 + 3 * 4
 
 
+def test_an_unregistered_model_folder_is_a_vllm_model(eval_home, tiny_model):
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id,
+                                                              "models": [str(tiny_model)]})
+    (part, *_) = runs.run_partitions(eval_home.catalog, run["id"])
+    assert part.model == str(tiny_model) and "|" not in part.model_key and "/" not in part.model_key
+    from eval_pipeline.model_registry import resolve_model
+
+    assert resolve_model(eval_home.catalog, str(tiny_model)).options.path == str(tiny_model.resolve())
+
+
+def test_a_model_that_cannot_load_fails_the_run_with_model_and_task(eval_home, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": "not a number"}')
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": [str(broken)], "task_ids": [_task_ids(eval_home)["ev_gen_a"]]})
+    (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, run["id"],
+                                   defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+    assert not result.success
+    failed = runs.get_run(eval_home.catalog, run["id"])
+    assert failed["status"] == "failed" and failed["failed_at"] is not None
+    assert failed["error"]["code"] == "generation_failed"
+    assert failed["error"]["model"] == str(broken) and failed["error"]["task"] == "ev_gen_a"
+    assert failed["error"]["message"]
+    resumed = runs.resume_run(eval_home.catalog, run["id"])
+    assert resumed["status"] == "in_progress" and resumed["error"] is None
+
+
+@pytest.mark.parametrize("eval_home", ["sqlite", "postgresql"], indirect=True)
 def test_whole_run_through_dagster_loads_the_engine_once(eval_home):
     engines.release_all()
     instance = dg.DagsterInstance.ephemeral()

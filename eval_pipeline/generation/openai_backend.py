@@ -67,6 +67,10 @@ class OpenAIBackend:
                                attempts=attempts + 1 + (run_generation.get("max_retries", DEFAULT_MAX_RETRIES)
                                                         if retried else 0),
                                latency_ms=(time.perf_counter() - started) * 1000)
+            except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+                return Outcome(error=f"malformed response from the endpoint: {type(e).__name__}: {e}",
+                               finish_reason="error", attempts=attempts + 1,
+                               latency_ms=(time.perf_counter() - started) * 1000)
             attempts += 1 + retries
             outcome.attempts = attempts
             outcome.latency_ms = (time.perf_counter() - started) * 1000

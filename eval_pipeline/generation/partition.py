@@ -98,6 +98,7 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
     recorded = {c["index"] for c in part.chunks}
     use_cache = generation.get("use_cache", True)
     pset = prompt_settings(generation)
+    fingerprint = model.fingerprint
     lease = None
     for index, start in enumerate(range(0, len(requests), size)):
         path = f"{folder}/chunk-{index:05d}.parquet"
@@ -111,8 +112,8 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
             report.status = "cancelled"
             break
         chunk = requests[start:start + size]
-        keys = [r.cache_key(model.fingerprint, pset) for r in chunk]
-        hits = cached_outcomes(catalog, lake, run_id=run_id, model_fingerprint=model.fingerprint,
+        keys = [r.cache_key(fingerprint, pset) for r in chunk]
+        hits = cached_outcomes(catalog, lake, run_id=run_id, model_fingerprint=fingerprint,
                                task_id=task_id, wanted=set(keys)) if use_cache else {}
         todo = [r for r, k in zip(chunk, keys) if k not in hits]
         fresh: dict[int, Outcome] = {}

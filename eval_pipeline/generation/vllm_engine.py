@@ -56,6 +56,9 @@ class VllmEngine:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_length = self.llm.llm_engine.model_config.max_model_len
         self.eos_text = self.tokenizer.decode([self.tokenizer.eos_token_id])
+        from vllm import SamplingParams
+
+        self._logprob_params = SamplingParams(temperature=0, prompt_logprobs=1, max_tokens=1, detokenize=False)
         bos = self.tokenizer.bos_token_id
         self.prefix_token_id = bos if bos is not None else self.tokenizer.eos_token_id
 
@@ -89,33 +92,43 @@ class VllmEngine:
 
         prompts, params, post = [], [], []
         outcomes: list[Outcome | None] = [None] * len(requests)
-        for i, r in enumerate(requests):
-            rendered = self.render(r.context, run_generation)
-            if r.kind == "loglikelihood":
-                ctx, cont = self._encode_pair(rendered, r.continuation or "")
-                tokens = (ctx + cont)[-self.max_length:]
-                ctxlen = len(ctx) - max(0, len(ctx) + len(cont) - self.max_length)
-                prompts.append(TokensPrompt(prompt_token_ids=tokens))
-                params.append(SamplingParams(temperature=0, prompt_logprobs=1, max_tokens=1, detokenize=False))
-                post.append((i, "ll", tokens, ctxlen))
-                continue
+        gen = [(i, r) for i, r in enumerate(requests) if r.kind != "loglikelihood"]
+        # One batch call to the (Rust) tokenizer, and one SamplingParams per distinct setting.
+        encoded = (self.tokenizer([self.render(r.context, run_generation) for _, r in gen],
+                                  add_special_tokens=self.options.add_bos_token).input_ids if gen else [])
+        shared: dict[str, SamplingParams] = {}
+        for (i, r), ids in zip(gen, encoded):
             p = r.params
             max_ctx = self.max_length - p["max_gen_toks"]
             if max_ctx < 1:
                 outcomes[i] = Outcome(error=f"max_gen_toks {p['max_gen_toks']} leaves no room for a prompt "
                                             f"(max_model_len {self.max_length})", finish_reason="error")
                 continue
-            tokens = self.encode(rendered)[-max_ctx:]
             until = list(p["until"])
             if self.eos_text and self.eos_text not in until:
                 until.append(self.eos_text)
-            extra = {k: p[k] for k in ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                                       "repetition_penalty", "seed") if k in p}
+            key = repr(sorted(p.items()))
+            if key not in shared:
+                extra = {k: p[k] for k in ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                                           "repetition_penalty", "seed") if k in p}
+                shared[key] = SamplingParams(max_tokens=p["max_gen_toks"], stop=until, temperature=p["temperature"],
+                                             skip_special_tokens=False, spaces_between_special_tokens=False,
+                                             **extra)
+            tokens = ids[-max_ctx:]
             prompts.append(TokensPrompt(prompt_token_ids=tokens))
-            params.append(SamplingParams(max_tokens=p["max_gen_toks"], stop=until, temperature=p["temperature"],
-                                         skip_special_tokens=False, spaces_between_special_tokens=False,
-                                         **extra))
+            params.append(shared[key])
             post.append((i, "gen", tokens, until))
+        for i, r in enumerate(requests):
+            if r.kind != "loglikelihood":
+                continue
+            ctx, cont = self._encode_pair(self.render(r.context, run_generation), r.continuation or "")
+            tokens = (ctx + cont)[-self.max_length:]
+            ctxlen = len(ctx) - max(0, len(ctx) + len(cont) - self.max_length)
+            prompts.append(TokensPrompt(prompt_token_ids=tokens))
+            params.append(self._logprob_params)
+            post.append((i, "ll", tokens, ctxlen))
+        if params and all(p is params[0] for p in params):
+            params = params[0]
         started = time.perf_counter()
         results = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
         elapsed_ms = (time.perf_counter() - started) * 1000
