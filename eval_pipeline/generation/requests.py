@@ -35,21 +35,31 @@ def effective_params(task_kwargs: dict, run: dict) -> dict:
     until = run.get("stop") if run.get("stop") is not None else task_kwargs.get("until")
     if isinstance(until, str):
         until = [until]
-    do_sample = run.get("do_sample", task_kwargs.get("do_sample"))
-    temperature = run.get("temperature", task_kwargs.get("temperature", 0.0))
-    if do_sample is False:  # greedy, whatever the temperature says (as in transformers)
-        temperature = 0.0
     out = {
         "until": list(until or []),
         "max_gen_toks": int(run.get("max_output_tokens") or task_kwargs.get("max_gen_toks")
                             or LM_EVAL_MAX_GEN_TOKS),
-        "temperature": float(temperature or 0.0),
+        "temperature": _temperature(task_kwargs, run),
     }
     for key in _SAMPLING_KEYS:
         value = run.get(key, task_kwargs.get(key))
         if value is not None:
             out[key] = value
     return out
+
+
+def _temperature(task: dict, run: dict) -> float:
+    """The run's word wins: do_sample false is greedy; an explicit temperature is used; do_sample true
+    with no positive temperature samples at 1.0. Otherwise the task's: greedy when it says do_sample
+    false (as transformers does), else its temperature (lm-eval's default 0)."""
+    if run.get("do_sample") is False:
+        return 0.0
+    if run.get("temperature") is not None:
+        return float(run["temperature"])
+    task_temperature = 0.0 if task.get("do_sample") is False else float(task.get("temperature") or 0.0)
+    if run.get("do_sample") is True and task_temperature <= 0:
+        return 1.0
+    return task_temperature
 
 
 def prompt_settings(run: dict) -> dict:
