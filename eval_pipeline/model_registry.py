@@ -144,31 +144,34 @@ def remove_model(catalog: Catalog, name: str) -> None:
 
 
 def resolve_model(catalog: Catalog, name: str, field: str = "models") -> Model:
-    """The registry entry for `name`: `auto` is the default model; an unregistered local model folder
-    is registered on the fly (vllm backend) so that it gets a stable partition key."""
     with catalog.session() as s:
-        if name == AUTO:
-            row = s.scalar(select(t.Model).where(t.Model.is_default.is_(True)))
-            if row is None:
-                env_default = os.environ.get("EVAL_PIPELINE_DEFAULT_MODEL")
-                if not env_default or env_default == AUTO:
-                    raise InvalidInput(field, "'auto' needs a default model: `eval-pipeline models add NAME "
-                                              "... --default` or EVAL_PIPELINE_DEFAULT_MODEL")
-                name = env_default
-            else:
-                return _row_to_model(row)
-        row = s.get(t.Model, name)
+        return resolve_in(s, name, field)
+
+
+def resolve_in(s: Session, name: str, field: str = "models") -> Model:
+    """The registry entry for `name`: `auto` is the default model; an unregistered local model folder
+    is registered on the fly (vllm backend) so that it gets a stable partition key. Inside the caller's
+    transaction, so a request that fails later registers nothing."""
+    if name == AUTO:
+        row = s.scalar(select(t.Model).where(t.Model.is_default.is_(True)))
         if row is not None:
             return _row_to_model(row)
-        folder = Path(name).expanduser()
-        if (folder / "config.json").is_file():
-            row = t.Model(name=name, key=_unique_key(s, name), backend="vllm",
-                          options=VllmOptions(path=str(folder.resolve())).model_dump(), is_default=False,
-                          implicit=True, created_at=now())
-            s.add(row)
-            s.flush()
-            return _row_to_model(row)
-    raise InvalidInput(field, f"{name!r} is neither a registered model nor a local model folder")
+        name = os.environ.get("EVAL_PIPELINE_DEFAULT_MODEL") or ""
+        if not name or name == AUTO:
+            raise InvalidInput(field, "'auto' needs a default model: `eval-pipeline models add NAME ... "
+                                      "--default` or EVAL_PIPELINE_DEFAULT_MODEL")
+    row = s.get(t.Model, name)
+    if row is not None:
+        return _row_to_model(row)
+    folder = Path(name).expanduser()
+    if not (folder / "config.json").is_file():
+        raise InvalidInput(field, f"{name!r} is neither a registered model nor a local model folder")
+    row = t.Model(name=name, key=_unique_key(s, name), backend="vllm",
+                  options=VllmOptions(path=str(folder.resolve())).model_dump(), is_default=False, implicit=True,
+                  created_at=now())
+    s.add(row)
+    s.flush()
+    return _row_to_model(row)
 
 
 def model_by_key(catalog: Catalog, key: str) -> Model:

@@ -20,7 +20,7 @@ from eval_pipeline.catalog.store import now
 from eval_pipeline.errors import Conflict, InvalidInput, NotFound
 from eval_pipeline.generation.requests import count_requests
 from eval_pipeline.lake import Lake
-from eval_pipeline.model_registry import Model, model_by_key, resolve_model
+from eval_pipeline.model_registry import Model, model_by_key, resolve_in
 from eval_pipeline.run_request import RunRequest
 from eval_pipeline.suites import latest_version_row
 
@@ -93,8 +93,8 @@ def create_run(catalog: Catalog, lake: Lake, body: dict | RunRequest, *, origin:
                status: str = "queued") -> dict:
     """Validate and record a run with its planned partitions; nothing is written when anything is wrong."""
     req = body if isinstance(body, RunRequest) else RunRequest.parse(body)
-    models = [resolve_model(catalog, name, f"models[{i}]") for i, name in enumerate(req.models)]
     with catalog.session() as s:
+        models = [resolve_in(s, name, f"models[{i}]") for i, name in enumerate(req.models)]
         sv = _suite_version(s, req.suite_id, req.suite_version)
         tasks = _runnable_tasks(s, sv, req.task_ids)
         run = t.Run(id=ids.new_id("run"), name=req.name, description=req.description, suite_id=sv.suite_id,
@@ -102,7 +102,8 @@ def create_run(catalog: Catalog, lake: Lake, body: dict | RunRequest, *, origin:
                     models=list(req.models), task_ids=req.task_ids, judge_model=req.judge_model,
                     embedding_model=req.embedding_model, generation=req.generation.normalised(),
                     settings=req.settings(), metadata_=req.metadata, request_total=0, artifact_file_ids=[],
-                    created_at=now(), created_ns=time.time_ns(), started_at=now() if status == "in_progress" else None)
+                    created_at=now(), created_ns=time.time_ns(),
+                    started_at=now() if status == "in_progress" else None)
         s.add(run)
         s.flush()
         run.request_total = _plan_partitions(s, lake, run, models, tasks)

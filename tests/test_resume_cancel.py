@@ -25,7 +25,8 @@ DOCS, CHUNK = 1500, 100
 def big_home(tmp_path, tiny_model):
     home = tmp_path / "home"
     rt = open_runtime(Settings.from_env({"EVAL_PIPELINE_HOME": str(home)}))
-    data = generated_folder(tmp_path / "data", models=("org/m",), tasks=[SyntheticTask("big_gen", "generate_until", DOCS)])
+    data = generated_folder(tmp_path / "data", models=("org/m",),
+                            tasks=[SyntheticTask("big_gen", "generate_until", DOCS)])
     suite = import_results(rt.catalog, rt.lake, {"source": {"type": "path", "url": str(data)}}).suite_id
     add_model(rt.catalog, "tiny", {"backend": "vllm", "path": str(tiny_model), "dtype": "float32",
                                    "max_model_len": 256})

@@ -87,6 +87,14 @@ def test_an_unregistered_model_folder_is_a_vllm_model(eval_home, tiny_model):
     assert resolve_model(eval_home.catalog, str(tiny_model)).options.path == str(tiny_model.resolve())
 
 
+def test_a_failed_request_registers_no_model_folder(eval_home, tiny_model):
+    with pytest.raises(InvalidInput) as err:
+        runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id,
+                                                            "models": [str(tiny_model), "no-such-model"]})
+    assert err.value.field == "models[1]"
+    assert _count(eval_home.catalog, t.Model) == 1  # only `tiny`, registered by the fixture
+
+
 def test_a_model_that_cannot_load_fails_the_run_with_model_and_task(eval_home, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -19,7 +19,7 @@ from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.generation.cache import cached_outcomes
 from eval_pipeline.generation.engines import backend_for
-from eval_pipeline.generation.requests import GenRequest, plan_requests, prompt_settings
+from eval_pipeline.generation.requests import plan_requests, prompt_settings
 from eval_pipeline.generation.rows import Outcome, build_rows
 from eval_pipeline.lake import Lake
 from eval_pipeline.model_registry import resolve_model
@@ -44,6 +44,10 @@ class PartitionReport:
 
 def chunk_dir(run_id: str, model_key: str, task_key: str) -> str:
     return f"generations/{run_id}/{model_key}/{task_key}"
+
+
+def _chunk_path(folder: str, index: int) -> str:
+    return f"{folder}/chunk-{index:05d}.parquet"
 
 
 def _chunk_stats(index: int, path: str, table) -> dict:
@@ -99,23 +103,28 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
     use_cache = generation.get("use_cache", True)
     pset = prompt_settings(generation)
     fingerprint = model.fingerprint
+    keys = [r.cache_key(fingerprint, pset) for r in requests]
+    starts = range(0, len(requests), size)
+    missing = {i for i in range(len(starts)) if not lake.exists(_chunk_path(folder, i))}
+    wanted = {k for i in missing for k in keys[starts[i]:starts[i] + size]}
+    # One pass over earlier runs' chunks for every request still to answer.
+    hits = cached_outcomes(catalog, lake, run_id=run_id, model_fingerprint=fingerprint, task_id=task_id,
+                           wanted=wanted) if use_cache and wanted else {}
     lease = None
-    for index, start in enumerate(range(0, len(requests), size)):
-        path = f"{folder}/chunk-{index:05d}.parquet"
-        if lake.exists(path):
+    for index, start in enumerate(starts):
+        path = _chunk_path(folder, index)
+        if index not in missing:
             report.chunks_skipped += 1
             if index not in recorded:  # written just before a crash, not yet counted
-                runs.record_chunk(catalog, run_id, model_name, task_id, _chunk_stats(index, path, lake.read_table(path)))
+                runs.record_chunk(catalog, run_id, model_name, task_id,
+                                  _chunk_stats(index, path, lake.read_table(path)))
             report.chunk_paths.append(path)
             continue
         if not runs.still_wanted(catalog, run_id):
             report.status = "cancelled"
             break
-        chunk = requests[start:start + size]
-        keys = [r.cache_key(fingerprint, pset) for r in chunk]
-        hits = cached_outcomes(catalog, lake, run_id=run_id, model_fingerprint=fingerprint,
-                               task_id=task_id, wanted=set(keys)) if use_cache else {}
-        todo = [r for r, k in zip(chunk, keys) if k not in hits]
+        chunk, chunk_keys = requests[start:start + size], keys[start:start + size]
+        todo = [r for r, k in zip(chunk, chunk_keys) if k not in hits]
         fresh: dict[int, Outcome] = {}
         if todo:
             if lease is None:
@@ -124,9 +133,8 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
             t0 = time.perf_counter()
             fresh = dict(zip((r.index for r in todo), lease.backend.generate(todo, generation, settings)))
             report.generation_seconds += time.perf_counter() - t0
-        outcomes = [hits[k] if k in hits else fresh[r.index] for r, k in zip(chunk, keys)]
-        cached_flags = [k in hits for k in keys]
-        table = build_rows(ident, chunk, outcomes, keys, cached_flags)
+        outcomes = [hits[k] if k in hits else fresh[r.index] for r, k in zip(chunk, chunk_keys)]
+        table = build_rows(ident, chunk, outcomes, chunk_keys, [k in hits for k in chunk_keys])
         stored = lake.write_table(path, table)
         stats = _chunk_stats(index, path, table) | {"sha256": stored.sha256}
         runs.record_chunk(catalog, run_id, model_name, task_id, stats)
@@ -145,9 +153,3 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
     report.seconds = time.perf_counter() - started
     return report
 
-
-def read_generations(lake: Lake, chunk_paths: list[str]):
-    import pyarrow as pa
-
-    tables = [lake.read_table(p) for p in chunk_paths]
-    return pa.concat_tables(tables) if tables else None
