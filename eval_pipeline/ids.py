@@ -12,7 +12,6 @@ PREFIXES = {
     "import": "eval_import_",
     "historical_run": "eval_hrun_",
     "run": "eval_run_",
-    "export": "eval_export_",
     "file": "file_",
 }
 

@@ -90,10 +90,10 @@ def test_cancel_mid_run_stops_after_the_chunk_in_flight(big_home):
     proc = _start(rt)
     _wait_for_chunks(rt, proc, 1)
     (run,) = runs.list_runs(rt.catalog)
-    out = run_cli(rt.settings.home, "runs", "cancel", run["id"])
-    assert out.returncode == 0, out.stderr[-3000:]
+    # The core's cancel, called here: the CLI's would first spend seconds importing, while the
+    # run races on (the CLI command is the same call plus stopping Dagster runs; see below).
+    assert runs.cancel_run(rt.catalog, run["id"])["status"] == "cancelling"
     at_cancel = len(_chunks(rt))
-    assert json.loads(out.stdout)["status"] in ("cancelling", "cancelled")
     proc.wait(timeout=300)
     final = runs.get_run(rt.catalog, run["id"], partitions=True)
     assert final["status"] == "cancelled" and final["cancelled_at"] is not None

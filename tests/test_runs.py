@@ -224,3 +224,18 @@ def test_cancel_a_queued_run_and_list_pages(eval_home):
     first = runs.list_runs(eval_home.catalog, limit=2)
     rest = runs.list_runs(eval_home.catalog, limit=2, after=first[-1]["id"])
     assert [r["id"] for r in first + rest] == made[::-1]
+
+
+def test_cancel_stops_the_runs_unstarted_dagster_runs(eval_home):
+    from eval_pipeline.orchestration import stop_dagster_runs
+
+    instance = dg.DagsterInstance.ephemeral()
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id, "models": ["tiny"]})
+    job = defs.resolve_job_def(GENERATION_JOB)
+    mine = instance.create_run_for_job(job, tags={RUN_TAG: run["id"]}, status=dg.DagsterRunStatus.NOT_STARTED)
+    other = instance.create_run_for_job(job, tags={RUN_TAG: "eval_run_other"}, status=dg.DagsterRunStatus.NOT_STARTED)
+    runs.mark_started(eval_home.catalog, run["id"])
+    assert runs.cancel_run(eval_home.catalog, run["id"])["status"] == "cancelled"  # nothing was running
+    assert stop_dagster_runs(instance, run["id"]) == 1
+    assert instance.get_run_by_id(mine.run_id).status == dg.DagsterRunStatus.CANCELED
+    assert instance.get_run_by_id(other.run_id).status == dg.DagsterRunStatus.NOT_STARTED
