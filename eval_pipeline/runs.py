@@ -6,10 +6,8 @@ token totals are summed from, so concurrent partitions never contend for one cou
 """
 from __future__ import annotations
 
-import hashlib
 import time
 
-import orjson
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -25,15 +23,6 @@ from eval_pipeline.run_request import RunRequest
 from eval_pipeline.suites import latest_version_row
 
 TERMINAL = ("completed", "failed", "cancelled")
-
-# Settings that change what a model is asked, as opposed to how patiently it is asked.
-_NOT_OUTPUT_AFFECTING = {"use_cache", "timeout_seconds", "max_retries", "max_empty_retries"}
-
-
-def _config_fingerprint(generation: dict) -> str:
-    relevant = {k: v for k, v in generation.items() if k not in _NOT_OUTPUT_AFFECTING}
-    return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
 
 def _suite_version(s: Session, suite_id: str, version: int | None) -> t.SuiteVersion:
     if s.get(t.Suite, suite_id) is None:
@@ -75,7 +64,6 @@ def _runnable_tasks(s: Session, sv: t.SuiteVersion, task_ids: list[str] | None) 
 
 def _plan_partitions(s: Session, lake: Lake, run: t.Run, models: list[Model], tasks: list[tuple]) -> int:
     total = 0
-    fingerprint = _config_fingerprint(run.generation)
     max_samples = run.settings.get("max_samples_per_task")
     counts = {task.id: count_requests(lake, path, max_samples) for task, _, path in tasks}
     for model in models:
@@ -84,7 +72,7 @@ def _plan_partitions(s: Session, lake: Lake, run: t.Run, models: list[Model], ta
                                  model_key=model.key, task_key=task.slug, status="pending",
                                  planned=counts[task.id], completed=0, failed=0, input_tokens=0,
                                  output_tokens=0, cached=0, model_fingerprint=model.fingerprint,
-                                 config_fingerprint=fingerprint, chunks=[], updated_at=now()))
+                                 chunks=[], updated_at=now()))
             total += counts[task.id]
     return total
 

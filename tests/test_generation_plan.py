@@ -41,3 +41,18 @@ def test_generation_settings_overlay_the_task_gen_kwargs():
     assert effective_params(task, {"do_sample": True})["temperature"] == 1.0
     assert effective_params({"temperature": 0.3}, {})["temperature"] == 0.3
     assert effective_params({}, {})["max_gen_toks"] == 256  # lm-eval's default
+
+
+def test_cache_keys_follow_every_setting_that_changes_an_answer():
+    from eval_pipeline.generation.requests import GenRequest, request_settings
+
+    r = GenRequest(0, 0, "generate_until", "2 + 2 =", None, effective_params({}, {"max_output_tokens": 8}))
+    base = r.cache_key("model-a", request_settings({"max_output_tokens": 8, "use_cache": True}))
+    assert base == r.cache_key("model-a", request_settings({"max_output_tokens": 8, "timeout_seconds": 5}))
+    for other in (r.cache_key("model-b", {}),
+                  r.cache_key("model-a", request_settings({"instructions": "Be brief."})),
+                  r.cache_key("model-a", request_settings({"chat_template_kwargs": {"enable_thinking": False}})),
+                  r.cache_key("model-a", request_settings({"extra_body": {"top_k": 5}})),
+                  GenRequest(0, 0, "generate_until", "2 + 2 =", None,
+                             effective_params({}, {"max_output_tokens": 9})).cache_key("model-a", {})):
+        assert other != base

@@ -219,7 +219,6 @@ class RunPartition(Base):
     cached: Mapped[int] = mapped_column(Integer, default=0)
     # What makes its generations reusable by a later run (see generation/cache.py).
     model_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
-    config_fingerprint: Mapped[str] = mapped_column(String(64))
     chunks: Mapped[list] = mapped_column(JSON, default=list)
     dagster_run_id: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[int] = mapped_column(BigInteger)

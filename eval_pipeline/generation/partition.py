@@ -19,7 +19,7 @@ from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.generation.cache import cached_outcomes
 from eval_pipeline.generation.engines import backend_for
-from eval_pipeline.generation.requests import plan_requests, prompt_settings
+from eval_pipeline.generation.requests import plan_requests, request_settings
 from eval_pipeline.generation.rows import Outcome, build_rows
 from eval_pipeline.lake import Lake
 from eval_pipeline.model_registry import resolve_model
@@ -101,9 +101,9 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
     ident = {"run_id": run_id, "model": model_name, "task_id": task_id, "task": task_name}
     recorded = {c["index"] for c in part.chunks}
     use_cache = generation.get("use_cache", True)
-    pset = prompt_settings(generation)
+    settings_key = request_settings(generation)
     fingerprint = model.fingerprint
-    keys = [r.cache_key(fingerprint, pset) for r in requests]
+    keys = [r.cache_key(fingerprint, settings_key) for r in requests]
     starts = range(0, len(requests), size)
     missing = {i for i in range(len(starts)) if not lake.exists(_chunk_path(folder, i))}
     wanted = {k for i in missing for k in keys[starts[i]:starts[i] + size]}

@@ -24,9 +24,9 @@ class GenRequest:
     continuation: str | None
     params: dict  # the effective generation settings of this request (empty for loglikelihood)
 
-    def cache_key(self, model_fingerprint: str, prompt_settings: dict) -> str:
+    def cache_key(self, model_fingerprint: str, run_settings: dict) -> str:
         """Same model, same payload, same normalised settings: same key (see generation/cache.py)."""
-        payload = [model_fingerprint, self.kind, self.context, self.continuation, self.params, prompt_settings]
+        payload = [model_fingerprint, self.kind, self.context, self.continuation, self.params, run_settings]
         return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -62,9 +62,10 @@ def _temperature(task: dict, run: dict) -> float:
     return task_temperature
 
 
-def prompt_settings(run: dict) -> dict:
-    """The run settings that change the prompt text a chat model sees."""
-    return {k: run[k] for k in ("instructions", "chat_template_kwargs") if run.get(k) is not None}
+def request_settings(run: dict) -> dict:
+    """The run settings outside a request's own parameters that change its answer: the prompt text a
+    chat model sees, and what is sent to an endpoint besides."""
+    return {k: run[k] for k in ("instructions", "chat_template_kwargs", "extra_body") if run.get(k) is not None}
 
 
 def plan_requests(lake: Lake, inputs_path: str, run_generation: dict, max_samples: int | None

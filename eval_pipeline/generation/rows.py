@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -22,7 +22,6 @@ class Outcome:
     latency_ms: float = 0.0
     attempts: int = 1
     error: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 GENERATIONS_SCHEMA = pa.schema([

@@ -70,7 +70,6 @@ def upgrade() -> None:
         sa.Column("output_tokens", sa.BigInteger(), nullable=False),
         sa.Column("cached", sa.Integer(), nullable=False),
         sa.Column("model_fingerprint", sa.String(64), nullable=False, index=True),
-        sa.Column("config_fingerprint", sa.String(64), nullable=False),
         sa.Column("chunks", sa.JSON(), nullable=False),
         sa.Column("dagster_run_id", sa.String(64)),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
