@@ -96,17 +96,21 @@ def execute_in_process(instance: dg.DagsterInstance, catalog: Catalog, run_id: s
         result = job.execute_in_process(instance=instance, tags=br.tags, run_config=run_config,
                                         raise_on_error=False)
         results.append(result)
-        after_dagster_run(catalog, run_id, result.success, failure_message(result) if not result.success else "")
+        after_dagster_run(catalog, run_id, result.success, failure_message(result) if not result.success else "",
+                          dagster_run_id=result.run_id)
     runs.settle_cancel(catalog, run_id)
     return results
 
 
-def after_dagster_run(catalog: Catalog, run_id: str, success: bool, message: str = "") -> None:
+def after_dagster_run(catalog: Catalog, run_id: str, success: bool, message: str = "", *,
+                      dagster_run_id: str | None = None) -> None:
     """What a finished Dagster run means for its eval run (the status sensors and --wait both call it)."""
     if success:
         runs.complete_if_done(catalog, run_id)
-    else:
-        runs.fail_run(catalog, run_id, "dagster_run_failed", message or "a Dagster run of this eval run failed")
+        return
+    runs.fail_run(catalog, run_id, "dagster_run_failed", message or "a Dagster run of this eval run failed")
+    if dagster_run_id:
+        runs.release_partitions(catalog, run_id, dagster_run_id)
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:

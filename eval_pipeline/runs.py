@@ -305,6 +305,17 @@ def fail_partition(catalog: Catalog, run_id: str, model: str, task_id: str, code
     settle_cancel(catalog, run_id)
 
 
+def release_partitions(catalog: Catalog, run_id: str, dagster_run_id: str) -> int:
+    """A Dagster run ended without finishing its partitions (its worker died, it was terminated): put
+    them back to pending, so that a cancel can settle and a resume picks them up."""
+    with catalog.session() as s:
+        released = s.execute(update(t.RunPartition).where(
+            t.RunPartition.run_id == run_id, t.RunPartition.dagster_run_id == dagster_run_id,
+            t.RunPartition.status == "running").values(status="pending", updated_at=now())).rowcount
+    settle_cancel(catalog, run_id)
+    return released
+
+
 def resume_run(catalog: Catalog, run_id: str) -> dict:
     """Take a failed or interrupted run up again: unfinished partitions go back to pending; the chunks
     they wrote already are kept and skipped."""

@@ -45,9 +45,9 @@ def generation_succeeded(context: dg.RunStatusSensorContext, catalog: CatalogRes
 
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
 def generation_failed(context: dg.RunFailureSensorContext, catalog: CatalogResource) -> None:
-    """A Dagster run of an eval run failed (a step raised, a worker died, a blocking check failed)."""
+    """A Dagster run of an eval run failed (a step raised, a blocking check failed, or run monitoring
+    found its worker dead): the eval run fails, and partitions left running are released."""
     run_id = eval_run_of(catalog.catalog, context.dagster_run)
     if run_id:
         message = context.failure_event.message if context.failure_event else ""
-        after_dagster_run(catalog.catalog, run_id, False, message)
-        runs.settle_cancel(catalog.catalog, run_id)
+        after_dagster_run(catalog.catalog, run_id, False, message, dagster_run_id=context.dagster_run.run_id)

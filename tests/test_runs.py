@@ -239,3 +239,37 @@ def test_cancel_stops_the_runs_unstarted_dagster_runs(eval_home):
     assert stop_dagster_runs(instance, run["id"]) == 1
     assert instance.get_run_by_id(mine.run_id).status == dg.DagsterRunStatus.CANCELED
     assert instance.get_run_by_id(other.run_id).status == dg.DagsterRunStatus.NOT_STARTED
+
+
+def test_a_dead_workers_partitions_are_released_so_cancel_settles(eval_home):
+    from eval_pipeline.orchestration import after_dagster_run
+
+    ids = _task_ids(eval_home)
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_gen_a"], ids["ev_mc_a"]]})
+    part = runs.start_partition(eval_home.catalog, run["id"], "tiny", ids["ev_gen_a"], "dagster-run-1")
+    assert part.status == "running"
+    # its worker is killed; the run is cancelled meanwhile: nobody is left to finish the partition
+    assert runs.cancel_run(eval_home.catalog, run["id"])["status"] == "cancelling"
+    # run monitoring marks the Dagster run failed; the failure sensor calls this
+    after_dagster_run(eval_home.catalog, run["id"], False, "worker died", dagster_run_id="dagster-run-1")
+    settled = runs.get_run(eval_home.catalog, run["id"], partitions=True)
+    assert settled["status"] == "cancelled" and settled["cancelled_at"] is not None
+    assert {p["status"] for p in settled["partitions"]} == {"cancelled"}
+
+
+def test_a_dead_workers_partitions_are_resumed(eval_home):
+    from eval_pipeline.orchestration import after_dagster_run
+
+    ids = _task_ids(eval_home)
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_gen_a"]]})
+    runs.start_partition(eval_home.catalog, run["id"], "tiny", ids["ev_gen_a"], "dagster-run-2")
+    after_dagster_run(eval_home.catalog, run["id"], False, "worker died", dagster_run_id="dagster-run-2")
+    failed = runs.get_run(eval_home.catalog, run["id"], partitions=True)
+    assert failed["status"] == "failed" and failed["error"]["code"] == "dagster_run_failed"
+    assert failed["partitions"][0]["status"] == "pending"
+    runs.resume_run(eval_home.catalog, run["id"])
+    (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, run["id"],
+                                   defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+    assert result.success and runs.get_run(eval_home.catalog, run["id"])["status"] == "completed"
