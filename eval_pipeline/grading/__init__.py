@@ -1,0 +1,1 @@
+"""Grading: per-sample scores from generations, with lm-evaluation-harness's semantics."""

@@ -1,0 +1,113 @@
+"""Rule grading as lm-evaluation-harness does it, per sample.
+
+The filters and metric functions are lm-eval's own (the pinned `lm-eval` package); this module only
+feeds them as the harness's task code does: filters run over every doc's responses, multiple choice
+picks the argmax of the loglikelihoods (raw, per character, per byte), and a generated answer is
+compared with its gold (any of several golds when the target is a list).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+NON_KWARGS = {"metric", "aggregation", "higher_is_better"}
+DEFAULT_FILTERS = [{"name": "none", "filter": [{"function": "take_first"}]}]
+
+
+@dataclass(frozen=True)
+class TaskRules:
+    """What grading needs from a task's lm-eval config."""
+
+    output_type: str  # multiple_choice | generate_until | loglikelihood
+    metrics: list[dict] = field(default_factory=list)  # lm-eval's metric_list entries
+    filters: list[dict] = field(default_factory=list)  # lm-eval's filter_list entries
+    target_delimiter: str = " "
+
+    @classmethod
+    def from_config(cls, config: dict, output_type: str | None = None) -> "TaskRules":
+        return cls(output_type=config.get("output_type") or output_type or "generate_until",
+                   metrics=list(config.get("metric_list") or []), filters=list(config.get("filter_list") or []),
+                   target_delimiter=config.get("target_delimiter", " "))
+
+    def metric_names(self, default: Sequence[str]) -> list[str]:
+        return [m["metric"] for m in self.metrics if isinstance(m.get("metric"), str)] or list(default)
+
+    def metric_kwargs(self, name: str) -> dict:
+        for m in self.metrics:
+            if m.get("metric") == name:
+                return {k: v for k, v in m.items() if k not in NON_KWARGS}
+        return {}
+
+
+def _lm_eval():
+    import lm_eval.filters  # noqa: F401  (registers the filter classes)
+    from lm_eval.api import registry
+
+    return registry
+
+
+def filtered_predictions(rules: TaskRules, responses: list[list[str]], docs: list[dict]) -> dict[str, list[Any]]:
+    """{filter name: one filtered prediction per doc}: each filter_list entry's chain of lm-eval filters
+    over every doc's responses (a chain without take_first leaves a list per doc, as in lm-eval)."""
+    registry = _lm_eval()
+    out = {}
+    for entry in rules.filters or DEFAULT_FILTERS:
+        resps: Any = [list(r) for r in responses]
+        for step in entry["filter"]:
+            kwargs = {k: v for k, v in step.items() if k != "function"}
+            resps = list(registry.get_filter(step["function"])(**kwargs).apply(resps, docs))
+        out[entry["name"]] = resps
+    return out
+
+
+def choices_of(continuations: list[str], target_delimiter: str) -> list[str]:
+    """lm-eval's doc_to_choice strings: the request continuations without the target delimiter."""
+    return [c[len(target_delimiter):] if target_delimiter and c.startswith(target_delimiter) else c
+            for c in continuations]
+
+
+def gold_index(target: Any, choices: list[str]) -> int | list[int]:
+    """The gold of a multiple-choice doc as lm-eval's samples log it: an index (int, or its string, as
+    logged), a choice string, or a list of indices; -100 where it names no choice."""
+    if isinstance(target, list):
+        return [gold_index(t, choices) for t in target]
+    if isinstance(target, str):
+        if target in choices:
+            return choices.index(target)
+        target = int(target) if target.lstrip("-").isdigit() else -100
+    return target if isinstance(target, int) and 0 <= target < len(choices) else -100
+
+
+def multiple_choice_scores(rules: TaskRules, lls: Sequence[float], is_greedy: Sequence[bool],
+                           choices: list[str], gold: int | list[int]) -> dict[str, float]:
+    """acc, acc_norm (loglikelihood per character of the choice), acc_bytes (per UTF-8 byte),
+    exact_match (the gold was the greedy continuation), as the task's metric_list asks."""
+    def argmax(values: list[float]) -> int:
+        return max(range(len(values)), key=values.__getitem__)  # first of ties, as numpy's argmax
+
+    pred = argmax(list(lls))
+    pred_norm = argmax([ll / float(len(c)) for ll, c in zip(lls, choices)])
+    pred_bytes = argmax([ll / float(len(c.encode("utf-8"))) for ll, c in zip(lls, choices)])
+    golds = gold if isinstance(gold, list) else [gold]
+    scores = {
+        "acc": float(pred in golds), "acc_norm": float(pred_norm in golds), "acc_bytes": float(pred_bytes in golds),
+        "exact_match": float(any(is_greedy[g] for g in golds if g != -100)),
+    }
+    return {m: scores[m] for m in rules.metric_names(["acc", "acc_norm"]) if m in scores}
+
+
+def generation_scores(rules: TaskRules, prediction: Any, gold: Any) -> dict[str, float]:
+    """Each metric of the task on one filtered prediction; a list gold means any of them counts."""
+    registry = _lm_eval()
+    out: dict[str, float] = {}
+    for name in rules.metric_names(["exact_match"]):
+        fn, kwargs = registry.get_metric(name), rules.metric_kwargs(name)
+        golds = gold if isinstance(gold, list) else [gold]
+        if not isinstance(prediction, list) and not isinstance(prediction, type(golds[0])):
+            golds = [type(prediction)(g) for g in golds]
+        values = []
+        for g in golds:
+            value = fn(references=[g], predictions=[prediction], **kwargs)
+            values.append(float(value[name] if isinstance(value, dict) else value))
+        out[name] = (1.0 if any(values) else 0.0) if isinstance(gold, list) else values[0]
+    return out

@@ -1,0 +1,83 @@
+"""Rule grading against the reference harness: recompute the per-sample metrics of real lm-eval
+outputs (third-party files in ../shared) from their responses and targets, and match what the harness
+recorded; plus lm-eval's filters and metric options on the project's own cases."""
+import json
+
+import pytest
+
+from eval_pipeline.grading.rules import (TaskRules, choices_of, filtered_predictions, generation_scores,
+                                         gold_index, multiple_choice_scores)
+from eval_pipeline.harness.jsonio import loads
+from eval_pipeline.harness.samples import request_args
+
+
+def _samples(path):
+    text = path.read_text()
+    return json.loads(text) if text.lstrip().startswith("[") else [loads(line) for line in text.splitlines()]
+
+
+def _pair(resp):
+    """A multiple-choice response as logged: [logprob, is_greedy], possibly as strings."""
+    ll, greedy = resp[0] if isinstance(resp[0], list) else resp
+    return float(ll), greedy in (True, "True")
+
+
+def test_multiple_choice_scores_equal_the_harness(real_fixtures):
+    folder = real_fixtures / "v0.4.13dev_negotiationtom" / "Qwen__Qwen3-8B"
+    config = json.loads(next(folder.glob("results_*.json")).read_text())["configs"]["negotiationtom_belief"]
+    rules = TaskRules.from_config(config)
+    samples = _samples(next(folder.glob("samples_negotiationtom_belief_*.jsonl")))
+    assert len(samples) == 20
+    for s in samples:
+        lls, greedy = zip(*(_pair(r) for r in s["resps"]))
+        choices = choices_of([a[1] for a in request_args(s["arguments"])], rules.target_delimiter)
+        assert choices == s["doc"]["choices"]
+        scores = multiple_choice_scores(rules, lls, greedy, choices, gold_index(s["target"], choices))
+        assert scores == {"acc": s["acc"]}, s["doc_id"]
+    assert 0 < sum(s["acc"] for s in samples) < 20  # both outcomes occur, so the comparison bites
+
+
+def test_generation_scores_equal_the_harness(real_fixtures):
+    out = real_fixtures / "v0.4.2_results-json" / "out"
+    config = json.loads((out / "results.json").read_text())["configs"]["wmdp_bio"]
+    rules = TaskRules.from_config(config)
+    samples = _samples(out / "model__gpt-3.5-turbo-0125_wmdp_bio.jsonl")
+    filtered = filtered_predictions(rules, [s["resps"][0] for s in samples], [s["doc"] for s in samples])
+    assert list(filtered) == ["none"]
+    for s, prediction in zip(samples, filtered["none"]):
+        assert prediction == s["filtered_resps"][0]
+        assert generation_scores(rules, prediction, s["target"]) == {"exact_match": s["exact_match"]}, s["doc_id"]
+    # every recorded answer is one of the four golds; an answer that is none of them scores 0
+    assert generation_scores(rules, "E", samples[0]["target"]) == {"exact_match": 0.0}
+
+
+GSM8K_LIKE = TaskRules("generate_until", metrics=[
+    {"metric": "exact_match", "aggregation": "mean", "higher_is_better": True, "ignore_case": True,
+     "ignore_punctuation": False, "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"]}], filters=[
+    {"name": "strict-match", "filter": [{"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"},
+                                        {"function": "take_first"}]},
+    {"name": "flexible-extract", "filter": [
+        {"function": "regex", "group_select": -1, "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
+        {"function": "take_first"}]}])
+
+
+@pytest.mark.parametrize("output, target, strict, flexible", [
+    ("Adding them: 12 + 30 = 42.\n#### 42", "42", 1.0, 1.0),
+    ("The answer is $1,250.", "1250", 0.0, 1.0),
+    ("#### 41\nso 42", "42", 0.0, 1.0),
+    ("I think 7 then 9", "7", 0.0, 0.0),
+])
+def test_filters_and_metric_options_follow_lm_eval(output, target, strict, flexible):
+    filtered = filtered_predictions(GSM8K_LIKE, [[output]], [{}])
+    assert generation_scores(GSM8K_LIKE, filtered["strict-match"][0], target)["exact_match"] == strict
+    assert generation_scores(GSM8K_LIKE, filtered["flexible-extract"][0], target)["exact_match"] == flexible
+
+
+def test_acc_norm_and_acc_bytes_divide_by_characters_and_bytes():
+    rules = TaskRules("multiple_choice", metrics=[{"metric": m} for m in ("acc", "acc_norm", "acc_bytes")])
+    # raw: "a" (-1); per character: "bbbb" (-0.5); per byte: "éé" (-1.5 / 4 bytes = -0.375)
+    choices, lls = ["a", "bbbb", "éé"], [-1.0, -2.0, -1.5]
+    for gold, expected in ((0, (1.0, 0.0, 0.0)), (1, (0.0, 1.0, 0.0)), (2, (0.0, 0.0, 1.0))):
+        scores = multiple_choice_scores(rules, lls, [False] * 3, choices, gold)
+        assert (scores["acc"], scores["acc_norm"], scores["acc_bytes"]) == expected
+    assert gold_index("bbbb", choices) == 1 and gold_index("2", choices) == 2 and gold_index(7, choices) == -100
