@@ -79,9 +79,10 @@ def run_demo(rt: Runtime, instance, echo: Callable[[str], None]) -> None:
 
 
 def _evaluate(rt: Runtime, instance, suite_id: str, echo: Callable[[str], None]) -> list[list]:
-    """Build the tiny local model, register it, and evaluate it on the suite through Dagster."""
+    """Build the tiny local model, register it, and evaluate (generate, grade) it on the suite through Dagster."""
     from eval_pipeline import runs
     from eval_pipeline.definitions import defs
+    from eval_pipeline.grading.partition import grades_path
     from eval_pipeline.model_registry import add_model
     from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
     from eval_pipeline.tiny_model import build_tiny_model
@@ -102,4 +103,11 @@ def _evaluate(rt: Runtime, instance, suite_id: str, echo: Callable[[str], None])
     echo(table(["partition (model|task)", "status", "requests", "completed", "failed", "chunks"],
                [[p["partition_key"], p["status"], p["planned"], p["completed"], p["failed"], p["chunks"]]
                 for p in done["partitions"]]))
+    echo("\nRule grades (lm-eval's metrics and filters; the model's weights are random, so are its scores):")
+    means = []
+    for p in done["partitions"]:
+        frame = rt.lake.read_table(grades_path(run["id"], *p["partition_key"].split("|"))).to_pandas()
+        for (metric, filter_), scores in frame.groupby(["metric", "filter"])["score"]:
+            means.append([p["partition_key"], metric, filter_, f"{scores.mean():.4f}", len(scores)])
+    echo(table(["partition", "metric", "filter", "mean", "n"], means))
     return [row for r in results for row in _checks(r)]

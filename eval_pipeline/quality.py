@@ -118,3 +118,20 @@ def check_generation_health(rows: pd.DataFrame, max_failed_rate: float, max_empt
         ex.ExpectColumnValuesToBeInSet(column="ok", value_set=[True], mostly=1 - max_failed_rate),
         ex.ExpectColumnValuesToBeInSet(column="empty", value_set=[False], mostly=1 - max_empty_rate),
     ])
+
+
+BINARY_METRICS = ["acc", "acc_norm", "acc_bytes", "exact_match"]
+
+
+def check_grades(grades: pd.DataFrame) -> Validation:
+    """A partition's grades: one per (doc, filter, metric); 0/1 metrics within [0, 1]."""
+    import great_expectations as gx
+
+    ex = gx.expectations
+    if grades.empty:
+        return Validation(True, 0)
+    binary = grades[grades["metric"].isin(BINARY_METRICS) & grades["score"].notna()]
+    return _merge(
+        _validate(grades, [ex.ExpectCompoundColumnsToBeUnique(column_list=["doc_id", "filter", "metric"])]),
+        _validate(binary, [ex.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1)])
+        if not binary.empty else Validation(True, 0))

@@ -27,6 +27,7 @@ class TaskSpec:
     generation_defaults: dict
     version_label: str | None
     inputs: TaskInputs | None = field(default=None)
+    grading: dict = field(default_factory=dict)
 
 
 def task_spec(task: TaskResult) -> TaskSpec:
@@ -46,7 +47,12 @@ def task_spec(task: TaskResult) -> TaskSpec:
         filter_spec=filter_spec,
         generation_defaults=cfg.get("generation_kwargs") or {},
         version_label=None if task.version is None else str(task.version),
+        grading={k: cfg[k] for k in GRADING_KEYS if k in cfg},
     )
+
+
+# What rule grading reads from a task's lm-eval config besides its metric_list and filter_list.
+GRADING_KEYS = ("output_type", "target_delimiter", "fewshot_delimiter", "repeats")
 
 
 def _has_inputs(s: Session, task: t.Task) -> bool:
@@ -82,7 +88,7 @@ def ensure_tasks(s: Session, specs: Iterable[TaskSpec]) -> dict[str, str]:
             task = t.Task(
                 id=ids.new_id("task"), name=sp.name, slug=sp.slug, description=None, type=sp.type,
                 eval_type="auto", eval_mode="rule", request_kind=sp.request_kind,
-                metric_spec=sp.metric_spec, filter_spec=sp.filter_spec,
+                metric_spec=sp.metric_spec, filter_spec=sp.filter_spec, grading=sp.grading,
                 generation_defaults=sp.generation_defaults or (sp.inputs.gen_kwargs if sp.inputs else {}),
                 current_version=0, system_tags=["lm-eval"] + (
                     [f"lm-eval-version:{sp.version_label}"] if sp.version_label else []),
@@ -93,6 +99,8 @@ def ensure_tasks(s: Session, specs: Iterable[TaskSpec]) -> dict[str, str]:
             _add_version(s, task, 1, sp.inputs)
         elif sp.inputs is not None and not _has_inputs(s, task):
             _add_version(s, task, task.current_version + 1, sp.inputs)
+        if not task.grading and sp.grading:  # tasks created before the catalog kept these
+            task.grading = sp.grading
         out[sp.name] = task.id
     s.flush()
     return out

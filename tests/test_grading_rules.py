@@ -81,3 +81,5 @@ def test_acc_norm_and_acc_bytes_divide_by_characters_and_bytes():
         scores = multiple_choice_scores(rules, lls, [False] * 3, choices, gold)
         assert (scores["acc"], scores["acc_norm"], scores["acc_bytes"]) == expected
     assert gold_index("bbbb", choices) == 1 and gold_index("2", choices) == 2 and gold_index(7, choices) == -100
+    # a digit string is an index first, even where it is also a choice's text
+    assert gold_index("2", ["2", "3", "5"]) == 2 and gold_index("5", ["2", "3", "5"]) == 2

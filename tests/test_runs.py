@@ -141,7 +141,7 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home):
     assert sum(m["engine_loaded"] for m in meta) == 1
     assert sum(m["rows"] for m in meta) == run["request_counts"]["total"]
     checks = [e for e in results[0].get_asset_check_evaluations()]
-    assert {c.check_name for c in checks} == {"generations_complete", "generations_healthy"}
+    assert {c.check_name for c in checks} == {"generations_complete", "generations_healthy", "grades_valid"}
     assert all(c.passed for c in checks)
 
     again = runs.create_run(eval_home.catalog, eval_home.lake, {
@@ -273,3 +273,52 @@ def test_a_dead_workers_partitions_are_resumed(eval_home):
     (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, run["id"],
                                    defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
     assert result.success and runs.get_run(eval_home.catalog, run["id"])["status"] == "completed"
+
+
+def test_grades_of_a_run_recompute_from_its_generations(eval_home):
+    """The generation job also grades: multiple choice from the stored logprobs (recomputed here by
+    hand), generations by exact match against the imported targets."""
+    import pyarrow as pa
+
+    from eval_pipeline.harness.jsonio import loads
+
+    ids = _task_ids(eval_home)
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_mc_a"], ids["ev_gen_a"]],
+        "generation": {"max_gen_toks": 4}})
+    instance = dg.DagsterInstance.ephemeral()
+    (result,) = execute_in_process(instance, eval_home.catalog, run["id"], defs.resolve_job_def(GENERATION_JOB),
+                                   run_config=QUIET)
+    assert result.success
+    mats = instance.fetch_materializations(dg.AssetKey("grades"), limit=10).records
+    assert {m.partition_key for m in mats} == {"tiny|ev_mc_a", "tiny|ev_gen_a"}
+
+    mc = next(p for p in runs.run_partitions(eval_home.catalog, run["id"]) if p.task_id == ids["ev_mc_a"])
+    gens = pa.concat_tables([eval_home.lake.read_table(c["path"]) for c in mc.chunks]).to_pylist()
+    table = eval_home.lake.read_table(f"grades/{run['id']}/tiny/ev_mc_a/rules.parquet").to_pylist()
+    by_doc = {}
+    for g in gens:
+        by_doc.setdefault(g["doc_id"], []).append(g)
+    expected = {}
+    for doc_id, rows in by_doc.items():
+        rows.sort(key=lambda r: r["request_index"])
+        choices = [r["continuation"][1:] for r in rows]  # the target delimiter is " "
+        pred = max(range(len(rows)), key=lambda i: rows[i]["logprob"])
+        pred_norm = max(range(len(rows)), key=lambda i: rows[i]["logprob"] / len(choices[i]))
+        gold = int(loads(eval_home.lake.read_table(
+            _inputs(eval_home, ids["ev_mc_a"])).to_pylist()[doc_id]["target"]))
+        expected[(doc_id, "acc")] = float(pred == gold)
+        expected[(doc_id, "acc_norm")] = float(pred_norm == gold)
+    assert {(g["doc_id"], g["metric"]): g["score"] for g in table} == expected
+    assert all(g["filter"] == "none" and g["grader"] == "rule" and g["error"] is None for g in table)
+
+    gen_grades = eval_home.lake.read_table(f"grades/{run['id']}/tiny/ev_gen_a/rules.parquet").to_pylist()
+    assert len(gen_grades) == 12 * len({g["filter"] for g in gen_grades})
+    assert {g["metric"] for g in gen_grades} == {"exact_match"}
+    assert all(g["score"] in (0.0, 1.0) for g in gen_grades)
+
+
+def _inputs(rt, task_id):
+    with rt.catalog.session() as s:
+        return s.scalar(select(t.File.path).join(t.TaskVersion, t.TaskVersion.inputs_file_id == t.File.id)
+                        .where(t.TaskVersion.task_id == task_id))

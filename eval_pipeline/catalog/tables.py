@@ -65,6 +65,8 @@ class Task(Base):
     metric_spec: Mapped[list] = mapped_column(JSON, default=list)
     filter_spec: Mapped[list] = mapped_column(JSON, default=list)
     generation_defaults: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The lm-eval settings grading needs beyond metrics and filters (target_delimiter, output_type...).
+    grading: Mapped[dict] = mapped_column(JSON, default=dict)
     current_version: Mapped[int] = mapped_column(Integer)
     system_tags: Mapped[list] = mapped_column(JSON, default=list)
     user_tags: Mapped[list] = mapped_column(JSON, default=list)

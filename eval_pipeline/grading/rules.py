@@ -67,14 +67,16 @@ def choices_of(continuations: list[str], target_delimiter: str) -> list[str]:
 
 
 def gold_index(target: Any, choices: list[str]) -> int | list[int]:
-    """The gold of a multiple-choice doc as lm-eval's samples log it: an index (int, or its string, as
-    logged), a choice string, or a list of indices; -100 where it names no choice."""
+    """The gold of a multiple-choice doc as lm-eval's samples log it: an index (an int, or its string:
+    the harness logs targets as strings), a choice string, or a list of those; -100 where it names no
+    choice. A digit string is read as an index first: that is what doc_to_target gives for nearly every
+    multiple-choice task, and the log no longer says which it was."""
     if isinstance(target, list):
         return [gold_index(t, choices) for t in target]
     if isinstance(target, str):
-        if target in choices:
-            return choices.index(target)
-        target = int(target) if target.lstrip("-").isdigit() else -100
+        if target.isdigit() and int(target) < len(choices):
+            return int(target)
+        return choices.index(target) if target in choices else -100
     return target if isinstance(target, int) and 0 <= target < len(choices) else -100
 
 
