@@ -94,7 +94,7 @@ def main() -> None:
 
             t0 = time.perf_counter()
             run = runs.create_run(rt.catalog, rt.lake, body)
-            (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), rt.catalog, run["id"],
+            (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), rt.catalog, rt.lake, run["id"],
                                            defs.resolve_job_def(GENERATION_JOB),
                                            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
             whole.append(time.perf_counter() - t0)

@@ -87,7 +87,7 @@ def _execute(rt, run_id: str) -> dict:
     from eval_pipeline.definitions import defs
     from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
 
-    execute_in_process(dagster_instance(rt), rt.catalog, run_id, defs.resolve_job_def(GENERATION_JOB),
+    execute_in_process(dagster_instance(rt), rt.catalog, rt.lake, run_id, defs.resolve_job_def(GENERATION_JOB),
                        run_config=QUIET)
     return runs.get_run(rt.catalog, run_id, partitions=True)
 

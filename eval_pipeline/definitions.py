@@ -5,6 +5,7 @@ import dagster as dg
 
 from assets.generations import generations, generations_complete, generations_healthy
 from assets.grades import grades, grades_valid
+from assets.metrics import metrics, metrics_valid
 from assets.historical import historical_metrics_agree, historical_results, historical_samples_valid
 from assets.suites import suite_inputs_valid, suite_versions
 from eval_pipeline.orchestration import GENERATION_JOB
@@ -14,8 +15,8 @@ from resources import CatalogResource, GenerationThresholds, HubResource, LakeRe
 
 historical_import_job = dg.define_asset_job("historical_import", selection=[historical_results])
 suite_publish_job = dg.define_asset_job("suite_publish", selection=[suite_versions])
-# Generations, then (if their blocking checks pass) grades, in the same Dagster run.
-generation_job = dg.define_asset_job(GENERATION_JOB, selection=[generations, grades],
+# Generations, then (if their blocking checks pass) grades and metrics, in the same Dagster run.
+generation_job = dg.define_asset_job(GENERATION_JOB, selection=[generations, grades, metrics],
                                      partitions_def=generation_partitions_def)
 
 # A server-side Hub token is optional; when the deployment sets one it is resolved at run time only.
@@ -28,9 +29,9 @@ _thresholds = GenerationThresholds(**{
     if os.environ.get(env)})
 
 defs = dg.Definitions(
-    assets=[historical_results, suite_versions, generations, grades],
+    assets=[historical_results, suite_versions, generations, grades, metrics],
     asset_checks=[historical_samples_valid, historical_metrics_agree, suite_inputs_valid,
-                  generations_complete, generations_healthy, grades_valid],
+                  generations_complete, generations_healthy, grades_valid, metrics_valid],
     jobs=[historical_import_job, suite_publish_job, generation_job],
     sensors=[queued_runs, generation_succeeded, generation_failed],
     resources={"catalog": CatalogResource(), "lake": LakeResource(), "hub": _hub, "thresholds": _thresholds},

@@ -82,7 +82,6 @@ def _evaluate(rt: Runtime, instance, suite_id: str, echo: Callable[[str], None])
     """Build the tiny local model, register it, and evaluate (generate, grade) it on the suite through Dagster."""
     from eval_pipeline import runs
     from eval_pipeline.definitions import defs
-    from eval_pipeline.grading.partition import grades_path
     from eval_pipeline.model_registry import add_model
     from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
     from eval_pipeline.tiny_model import build_tiny_model
@@ -95,7 +94,7 @@ def _evaluate(rt: Runtime, instance, suite_id: str, echo: Callable[[str], None])
         "generation": {"max_gen_toks": 16, "until": ["\n"]}, "max_workflow_sample_activities": 100})
     echo(f"\nEvaluating {DEMO_MODEL!r} (a tiny random model built in {folder}) on the suite: run {run['id']}, "
          f"{run['request_counts']['total']} requests, through the Dagster job '{GENERATION_JOB}'.")
-    results = execute_in_process(instance, rt.catalog, run["id"], defs.resolve_job_def(GENERATION_JOB),
+    results = execute_in_process(instance, rt.catalog, rt.lake, run["id"], defs.resolve_job_def(GENERATION_JOB),
                                  run_config=QUIET)
     done = runs.get_run(rt.catalog, run["id"], partitions=True)
     echo(f"  status {done['status']}, requests {done['request_counts']}, tokens in/out "
@@ -103,11 +102,10 @@ def _evaluate(rt: Runtime, instance, suite_id: str, echo: Callable[[str], None])
     echo(table(["partition (model|task)", "status", "requests", "completed", "failed", "chunks"],
                [[p["partition_key"], p["status"], p["planned"], p["completed"], p["failed"], p["chunks"]]
                 for p in done["partitions"]]))
-    echo("\nRule grades (lm-eval's metrics and filters; the model's weights are random, so are its scores):")
-    means = []
-    for p in done["partitions"]:
-        frame = rt.lake.read_table(grades_path(run["id"], *p["partition_key"].split("|"))).to_pandas()
-        for (metric, filter_), scores in frame.groupby(["metric", "filter"])["score"]:
-            means.append([p["partition_key"], metric, filter_, f"{scores.mean():.4f}", len(scores)])
-    echo(table(["partition", "metric", "filter", "mean", "n"], means))
+    echo("\nMetrics from the rule grades (lm-eval's metrics and filters; the weights are random, so are "
+         "the scores):")
+    echo(table(["model", "task", "metric,filter", "value", "stderr", "95% interval", "n"], [
+        [model, task, key, f"{m['value']:.4f}", f"{m['stderr']:.4f}", f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]",
+         m["n"]]
+        for model, tasks in (done["metrics"] or {}).items() for task, ms in tasks.items() for key, m in ms.items()]))
     return [row for r in results for row in _checks(r)]

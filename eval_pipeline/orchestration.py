@@ -9,6 +9,7 @@ import dagster as dg
 
 from eval_pipeline import runs
 from eval_pipeline.catalog import Catalog
+from eval_pipeline.lake import Lake
 from eval_pipeline.partitions import model_partitions_def, task_partitions_def
 
 RUN_TAG = "eval_pipeline/run_id"
@@ -81,8 +82,8 @@ def ensure_partitions(instance: dg.DagsterInstance, model_keys: set, task_keys: 
             instance.add_dynamic_partitions(defn.name, missing)
 
 
-def execute_in_process(instance: dg.DagsterInstance, catalog: Catalog, run_id: str, job: dg.JobDefinition,
-                       run_config: dict | None = None) -> list[dg.ExecuteInProcessResult]:
+def execute_in_process(instance: dg.DagsterInstance, catalog: Catalog, lake: Lake, run_id: str,
+                       job: dg.JobDefinition, run_config: dict | None = None) -> list[dg.ExecuteInProcessResult]:
     """Run an eval run's Dagster runs here and now, one after the other (no daemon needed; they are
     recorded in the instance like any other run)."""
     task_order = instance.get_dynamic_partitions(task_partitions_def.name)
@@ -96,17 +97,17 @@ def execute_in_process(instance: dg.DagsterInstance, catalog: Catalog, run_id: s
         result = job.execute_in_process(instance=instance, tags=br.tags, run_config=run_config,
                                         raise_on_error=False)
         results.append(result)
-        after_dagster_run(catalog, run_id, result.success, failure_message(result) if not result.success else "",
-                          dagster_run_id=result.run_id)
+        after_dagster_run(catalog, lake, run_id, result.success,
+                          failure_message(result) if not result.success else "", dagster_run_id=result.run_id)
     runs.settle_cancel(catalog, run_id)
     return results
 
 
-def after_dagster_run(catalog: Catalog, run_id: str, success: bool, message: str = "", *,
+def after_dagster_run(catalog: Catalog, lake: Lake, run_id: str, success: bool, message: str = "", *,
                       dagster_run_id: str | None = None) -> None:
     """What a finished Dagster run means for its eval run (the status sensors and --wait both call it)."""
     if success:
-        runs.complete_if_done(catalog, run_id)
+        runs.complete_if_done(catalog, lake, run_id)
         return
     runs.fail_run(catalog, run_id, "dagster_run_failed", message or "a Dagster run of this eval run failed")
     if dagster_run_id:

@@ -135,3 +135,26 @@ def check_grades(grades: pd.DataFrame) -> Validation:
         _validate(grades, [ex.ExpectCompoundColumnsToBeUnique(column_list=["doc_id", "filter", "metric"])]),
         _validate(binary, [ex.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1)])
         if not binary.empty else Validation(True, 0))
+
+
+def check_metrics(metrics: pd.DataFrame, grades: pd.DataFrame) -> Validation:
+    """A partition's metrics: stderr >= 0, n equals the graded rows, the 95% interval holds the value."""
+    import great_expectations as gx
+
+    ex = gx.expectations
+    if metrics.empty:
+        return Validation(True, 0)
+    graded = (grades[grades["error"].isna() & grades["score"].notna()]
+              .groupby(["metric", "filter"]).size().rename("graded").reset_index())
+    df = metrics.merge(graded, on=["metric", "filter"], how="left").fillna({"graded": 0})
+    scored = df[df["value"].notna()]
+    df = df.assign(n_matches=df["n"] == df["graded"])
+    checks = [ex.ExpectColumnValuesToBeInSet(column="n_matches", value_set=[True])]
+    result = _validate(df, checks)
+    if scored.empty:
+        return result
+    scored = scored.assign(ci_holds=(scored["ci_low"] <= scored["value"]) & (scored["value"] <= scored["ci_high"]))
+    return _merge(result, _validate(scored, [
+        ex.ExpectColumnValuesToBeBetween(column="stderr", min_value=0),
+        ex.ExpectColumnValuesToBeInSet(column="ci_holds", value_set=[True]),
+    ]))

@@ -18,6 +18,7 @@ from eval_pipeline.catalog.store import now
 from eval_pipeline.errors import Conflict, InvalidInput, NotFound
 from eval_pipeline.generation.requests import count_requests
 from eval_pipeline.lake import Lake
+from eval_pipeline.metrics import metrics_path, run_metrics_object
 from eval_pipeline.model_registry import Model, model_by_key, resolve_in
 from eval_pipeline.run_request import RunRequest
 from eval_pipeline.suites import latest_version_row
@@ -266,18 +267,26 @@ def finish_partition(catalog: Catalog, run_id: str, model: str, task_id: str, st
     settle_cancel(catalog, run_id)
 
 
-def complete_if_done(catalog: Catalog, run_id: str) -> bool:
-    """in_progress -> finalizing -> completed when every partition is done."""
+def complete_if_done(catalog: Catalog, lake: Lake, run_id: str) -> bool:
+    """in_progress -> finalizing -> completed when every partition is done: finalizing gathers the
+    partitions' metrics into the run's `metrics` object."""
     with catalog.session() as s:
         run = _run(s, run_id)
-        left = s.scalar(select(func.count()).where(t.RunPartition.run_id == run_id,
-                                                   t.RunPartition.status != "done"))
-        if left or run.status != "in_progress":
+        parts = s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)).all()
+        if run.status != "in_progress" or any(p.status != "done" for p in parts):
             return False
-        # Issue 4 grades and aggregates between these two states; until then the run's metrics stay
-        # null and finalizing only closes the counts.
         run.status = "finalizing"
-        s.flush()
+        paths = [metrics_path(run_id, p.model_key, p.task_key) for p in parts]
+    missing = [p for p in paths if not lake.exists(p)]
+    with catalog.session() as s:
+        run = _run(s, run_id)
+        if missing:  # the job ran without the metrics stage: nothing to finish with
+            run.status = "failed"
+            run.failed_at = now()
+            run.error = {"code": "metrics_missing", "message": f"no metrics at {missing[0]}", "model": None,
+                         "task": None}
+            return False
+        run.metrics = run_metrics_object(lake, paths)
         run.status, run.completed_at = "completed", now()
         return True
 

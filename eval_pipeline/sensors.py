@@ -4,7 +4,7 @@ import dagster as dg
 from eval_pipeline import runs
 from eval_pipeline.orchestration import GENERATION_JOB, after_dagster_run, eval_run_of, plan_block_runs
 from eval_pipeline.partitions import model_partitions_def, task_partitions_def
-from resources import CatalogResource
+from resources import CatalogResource, LakeResource
 
 
 @dg.sensor(job_name=GENERATION_JOB, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -36,18 +36,19 @@ def queued_runs(context: dg.SensorEvaluationContext, catalog: CatalogResource) -
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, default_status=dg.DefaultSensorStatus.RUNNING)
-def generation_succeeded(context: dg.RunStatusSensorContext, catalog: CatalogResource) -> None:
+def generation_succeeded(context: dg.RunStatusSensorContext, catalog: CatalogResource, lake: LakeResource) -> None:
     """A Dagster run of an eval run succeeded: the eval run completes when its last partition is done."""
     run_id = eval_run_of(catalog.catalog, context.dagster_run)
     if run_id:
-        after_dagster_run(catalog.catalog, run_id, True)
+        after_dagster_run(catalog.catalog, lake.lake, run_id, True)
 
 
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
-def generation_failed(context: dg.RunFailureSensorContext, catalog: CatalogResource) -> None:
+def generation_failed(context: dg.RunFailureSensorContext, catalog: CatalogResource, lake: LakeResource) -> None:
     """A Dagster run of an eval run failed (a step raised, a blocking check failed, or run monitoring
     found its worker dead): the eval run fails, and partitions left running are released."""
     run_id = eval_run_of(catalog.catalog, context.dagster_run)
     if run_id:
         message = context.failure_event.message if context.failure_event else ""
-        after_dagster_run(catalog.catalog, run_id, False, message, dagster_run_id=context.dagster_run.run_id)
+        after_dagster_run(catalog.catalog, lake.lake, run_id, False, message,
+                          dagster_run_id=context.dagster_run.run_id)

@@ -22,10 +22,10 @@ def test_definitions_load_and_validate():
         "module_name": "eval_pipeline.definitions", "attribute": "defs"}}]}
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        "historical_results", "suite_versions", "generations", "grades"}
+        "historical_results", "suite_versions", "generations", "grades", "metrics"}
     assert {k.name for k in graph.asset_check_keys} == {
         "historical_samples_valid", "historical_metrics_agree", "suite_inputs_valid", "generations_complete",
-        "generations_healthy", "grades_valid"}
+        "generations_healthy", "grades_valid", "metrics_valid"}
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"historical_import", "suite_publish", "generation"}
     assert {s.name for s in defs.sensors} == {"queued_runs", "generation_succeeded", "generation_failed"}
     gen = graph.get(dg.AssetKey("generations"))

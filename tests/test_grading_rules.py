@@ -83,3 +83,20 @@ def test_acc_norm_and_acc_bytes_divide_by_characters_and_bytes():
     assert gold_index("bbbb", choices) == 1 and gold_index("2", choices) == 2 and gold_index(7, choices) == -100
     # a digit string is an index first, even where it is also a choice's text
     assert gold_index("2", ["2", "3", "5"]) == 2 and gold_index("5", ["2", "3", "5"]) == 2
+
+
+def test_summaries_use_lm_eval_stderr_and_sensible_intervals():
+    from eval_pipeline.metrics import summarise
+
+    half = summarise([1.0] * 5 + [0.0] * 5)
+    assert half["value"] == 0.5 and half["stderr"] == pytest.approx(0.16666666666666666)  # sqrt(.25*10/9)/sqrt(10)
+    assert (round(half["ci_low"], 4), round(half["ci_high"], 4)) == (0.2366, 0.7634)  # Wilson, textbook value
+    for n in range(1, 60):  # p = 0 and p = 1 stay inside their interval despite rounding
+        low = summarise([0.0] * n)
+        high = summarise([1.0] * n)
+        assert low["ci_low"] == 0.0 < low["ci_high"] and high["ci_low"] < 1.0 == high["ci_high"]
+    assert 0.10 < summarise([0.0] * 30)["ci_high"] < 0.12  # not the degenerate [0, 0]
+    scores = [0.2, 0.4, 0.9]
+    spread = summarise(scores)
+    assert spread["ci_high"] - spread["value"] == pytest.approx(1.959963984540054 * spread["stderr"])
+    assert summarise([]) == {"value": None, "stderr": None, "ci_low": None, "ci_high": None, "n": 0}

@@ -80,7 +80,7 @@ def test_a_failing_request_is_a_failed_row_not_a_failed_partition(eval_home):
             job = reload(d).defs.resolve_job_def(GENERATION_JOB)
         finally:
             os.environ.pop("EVAL_PIPELINE_MAX_FAILED_RATE")
-        (result,) = execute_in_process(instance, eval_home.catalog, run["id"], job, run_config=QUIET)
+        (result,) = execute_in_process(instance, eval_home.catalog, eval_home.lake, run["id"], job, run_config=QUIET)
         assert result.success, inputs
         done = runs.get_run(eval_home.catalog, run["id"])
         assert done["status"] == "completed"
@@ -89,7 +89,7 @@ def test_a_failing_request_is_a_failed_row_not_a_failed_partition(eval_home):
         strict = runs.create_run(eval_home.catalog, eval_home.lake, {
             "suite_id": eval_home.suite_id, "models": ["flaky"], "task_ids": [task_id],
             "generation": {"max_retries": 0, "use_cache": False}})
-        (result,) = execute_in_process(instance, eval_home.catalog, strict["id"],
+        (result,) = execute_in_process(instance, eval_home.catalog, eval_home.lake, strict["id"],
                                        defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
         assert not result.success
         failed = runs.get_run(eval_home.catalog, strict["id"])
@@ -159,7 +159,7 @@ def test_openai_backend_against_vllm_server_matches_the_offline_engine(eval_home
         "generation": {"max_gen_toks": 8, "extra_body": {"skip_special_tokens": False,
                                                          "spaces_between_special_tokens": False}},
         "generation_concurrency": 4})
-    results = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, run["id"],
+    results = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
                                  defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
     done = runs.get_run(eval_home.catalog, run["id"])
     assert len(results) == 2 and all(r.success for r in results), done["error"]

@@ -101,7 +101,7 @@ def test_a_model_that_cannot_load_fails_the_run_with_model_and_task(eval_home, t
     (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": "not a number"}')
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": [str(broken)], "task_ids": [_task_ids(eval_home)["ev_gen_a"]]})
-    (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, run["id"],
+    (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
                                    defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
     assert not result.success
     failed = runs.get_run(eval_home.catalog, run["id"])
@@ -121,7 +121,8 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home):
         "suite_id": eval_home.suite_id, "models": ["tiny"], "generation": {"max_gen_toks": 6},
         "max_workflow_sample_activities": 100, "name": "four tasks"})
     assert run["status"] == "queued" and run["started_at"] is None
-    results = execute_in_process(instance, eval_home.catalog, run["id"], defs.resolve_job_def(GENERATION_JOB),
+    results = execute_in_process(instance, eval_home.catalog, eval_home.lake,
+                                 run["id"], defs.resolve_job_def(GENERATION_JOB),
                                  run_config=QUIET)
     assert len(results) == 1 and results[0].success  # one Dagster run: one model, one block of 4 tasks
 
@@ -141,13 +142,14 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home):
     assert sum(m["engine_loaded"] for m in meta) == 1
     assert sum(m["rows"] for m in meta) == run["request_counts"]["total"]
     checks = [e for e in results[0].get_asset_check_evaluations()]
-    assert {c.check_name for c in checks} == {"generations_complete", "generations_healthy", "grades_valid"}
-    assert all(c.passed for c in checks)
+    assert {c.check_name for c in checks} == {"generations_complete", "generations_healthy", "grades_valid",
+                                              "metrics_valid"}
+    assert all(c.passed for c in checks), [(c.check_name, c.metadata.get("failing")) for c in checks]
 
     again = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": ["tiny"], "generation": {"max_gen_toks": 6},
         "max_workflow_sample_activities": 100})
-    execute_in_process(instance, eval_home.catalog, again["id"], defs.resolve_job_def(GENERATION_JOB),
+    execute_in_process(instance, eval_home.catalog, eval_home.lake, again["id"], defs.resolve_job_def(GENERATION_JOB),
                        run_config=QUIET)
     mats = instance.fetch_materializations(dg.AssetKey("generations"), limit=4).records
     meta = [{k: v.value for k, v in m.asset_materialization.metadata.items()} for m in mats]
@@ -161,7 +163,8 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home):
     other_config = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": ["tiny"], "generation": {"max_gen_toks": 7},
         "task_ids": [_task_ids(eval_home)["ev_gen_a"]]})
-    execute_in_process(instance, eval_home.catalog, other_config["id"], defs.resolve_job_def(GENERATION_JOB),
+    execute_in_process(instance, eval_home.catalog, eval_home.lake,
+                       other_config["id"], defs.resolve_job_def(GENERATION_JOB),
                        run_config=QUIET)
     mat = instance.fetch_materializations(dg.AssetKey("generations"), limit=1).records[0]
     assert mat.asset_materialization.metadata["generated"].value == 12  # another setting: no cache hit
@@ -211,7 +214,7 @@ def test_a_backfill_without_an_eval_run_records_one(eval_home):
     assert listed["generation"] == {}  # the default generation config
     from eval_pipeline.orchestration import after_dagster_run
 
-    after_dagster_run(eval_home.catalog, listed["id"], True)  # what the run status sensor does
+    after_dagster_run(eval_home.catalog, eval_home.lake, listed["id"], True)  # what the run status sensor does
     assert runs.get_run(eval_home.catalog, listed["id"])["status"] == "completed"
 
 
@@ -252,7 +255,8 @@ def test_a_dead_workers_partitions_are_released_so_cancel_settles(eval_home):
     # its worker is killed; the run is cancelled meanwhile: nobody is left to finish the partition
     assert runs.cancel_run(eval_home.catalog, run["id"])["status"] == "cancelling"
     # run monitoring marks the Dagster run failed; the failure sensor calls this
-    after_dagster_run(eval_home.catalog, run["id"], False, "worker died", dagster_run_id="dagster-run-1")
+    after_dagster_run(eval_home.catalog, eval_home.lake, run["id"], False, "worker died",
+                      dagster_run_id="dagster-run-1")
     settled = runs.get_run(eval_home.catalog, run["id"], partitions=True)
     assert settled["status"] == "cancelled" and settled["cancelled_at"] is not None
     assert {p["status"] for p in settled["partitions"]} == {"cancelled"}
@@ -265,12 +269,13 @@ def test_a_dead_workers_partitions_are_resumed(eval_home):
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_gen_a"]]})
     runs.start_partition(eval_home.catalog, run["id"], "tiny", ids["ev_gen_a"], "dagster-run-2")
-    after_dagster_run(eval_home.catalog, run["id"], False, "worker died", dagster_run_id="dagster-run-2")
+    after_dagster_run(eval_home.catalog, eval_home.lake, run["id"], False, "worker died",
+                      dagster_run_id="dagster-run-2")
     failed = runs.get_run(eval_home.catalog, run["id"], partitions=True)
     assert failed["status"] == "failed" and failed["error"]["code"] == "dagster_run_failed"
     assert failed["partitions"][0]["status"] == "pending"
     runs.resume_run(eval_home.catalog, run["id"])
-    (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, run["id"],
+    (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
                                    defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
     assert result.success and runs.get_run(eval_home.catalog, run["id"])["status"] == "completed"
 
@@ -287,7 +292,8 @@ def test_grades_of_a_run_recompute_from_its_generations(eval_home):
         "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_mc_a"], ids["ev_gen_a"]],
         "generation": {"max_gen_toks": 4}})
     instance = dg.DagsterInstance.ephemeral()
-    (result,) = execute_in_process(instance, eval_home.catalog, run["id"], defs.resolve_job_def(GENERATION_JOB),
+    (result,) = execute_in_process(instance, eval_home.catalog, eval_home.lake,
+                                   run["id"], defs.resolve_job_def(GENERATION_JOB),
                                    run_config=QUIET)
     assert result.success
     mats = instance.fetch_materializations(dg.AssetKey("grades"), limit=10).records
@@ -322,3 +328,28 @@ def _inputs(rt, task_id):
     with rt.catalog.session() as s:
         return s.scalar(select(t.File.path).join(t.TaskVersion, t.TaskVersion.inputs_file_id == t.File.id)
                         .where(t.TaskVersion.task_id == task_id))
+
+
+def test_a_completed_run_carries_metrics_with_error_bars(eval_home):
+    import math
+    import statistics
+
+    ids = _task_ids(eval_home)
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_mc_a"], ids["ev_gen_b"]],
+        "generation": {"max_gen_toks": 4}})
+    (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
+                                   defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+    assert result.success
+    done = runs.get_run(eval_home.catalog, run["id"])
+    assert done["status"] == "completed"
+    assert set(done["metrics"]) == {"tiny"} and set(done["metrics"]["tiny"]) == {"ev_mc_a", "ev_gen_b"}
+    grades = eval_home.lake.read_table(f"grades/{run['id']}/tiny/ev_mc_a/rules.parquet").to_pylist()
+    for metric in ("acc", "acc_norm"):
+        scores = [g["score"] for g in grades if g["metric"] == metric]
+        m = done["metrics"]["tiny"]["ev_mc_a"][f"{metric},none"]
+        assert m["n"] == len(scores) == 10 and m["failed"] == 0
+        assert m["value"] == pytest.approx(sum(scores) / len(scores), abs=1e-12)
+        assert m["stderr"] == pytest.approx(statistics.stdev(scores) / math.sqrt(len(scores)), abs=1e-12)
+        assert 0 <= m["ci_low"] <= m["value"] <= m["ci_high"] <= 1  # Wilson's interval for 0/1 scores
+    assert all(key.startswith("exact_match,") for key in done["metrics"]["tiny"]["ev_gen_b"])

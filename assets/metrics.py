@@ -1,0 +1,59 @@
+"""Metrics, the same (model, task) partitions: each metric and filter with its error bars."""
+import warnings
+
+import dagster as dg
+from tabulate import tabulate
+
+from assets.generations import eval_run_id
+from assets.grades import grades
+from eval_pipeline import runs
+from eval_pipeline.grading.partition import grades_path
+from eval_pipeline.metrics import metrics_path, write_partition_metrics
+from eval_pipeline.partitions import generation_partitions_def, split_key
+from eval_pipeline.quality import check_metrics
+from resources import CatalogResource, LakeResource
+
+
+@dg.asset(partitions_def=generation_partitions_def, deps=[grades],
+          backfill_policy=dg.BackfillPolicy.single_run(), group_name="evaluation", kinds={"python", "parquet"})
+def metrics(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: LakeResource) -> None:
+    """Per (metric, filter) of a partition: mean, standard error, 95% interval, n and failed samples."""
+    run_id = eval_run_id(context, catalog, lake, create=False)
+    for key in context.partition_keys:
+        mk, tk = split_key(key)
+        part = runs.partition_by_keys(catalog.catalog, run_id, mk, tk)
+        table = write_partition_metrics(catalog.catalog, lake.lake, run_id, part.model, part.task_id,
+                                        grades_path(run_id, mk, tk))
+        rows = [[r["metric"], r["filter"], _fmt(r["value"]), _fmt(r["stderr"]), r["n"], r["failed"]]
+                for r in table.to_pylist()]
+        context.add_asset_metadata({
+            "eval_run_id": run_id, "path": dg.MetadataValue.path(metrics_path(run_id, mk, tk)),
+            "metrics": dg.MetadataValue.md(tabulate(rows, headers=["metric", "filter", "value", "stderr", "n",
+                                                                   "failed"], tablefmt="github"))},
+            partition_key=key)
+
+
+def _fmt(x) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we rely on them knowingly
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+
+    @dg.asset_check(asset=metrics, partitions_def=generation_partitions_def)
+    def metrics_valid(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
+                      lake: LakeResource) -> dg.AssetCheckResult:
+        """stderr >= 0, n equals the graded rows, the interval contains the value."""
+        run_id = eval_run_id(context, catalog, lake, create=False)
+        failing, evaluated = {}, 0
+        for key in context.partition_keys:
+            mk, tk = split_key(key)
+            v = check_metrics(lake.lake.read_table(metrics_path(run_id, mk, tk)).to_pandas(),
+                              lake.lake.read_table(grades_path(run_id, mk, tk)).to_pandas())
+            evaluated += v.evaluated
+            if not v.success:
+                failing[key] = v.summary()
+        summary = (f"{len(failing)} of {len(context.partition_keys)} partitions failing" if failing
+                   else f"{len(context.partition_keys)} partitions, {evaluated} expectations met")
+        return dg.AssetCheckResult(passed=not failing, metadata={"summary": summary,
+                                                                 "failing": dg.MetadataValue.json(failing)})

@@ -1,0 +1,87 @@
+"""Metrics of a (model, task) partition from its grades: per (metric, filter) the mean, lm-eval's
+standard error of a mean (sample standard deviation over sqrt(n)), a 95% interval, n and the number of
+samples that could not be graded. The run's `metrics` object gathers them.
+
+The interval is Wilson's score interval when every score is 0 or 1 (a proportion: it stays within
+[0, 1] and is not degenerate at 0 or 1), else the normal interval value +- 1.96 stderr."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import pyarrow as pa
+
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.lake import Lake
+
+Z95 = 1.959963984540054
+METRICS_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("model", pa.string()), ("task_id", pa.string()), ("task", pa.string()),
+    ("metric", pa.string()), ("filter", pa.string()), ("value", pa.float64()), ("stderr", pa.float64()),
+    ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("n", pa.int64()), ("failed", pa.int64()),
+])
+
+
+def metrics_path(run_id: str, model_key: str, task_key: str) -> str:
+    return f"metrics/{run_id}/{model_key}/{task_key}/metrics.parquet"
+
+
+def summarise(scores: list[float]) -> dict:
+    """value, stderr (lm-eval's mean_stderr; 0 for n < 2, where lm-eval reports N/A), 95% interval."""
+    from lm_eval.api.metrics import mean, mean_stderr
+
+    n = len(scores)
+    if n == 0:
+        return {"value": None, "stderr": None, "ci_low": None, "ci_high": None, "n": 0}
+    value = float(mean(scores))
+    stderr = float(mean_stderr(scores)) if n > 1 else 0.0
+    if all(s in (0.0, 1.0) for s in scores):
+        low, high = wilson_interval(value, n)
+    else:
+        low, high = value - Z95 * stderr, value + Z95 * stderr
+    return {"value": value, "stderr": stderr, "ci_low": low, "ci_high": high, "n": n}
+
+
+def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    # At p = 0 or 1 the bound equals p exactly in theory; rounding must not put p outside.
+    return min(max(0.0, centre - half), p), max(min(1.0, centre + half), p)
+
+
+def partition_metrics(grades: pa.Table, ident: dict) -> pa.Table:
+    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
+    failed: dict[tuple[str, str], int] = defaultdict(int)
+    for row in grades.select(["metric", "filter", "score", "error"]).to_pylist():
+        key = (row["metric"], row["filter"])
+        if row["error"] is None and row["score"] is not None and math.isfinite(row["score"]):
+            scores[key].append(row["score"])
+        else:
+            failed[key] += 1
+    rows = [{**ident, "metric": m, "filter": f, **summarise(scores[(m, f)]), "failed": failed[(m, f)]}
+            for m, f in sorted(set(scores) | set(failed))]
+    return pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
+
+
+def run_metrics_object(lake: Lake, paths: list[str]) -> dict:
+    """model -> task -> "metric,filter" -> {value, stderr, ci_low, ci_high, n} (lm-eval's key style)."""
+    out: dict = {}
+    for path in paths:
+        for r in lake.read_table(path).to_pylist():
+            out.setdefault(r["model"], {}).setdefault(r["task"], {})[f"{r['metric']},{r['filter']}"] = {
+                k: r[k] for k in ("value", "stderr", "ci_low", "ci_high", "n", "failed")}
+    return out
+
+
+def write_partition_metrics(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str,
+                            grades_path: str) -> pa.Table:
+    """Aggregate a partition's grades and publish them (one atomic file; idempotent)."""
+    with catalog.session() as s:
+        part = s.get(t.RunPartition, (run_id, model, task_id))
+        task_name, keys = s.get(t.Task, task_id).name, (part.model_key, part.task_key)
+    table = partition_metrics(lake.read_table(grades_path),
+                              {"run_id": run_id, "model": model, "task_id": task_id, "task": task_name})
+    lake.write_table(metrics_path(run_id, *keys), table)
+    return table
