@@ -100,3 +100,34 @@ def test_summaries_use_lm_eval_stderr_and_sensible_intervals():
     spread = summarise(scores)
     assert spread["ci_high"] - spread["value"] == pytest.approx(1.959963984540054 * spread["stderr"])
     assert summarise([]) == {"value": None, "stderr": None, "ci_low": None, "ci_high": None, "n": 0}
+
+
+def test_single_continuation_tasks_grade_acc_as_greedy(eval_home):
+    """output_type loglikelihood (lambada-style): acc is is_greedy, not an argmax over one choice."""
+    import dagster as dg
+    from sqlalchemy import select, update
+
+    from eval_pipeline import runs
+    from eval_pipeline.catalog import tables as t
+    from eval_pipeline.definitions import defs
+    from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
+
+    with eval_home.catalog.session() as s:
+        task_id = s.scalar(select(t.Task.id).where(t.Task.name == "ev_mc_b"))
+        s.execute(update(t.Task).where(t.Task.id == task_id).values(
+            grading={"output_type": "loglikelihood"}, metric_spec=[{"metric": "acc"}, {"metric": "perplexity"}]))
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id, "models": ["tiny"],
+                                                              "task_ids": [task_id]})
+    execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
+                       defs.resolve_job_def(GENERATION_JOB), run_config={"loggers": {"console": {"config": {
+                           "log_level": "ERROR"}}}})
+    grades = eval_home.lake.read_table(f"grades/{run['id']}/tiny/ev_mc_b/rules.parquet").to_pylist()
+    part = runs.run_partitions(eval_home.catalog, run["id"])[0]
+    gens = [r for c in part.chunks for r in eval_home.lake.read_table(c["path"]).to_pylist()]
+    first_of_doc = {}
+    for g in sorted(gens, key=lambda g: g["request_index"]):
+        first_of_doc.setdefault(g["doc_id"], g)
+    acc = {g["doc_id"]: g["score"] for g in grades if g["metric"] == "acc"}
+    assert acc == {d: float(g["is_greedy"]) for d, g in first_of_doc.items()}
+    assert all(g["error"] == "metric perplexity is not graded by rule yet" for g in grades
+               if g["metric"] == "perplexity")

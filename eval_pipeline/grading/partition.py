@@ -46,7 +46,7 @@ def task_rules(task: t.Task) -> TaskRules:
                                  output_type=task.type)
 
 
-def _load(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str):
+def _load(catalog: Catalog, run_id: str, model: str, task_id: str):
     with catalog.session() as s:
         part = s.get(t.RunPartition, (run_id, model, task_id))
         task = s.get(t.Task, task_id)
@@ -57,7 +57,7 @@ def _load(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str):
 
 
 def grade_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str) -> GradeReport:
-    model_key, task_key, rules, inputs_path, chunks = _load(catalog, lake, run_id, model, task_id)
+    model_key, task_key, rules, inputs_path, chunks = _load(catalog, run_id, model, task_id)
     generations = pa.concat_tables([lake.read_table(p, columns=_GENERATION_COLUMNS) for p in chunks]).to_pylist()
     inputs = {r["doc_id"]: r for r in lake.read_table(
         inputs_path, columns=["doc_id", "target", "doc", "continuations"]).to_pylist()}
@@ -65,7 +65,9 @@ def grade_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_
     for row in sorted(generations, key=lambda r: r["request_index"]):
         by_doc[row["doc_id"]].append(row)
     rows: list[tuple] = []
-    if rules.output_type == "multiple_choice" or all(r["request_kind"] == "loglikelihood" for r in generations):
+    if rules.output_type == "loglikelihood":
+        _grade_loglikelihood(rules, by_doc, rows)
+    elif rules.output_type == "multiple_choice" or all(r["request_kind"] == "loglikelihood" for r in generations):
         _grade_choices(rules, by_doc, inputs, rows)
     else:
         _grade_generations(rules, by_doc, inputs, rows)
@@ -85,6 +87,17 @@ def grade_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_
 def _failed(rows_of_doc: list[dict]) -> str | None:
     errors = [r["error"] for r in rows_of_doc if r["error"]]
     return f"generation failed: {errors[0]}" if errors else None
+
+
+def _grade_loglikelihood(rules: TaskRules, by_doc: dict, rows: list) -> None:
+    """A single continuation per doc (lambada-style): acc is whether it was the greedy one, as lm-eval."""
+    for doc_id, doc_rows in sorted(by_doc.items()):
+        error = _failed(doc_rows)
+        for m in rules.metric_names(["acc"]):
+            if error is None and m == "acc":
+                rows.append((doc_id, "none", m, float(bool(doc_rows[0]["is_greedy"])), "rule", None))
+            else:
+                rows.append((doc_id, "none", m, None, "rule", error or f"metric {m} is not graded by rule yet"))
 
 
 def _grade_choices(rules: TaskRules, by_doc: dict, inputs: dict, rows: list) -> None:
