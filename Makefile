@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/grading.py
 
 clean:
 	rm -rf $(VENV) .eval_pipeline

@@ -75,7 +75,8 @@ def run_demo(rt: Runtime, instance, echo: Callable[[str], None]) -> None:
     echo(f"\nOpen the Dagster UI on this instance:\n"
          f"  DAGSTER_HOME={rt.settings.dagster_home} EVAL_PIPELINE_HOME={home} "
          f".venv/bin/dagster dev -w workspace.yaml\n"
-         f"then browse to http://127.0.0.1:3000 (Assets -> historical_results, suite_versions, generations, grades, metrics).")
+         f"then browse to http://127.0.0.1:3000 (Assets -> historical_results, suite_versions, generations, "
+         f"grades, metrics).")
 
 
 def _evaluate(rt: Runtime, instance, suite_id: str, echo: Callable[[str], None]) -> list[list]:

@@ -131,3 +131,26 @@ def test_single_continuation_tasks_grade_acc_as_greedy(eval_home):
     assert acc == {d: float(g["is_greedy"]) for d, g in first_of_doc.items()}
     assert all(g["error"] == "metric perplexity is not graded by rule yet" for g in grades
                if g["metric"] == "perplexity")
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"ignore_case": True}, {"ignore_punctuation": True}, {"ignore_numbers": True},
+    {"regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"], "ignore_case": True},
+    {"regexes_to_ignore": ["\\s+"], "ignore_case": True, "ignore_punctuation": True, "ignore_numbers": True},
+])
+def test_batched_exact_match_equals_lm_evals_per_sample(options):
+    import random
+
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+
+    from eval_pipeline.grading.rules import exact_match_scores
+
+    rng = random.Random(7)
+    alphabet = "aAbB 12,.$#!\n"
+    refs = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) for _ in range(400)]
+    # half are near-misses of their reference (case, punctuation, digits, spaces), half are unrelated
+    preds = [r.upper() + rng.choice(["", ".", "1", " ", "$"]) if i % 2 else
+             "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) for i, r in enumerate(refs)]
+    expected = [float(exact_match_hf_evaluate([p], [r], **options)["exact_match"]) for p, r in zip(preds, refs)]
+    assert exact_match_scores(preds, refs, **options) == expected
+    assert 0 < sum(expected) < len(expected)  # both outcomes occur

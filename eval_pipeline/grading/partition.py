@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
-from eval_pipeline.grading.rules import (TaskRules, choices_of, filtered_predictions, generation_scores, gold_index,
-                                         multiple_choice_scores)
+from eval_pipeline.grading.rules import (TaskRules, choices_of, exact_match_scores, filtered_predictions,
+                                         generation_scores, gold_index, multiple_choice_scores)
 from eval_pipeline.harness.jsonio import loads
 from eval_pipeline.lake import Lake, StoredFile
 
@@ -115,12 +115,25 @@ def _grade_choices(rules: TaskRules, by_doc: dict, inputs: dict, rows: list) -> 
                      None if m in scores else f"metric {m} is not graded for multiple choice") for m in metrics)
 
 
+def _grade_exact_match_batch(rules: TaskRules, by_doc: dict, doc_ids: list[int], filter_name: str,
+                             predictions: list[str], golds: list[str], rows: list) -> None:
+    """The common case at scale (string answers, exact_match only), scored in one pass."""
+    scores = exact_match_scores(predictions, golds, **rules.metric_kwargs("exact_match"))
+    for doc_id, score in zip(doc_ids, scores):
+        error = _failed(by_doc[doc_id])
+        rows.append((doc_id, filter_name, "exact_match", None if error else score, "rule", error))
+
+
 def _grade_generations(rules: TaskRules, by_doc: dict, inputs: dict, rows: list) -> None:
     doc_ids = sorted(by_doc)
     responses = [[by_doc[d][0]["output_text"] or ""] for d in doc_ids]
     docs = [loads(inputs[d]["doc"]) or {} for d in doc_ids]
     metrics = rules.metric_names(["exact_match"])
+    golds = [loads(inputs[d]["target"]) for d in doc_ids]
     for filter_name, predictions in filtered_predictions(rules, responses, docs).items():
+        if metrics == ["exact_match"] and all(isinstance(x, str) for x in [*predictions, *golds]):
+            _grade_exact_match_batch(rules, by_doc, doc_ids, filter_name, predictions, golds, rows)
+            continue
         for doc_id, prediction in zip(doc_ids, predictions):
             error = _failed(by_doc[doc_id])
             if error is None:

@@ -113,3 +113,31 @@ def generation_scores(rules: TaskRules, prediction: Any, gold: Any) -> dict[str,
             values.append(float(value[name] if isinstance(value, dict) else value))
         out[name] = (1.0 if any(values) else 0.0) if isinstance(gold, list) else values[0]
     return out
+
+
+def exact_match_scores(predictions: Sequence[str], references: Sequence[str], regexes_to_ignore=None,
+                       ignore_case: bool = False, ignore_punctuation: bool = False,
+                       ignore_numbers: bool = False) -> list[float]:
+    """Per-sample exact_match over many samples at once, normalised exactly as lm-eval's
+    exact_match_hf_evaluate normalises (regexes removed in order, then case, punctuation, digits).
+    lm-eval's function does the same work but returns only the mean; called once per sample it costs
+    about 18 µs, which would make a million samples take 20 s (tests hold the two equal)."""
+    import re
+    import string
+
+    preds, refs = list(predictions), list(references)
+    for pattern in map(re.compile, regexes_to_ignore or []):
+        preds = [pattern.sub("", p) for p in preds]
+        refs = [pattern.sub("", r) for r in refs]
+    steps = []
+    if ignore_case:
+        steps.append(str.lower)
+    if ignore_punctuation:
+        table = str.maketrans("", "", string.punctuation)
+        steps.append(lambda s, table=table: s.translate(table))
+    if ignore_numbers:
+        table = str.maketrans("", "", string.digits)
+        steps.append(lambda s, table=table: s.translate(table))
+    for step in steps:
+        preds, refs = list(map(step, preds)), list(map(step, refs))
+    return [1.0 if p == r else 0.0 for p, r in zip(preds, refs)]
