@@ -45,9 +45,10 @@ def main() -> None:
         filter_s.append(t1 - t0)
         score_s.append(t2 - t1)
     med = statistics.median
+    total = med(filter_s) + med(score_s)
     print(f"{args.samples:,} samples, median of {args.repeat}: filters {med(filter_s):.2f} s, exact_match "
-          f"{med(score_s):.2f} s, total {med(filter_s) + med(score_s):.2f} s "
-          f"({args.samples / (med(filter_s) + med(score_s)):,.0f} samples/s); mean score {sum(scores) / len(scores):.4f}")
+          f"{med(score_s):.2f} s, total {total:.2f} s ({args.samples / total:,.0f} samples/s); "
+          f"mean score {sum(scores) / len(scores):.4f}")
 
 
 if __name__ == "__main__":
