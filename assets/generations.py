@@ -9,7 +9,8 @@ from eval_pipeline import runs
 from eval_pipeline.generation.partition import generate_partition
 from eval_pipeline.orchestration import eval_run_of, origin_of
 from eval_pipeline.partitions import generation_partitions_def, split_key
-from eval_pipeline.quality import Validation, check_generation_health, check_generations
+from assets.check_results import partition_check_result
+from eval_pipeline.quality import check_generation_health, check_generations
 from resources import CatalogResource, GenerationThresholds, LakeResource
 
 # Where this step runs in deployment: the Celery queue of GPU workers, or its own pod with one GPU.
@@ -71,17 +72,6 @@ def _partition_rows(context, catalog: CatalogResource, lake: LakeResource) -> li
     return out
 
 
-def _result(validations: list[tuple[str, Validation]]) -> dg.AssetCheckResult:
-    failing = [k for k, v in validations if not v.success]
-    summary = (f"{len(failing)} of {len(validations)} partitions failing" if failing
-               else f"{len(validations)} partitions, {sum(v.evaluated for _, v in validations)} expectations met")
-    return dg.AssetCheckResult(
-        passed=not failing,
-        metadata={"summary": summary, "partitions": len(validations),
-                  "failing": dg.MetadataValue.json({k: v.summary() for k, v in validations if not v.success}),
-                  "expectations": sum(v.evaluated for _, v in validations)})
-
-
 with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we rely on them knowingly
     warnings.simplefilter("ignore", dg.PreviewWarning)
 
@@ -89,12 +79,13 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
     def generations_complete(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
                              lake: LakeResource) -> dg.AssetCheckResult:
         """One generation row per planned request, no request twice."""
-        return _result([(key, check_generations(rows, planned))
-                        for key, planned, rows in _partition_rows(context, catalog, lake)])
+        return partition_check_result([(key, check_generations(rows, planned))
+                                       for key, planned, rows in _partition_rows(context, catalog, lake)])
 
     @dg.asset_check(asset=generations, partitions_def=generation_partitions_def, blocking=True)
     def generations_healthy(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
                             lake: LakeResource, thresholds: GenerationThresholds) -> dg.AssetCheckResult:
         """Failed requests and empty outputs under the configured rates."""
-        return _result([(key, check_generation_health(rows, thresholds.max_failed_rate, thresholds.max_empty_rate))
-                        for key, _, rows in _partition_rows(context, catalog, lake)])
+        limits = (thresholds.max_failed_rate, thresholds.max_empty_rate)
+        return partition_check_result([(key, check_generation_health(rows, *limits))
+                                       for key, _, rows in _partition_rows(context, catalog, lake)])

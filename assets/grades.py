@@ -2,12 +2,12 @@
 import warnings
 
 import dagster as dg
-import pandas as pd
 from tabulate import tabulate
 
+from assets.check_results import partition_check_result
 from assets.generations import eval_run_id, generations
 from eval_pipeline import runs
-from eval_pipeline.grading.partition import grade_partition
+from eval_pipeline.grading.partition import grade_partition, grades_path
 from eval_pipeline.partitions import generation_partitions_def, split_key
 from eval_pipeline.quality import check_grades
 from resources import CatalogResource, LakeResource
@@ -36,15 +36,6 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
                      lake: LakeResource) -> dg.AssetCheckResult:
         """One grade per (doc, filter, metric); scores of 0/1 metrics within [0, 1]."""
         run_id = eval_run_id(context, catalog, lake, create=False)
-        failing, evaluated = {}, 0
-        for key in context.partition_keys:
-            mk, tk = split_key(key)
-            frame: pd.DataFrame = lake.lake.read_table(f"grades/{run_id}/{mk}/{tk}/rules.parquet").to_pandas()
-            v = check_grades(frame)
-            evaluated += v.evaluated
-            if not v.success:
-                failing[key] = v.summary()
-        summary = (f"{len(failing)} of {len(context.partition_keys)} partitions failing" if failing
-                   else f"{len(context.partition_keys)} partitions, {evaluated} expectations met")
-        return dg.AssetCheckResult(passed=not failing, metadata={"summary": summary,
-                                                                 "failing": dg.MetadataValue.json(failing)})
+        return partition_check_result([
+            (key, check_grades(lake.lake.read_table(grades_path(run_id, *split_key(key))).to_pandas()))
+            for key in context.partition_keys])

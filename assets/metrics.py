@@ -4,6 +4,7 @@ import warnings
 import dagster as dg
 from tabulate import tabulate
 
+from assets.check_results import partition_check_result
 from assets.generations import eval_run_id
 from assets.grades import grades
 from eval_pipeline import runs
@@ -45,15 +46,7 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
                       lake: LakeResource) -> dg.AssetCheckResult:
         """stderr >= 0, n equals the graded rows, the interval contains the value."""
         run_id = eval_run_id(context, catalog, lake, create=False)
-        failing, evaluated = {}, 0
-        for key in context.partition_keys:
-            mk, tk = split_key(key)
-            v = check_metrics(lake.lake.read_table(metrics_path(run_id, mk, tk)).to_pandas(),
-                              lake.lake.read_table(grades_path(run_id, mk, tk)).to_pandas())
-            evaluated += v.evaluated
-            if not v.success:
-                failing[key] = v.summary()
-        summary = (f"{len(failing)} of {len(context.partition_keys)} partitions failing" if failing
-                   else f"{len(context.partition_keys)} partitions, {evaluated} expectations met")
-        return dg.AssetCheckResult(passed=not failing, metadata={"summary": summary,
-                                                                 "failing": dg.MetadataValue.json(failing)})
+        return partition_check_result([
+            (key, check_metrics(lake.lake.read_table(metrics_path(run_id, *split_key(key))).to_pandas(),
+                                lake.lake.read_table(grades_path(run_id, *split_key(key))).to_pandas()))
+            for key in context.partition_keys])

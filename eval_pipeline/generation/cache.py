@@ -4,6 +4,7 @@ files), the request payload and the normalised generation settings; the catalog 
 partitions of that model and task might hold such answers, and their chunk files hold the rows."""
 from __future__ import annotations
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import select
 
@@ -23,6 +24,7 @@ def cached_outcomes(catalog: Catalog, lake: Lake, *, run_id: str, model_fingerpr
             t.RunPartition.model_fingerprint == model_fingerprint, t.RunPartition.task_id == task_id,
             t.RunPartition.run_id != run_id)).all()
     found: dict[str, Outcome] = {}
+    wanted_keys = pa.array(sorted(wanted), pa.string())
     for chunks in chunk_lists:
         for chunk in chunks:
             if not wanted - found.keys():
@@ -31,13 +33,8 @@ def cached_outcomes(catalog: Catalog, lake: Lake, *, run_id: str, model_fingerpr
                 continue
             table = lake.read_table(chunk["path"], columns=_COLUMNS)
             table = table.filter(pc.and_(pc.is_null(table.column("error")),
-                                         pc.is_in(table.column("cache_key"), value_set=_array(wanted))))
+                                         pc.is_in(table.column("cache_key"), value_set=wanted_keys)))
             for row in table.to_pylist():
                 found.setdefault(row["cache_key"], outcome_from_row(row))
     return found
 
-
-def _array(keys: set[str]):
-    import pyarrow as pa
-
-    return pa.array(sorted(keys), pa.string())

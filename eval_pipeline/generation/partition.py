@@ -28,7 +28,6 @@ from eval_pipeline.model_registry import resolve_model
 @dataclass
 class PartitionReport:
     status: str = "done"  # done | cancelled | not_wanted
-    planned: int = 0
     rows: int = 0
     generated: int = 0  # answered by the backend in this execution
     cached: int = 0  # answered from the cache in this execution
@@ -95,7 +94,6 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
         generation, settings, task_name = dict(run.generation), dict(run.settings), task.name
     model = resolve_model(catalog, model_name)
     requests = plan_requests(lake, inputs_path, generation, settings.get("max_samples_per_task"))
-    report.planned = len(requests)
     size = settings["max_workflow_sample_activities"]
     folder = chunk_dir(run_id, part.model_key, part.task_key)
     ident = {"run_id": run_id, "model": model_name, "task_id": task_id, "task": task_name}

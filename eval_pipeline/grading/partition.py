@@ -13,7 +13,7 @@ from eval_pipeline.catalog import tables as t
 from eval_pipeline.grading.rules import (TaskRules, choices_of, exact_match_scores, filtered_predictions,
                                          generation_scores, gold_index, multiple_choice_scores)
 from eval_pipeline.harness.jsonio import loads
-from eval_pipeline.lake import Lake, StoredFile
+from eval_pipeline.lake import Lake
 
 GRADES_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("model", pa.string()), ("task_id", pa.string()), ("doc_id", pa.int64()),
@@ -30,7 +30,6 @@ class GradeReport:
     rows: int
     failed_docs: int
     means: dict[tuple[str, str], float]  # (metric, filter) -> mean over graded docs
-    stored: StoredFile | None = None
 
 
 def grades_path(run_id: str, model_key: str, task_key: str) -> str:
@@ -75,13 +74,13 @@ def grade_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_
     columns = list(zip(*rows)) if rows else [()] * 6
     table = pa.table([[run_id] * n, [model] * n, [task_id] * n, *map(list, columns)], schema=GRADES_SCHEMA)
     path = grades_path(run_id, model_key, task_key)
-    stored = lake.write_table(path, table)
+    lake.write_table(path, table)
     sums: dict[tuple[str, str], list[float]] = defaultdict(list)
     for _, f, m, score, _, err in rows:
         if err is None and score is not None:
             sums[(m, f)].append(score)
     return GradeReport(path, len(by_doc), n, len({r[0] for r in rows if r[5] is not None}),
-                       {k: sum(v) / len(v) for k, v in sorted(sums.items())}, stored)
+                       {k: sum(v) / len(v) for k, v in sorted(sums.items())})
 
 
 def _failed(rows_of_doc: list[dict]) -> str | None:
