@@ -24,7 +24,7 @@ def metrics(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: L
         mk, tk = split_key(key)
         part = runs.partition_by_keys(catalog.catalog, run_id, mk, tk)
         table = write_partition_metrics(catalog.catalog, lake.lake, run_id, part.model, part.task_id,
-                                        grades_path(run_id, mk, tk))
+                                        [grades_path(run_id, mk, tk)])
         rows = [[r["metric"], r["filter"], _fmt(r["value"]), _fmt(r["stderr"]), r["n"], r["failed"]]
                 for r in table.to_pylist()]
         context.add_asset_metadata({

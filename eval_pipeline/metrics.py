@@ -1,19 +1,26 @@
-"""Metrics of a (model, task) partition from its grades: per (metric, filter) the mean, lm-eval's
-standard error of a mean (sample standard deviation over sqrt(n)), a 95% interval, n and the number of
-samples that could not be graded. The run's `metrics` object gathers them.
+"""Metrics of a (model, task) partition from its grades: per (metric, filter) the aggregate, its
+standard error, a 95% interval, n and the number of samples that could not be graded. The run's
+`metrics` object gathers them.
 
-The interval is Wilson's score interval when every score is 0 or 1 (a proportion: it stays within
-[0, 1] and is not degenerate at 0 or 1), else the normal interval value +- 1.96 stderr."""
+Means use lm-eval's standard error of a mean (sample standard deviation over sqrt(n)) and Wilson's
+score interval when every score is 0 or 1 (a proportion: it stays within [0, 1] and is not degenerate
+at 0 or 1), else value +- 1.96 stderr. Corpus metrics (bleu, chrf, ter, f1, mcc, perplexity) are
+lm-eval's aggregates of the per-sample statistics, with a bootstrap standard error and value +- 1.96
+stderr clipped to the metric's range."""
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 
+import numpy as np
 import pyarrow as pa
 
 from eval_pipeline.catalog import Catalog
+from eval_pipeline.bootstrap import bootstrap_stderr
 from eval_pipeline.catalog import tables as t
+from eval_pipeline.grading.corpus import CORPUS_METRICS, corpus_value
 from eval_pipeline.lake import Lake
+from eval_pipeline.run_request import DEFAULT_BOOTSTRAP_ITERS
 
 Z95 = 1.959963984540054
 METRICS_SCHEMA = pa.schema([
@@ -51,17 +58,41 @@ def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     return min(max(0.0, centre - half), p), max(min(1.0, centre + half), p)
 
 
-def partition_metrics(grades: pa.Table, ident: dict) -> pa.Table:
+def summarise_corpus(name: str, stats: np.ndarray, iters: int) -> dict:
+    metric = CORPUS_METRICS[name]
+    n = len(stats)
+    if n == 0:
+        return {"value": None, "stderr": None, "ci_low": None, "ci_high": None, "n": 0}
+    value = corpus_value(name, stats)
+    iters = min(iters, metric.max_iters or iters)
+    stderr = bootstrap_stderr(stats, metric.value_of_sums, iters)
+    low, high = value - Z95 * stderr, value + Z95 * stderr
+    if metric.low is not None:
+        low = max(low, metric.low)
+    if metric.high is not None:
+        high = min(high, metric.high)
+    return {"value": value, "stderr": stderr, "ci_low": low, "ci_high": high, "n": n}
+
+
+def partition_metrics(grades: pa.Table, ident: dict, bootstrap_iters: int) -> pa.Table:
     scores: dict[tuple[str, str], list[float]] = defaultdict(list)
+    stats: dict[tuple[str, str], list[list[float]]] = defaultdict(list)
     failed: dict[tuple[str, str], int] = defaultdict(int)
-    for row in grades.select(["metric", "filter", "score", "error"]).to_pylist():
+    for row in grades.select(["metric", "filter", "score", "error", "stats"]).to_pylist():
         key = (row["metric"], row["filter"])
         if row["error"] is None and row["score"] is not None and math.isfinite(row["score"]):
             scores[key].append(row["score"])
+            if row["stats"] is not None:
+                stats[key].append(row["stats"])
         else:
             failed[key] += 1
-    rows = [{**ident, "metric": m, "filter": f, **summarise(scores[(m, f)]), "failed": failed[(m, f)]}
-            for m, f in sorted(set(scores) | set(failed))]
+    rows = []
+    for m, f in sorted(set(scores) | set(failed)):
+        if m in CORPUS_METRICS:
+            summary = summarise_corpus(m, np.array(stats[(m, f)], dtype=float), bootstrap_iters)
+        else:
+            summary = summarise(scores[(m, f)])
+        rows.append({**ident, "metric": m, "filter": f, **summary, "failed": failed[(m, f)]})
     return pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
 
 
@@ -76,12 +107,14 @@ def run_metrics_object(lake: Lake, paths: list[str]) -> dict:
 
 
 def write_partition_metrics(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str,
-                            grades_path: str) -> pa.Table:
-    """Aggregate a partition's grades and publish them (one atomic file; idempotent)."""
+                            grades_paths: list[str]) -> pa.Table:
+    """Aggregate a partition's grades (every grader's file) and publish them (one atomic file; idempotent)."""
     with catalog.session() as s:
         part = s.get(t.RunPartition, (run_id, model, task_id))
         task_name, keys = s.get(t.Task, task_id).name, (part.model_key, part.task_key)
-    table = partition_metrics(lake.read_table(grades_path),
-                              {"run_id": run_id, "model": model, "task_id": task_id, "task": task_name})
+        iters = s.get(t.Run, run_id).settings.get("bootstrap_iters", DEFAULT_BOOTSTRAP_ITERS)
+    grades = pa.concat_tables([lake.read_table(p) for p in grades_paths])
+    table = partition_metrics(grades, {"run_id": run_id, "model": model, "task_id": task_id, "task": task_name},
+                              iters)
     lake.write_table(metrics_path(run_id, *keys), table)
     return table

@@ -120,21 +120,34 @@ def check_generation_health(rows: pd.DataFrame, max_failed_rate: float, max_empt
     ])
 
 
-BINARY_METRICS = ["acc", "acc_norm", "acc_bytes", "exact_match"]
+# The range of one sample's score per metric (None: unbounded on that side).
+SCORE_RANGES = {
+    **{m: (0, 1) for m in ["acc", "acc_norm", "acc_bytes", "exact_match", "f1", "mcc", "judge_score"]},
+    "bleu": (0, 100), "chrf": (0, 100), "chrf++": (0, 100), "ter": (0, None), "perplexity": (None, 0),
+    "embedding_similarity": (-1, 1),
+}
 
 
 def check_grades(grades: pd.DataFrame) -> Validation:
-    """A partition's grades: one per (doc, filter, metric); 0/1 metrics within [0, 1]."""
+    """A partition's grades: one per (doc, filter, metric); scores within their metric's range; a
+    rubric hash on every judge grade."""
     import great_expectations as gx
 
     ex = gx.expectations
     if grades.empty:
         return Validation(True, 0)
-    binary = grades[grades["metric"].isin(BINARY_METRICS) & grades["score"].notna()]
-    return _merge(
+    scored = grades[grades["score"].notna()]
+    low = scored["metric"].map(lambda m: SCORE_RANGES.get(m, (None, None))[0])
+    high = scored["metric"].map(lambda m: SCORE_RANGES.get(m, (None, None))[1])
+    in_range = (low.isna() | (scored["score"] >= low.fillna(0))) & (high.isna() | (scored["score"] <= high.fillna(0)))
+    judged = grades[grades["grader"].str.startswith("judge:")]
+    return _merge(_merge(
         _validate(grades, [ex.ExpectCompoundColumnsToBeUnique(column_list=["doc_id", "filter", "metric"])]),
-        _validate(binary, [ex.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1)])
-        if not binary.empty else Validation(True, 0))
+        _validate(pd.DataFrame({"in_range": in_range.astype(bool)}),
+                  [ex.ExpectColumnValuesToBeInSet(column="in_range", value_set=[True])])
+        if not scored.empty else Validation(True, 0)),
+        _validate(judged, [ex.ExpectColumnValuesToNotBeNull(column="rubric_sha256")])
+        if not judged.empty else Validation(True, 0))
 
 
 def check_metrics(metrics: pd.DataFrame, grades: pd.DataFrame) -> Validation:

@@ -9,6 +9,7 @@ from eval_pipeline.errors import InvalidInput
 from eval_pipeline.validation import Strict, parse_model
 
 DEFAULT_CHUNK = 1000  # max_workflow_sample_activities when the run does not say
+DEFAULT_BOOTSTRAP_ITERS = 100_000  # lm-eval's default; corpus metrics scored in Python cap it (grading/corpus.py)
 DEFAULT_CONCURRENCY = 4
 
 
@@ -84,6 +85,7 @@ class RunRequest(Strict):
     generation_concurrency: int | None = Field(None, ge=1, le=256)
     concurrency: int | None = Field(None, ge=1, le=256)  # the brief's older name for the same
     grader_concurrency: int | None = Field(None, ge=1, le=256)
+    bootstrap_iters: int | None = Field(None, ge=0, le=1_000_000)
     max_samples_per_task: int | None = Field(None, ge=1, le=9007199254740991)
     max_workflow_sample_activities: int | None = Field(None, ge=100, le=50000)
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -124,6 +126,7 @@ class RunRequest(Strict):
         return {
             "generation_concurrency": self.generation_concurrency or self.concurrency or DEFAULT_CONCURRENCY,
             "grader_concurrency": self.grader_concurrency or DEFAULT_CONCURRENCY,
+            "bootstrap_iters": DEFAULT_BOOTSTRAP_ITERS if self.bootstrap_iters is None else self.bootstrap_iters,
             "max_samples_per_task": self.max_samples_per_task,
             "max_workflow_sample_activities": self.max_workflow_sample_activities or DEFAULT_CHUNK,
         }

@@ -129,8 +129,14 @@ def test_single_continuation_tasks_grade_acc_as_greedy(eval_home):
         first_of_doc.setdefault(g["doc_id"], g)
     acc = {g["doc_id"]: g["score"] for g in grades if g["metric"] == "acc"}
     assert acc == {d: float(g["is_greedy"]) for d, g in first_of_doc.items()}
-    assert all(g["error"] == "metric perplexity is not graded by rule yet" for g in grades
-               if g["metric"] == "perplexity")
+    from lm_eval.api.metrics import perplexity
+
+    lls = {g["doc_id"]: g["score"] for g in grades if g["metric"] == "perplexity"}
+    assert lls == {d: g["logprob"] for d, g in first_of_doc.items()}
+    metric = {r["metric"]: r for r in eval_home.lake.read_table(
+        f"metrics/{run['id']}/tiny/ev_mc_b/metrics.parquet").to_pylist()}["perplexity"]
+    assert metric["value"] == pytest.approx(perplexity(list(lls.values())), rel=1e-12)
+    assert metric["stderr"] > 0 and metric["ci_low"] <= metric["value"] <= metric["ci_high"]
 
 
 @pytest.mark.parametrize("options", [

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
+from eval_pipeline.grading.corpus import CORPUS_METRICS, label_stats, text_stats
 from eval_pipeline.grading.rules import (TaskRules, choices_of, exact_match_scores, filtered_predictions,
                                          generation_scores, gold_index, multiple_choice_scores)
 from eval_pipeline.harness.jsonio import loads
@@ -18,7 +19,8 @@ from eval_pipeline.lake import Lake
 GRADES_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("model", pa.string()), ("task_id", pa.string()), ("doc_id", pa.int64()),
     ("filter", pa.string()), ("metric", pa.string()), ("score", pa.float64()), ("grader", pa.string()),
-    ("error", pa.string()),
+    ("error", pa.string()), ("stats", pa.list_(pa.float64())), ("rationale", pa.string()),
+    ("rubric_sha256", pa.string()),
 ])
 _GENERATION_COLUMNS = ["doc_id", "request_index", "request_kind", "output_text", "logprob", "is_greedy", "error"]
 
@@ -32,8 +34,17 @@ class GradeReport:
     means: dict[tuple[str, str], float]  # (metric, filter) -> mean over graded docs
 
 
-def grades_path(run_id: str, model_key: str, task_key: str) -> str:
-    return f"grades/{run_id}/{model_key}/{task_key}/rules.parquet"
+def grades_dir(run_id: str, model_key: str, task_key: str) -> str:
+    return f"grades/{run_id}/{model_key}/{task_key}"
+
+
+def grades_path(run_id: str, model_key: str, task_key: str, grader: str = "rules") -> str:
+    """One file per grader: rules, judge-<hash of judge and rubric>, embedding-<hash>, human."""
+    return f"{grades_dir(run_id, model_key, task_key)}/{grader}.parquet"
+
+
+def grade_files(lake: Lake, run_id: str, model_key: str, task_key: str) -> list[str]:
+    return sorted(p for p in lake.list(grades_dir(run_id, model_key, task_key) + "/") if p.endswith(".parquet"))
 
 
 def task_rules(task: t.Task) -> TaskRules:
@@ -70,17 +81,24 @@ def grade_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_
         _grade_choices(rules, by_doc, inputs, rows)
     else:
         _grade_generations(rules, by_doc, inputs, rows)
-    n = len(rows)
-    columns = list(zip(*rows)) if rows else [()] * 6
-    table = pa.table([[run_id] * n, [model] * n, [task_id] * n, *map(list, columns)], schema=GRADES_SCHEMA)
     path = grades_path(run_id, model_key, task_key)
-    lake.write_table(path, table)
+    lake.write_table(path, grades_table(run_id, model, task_id, rows))
     sums: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for _, f, m, score, _, err in rows:
+    for _, f, m, score, _, err, _ in rows:
         if err is None and score is not None:
             sums[(m, f)].append(score)
-    return GradeReport(path, len(by_doc), n, len({r[0] for r in rows if r[5] is not None}),
+    return GradeReport(path, len(by_doc), len(rows), len({r[0] for r in rows if r[5] is not None}),
                        {k: sum(v) / len(v) for k, v in sorted(sums.items())})
+
+
+def grades_table(run_id: str, model: str, task_id: str, rows: list[tuple], rationale=None,
+                 rubric_sha256=None) -> pa.Table:
+    """rows: (doc_id, filter, metric, score, grader, error, stats); judges add a rationale and rubric
+    hash per row."""
+    n = len(rows)
+    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in range(7)]
+    return pa.table([[run_id] * n, [model] * n, [task_id] * n, *columns, rationale or [None] * n,
+                     rubric_sha256 or [None] * n], schema=GRADES_SCHEMA)
 
 
 def _failed(rows_of_doc: list[dict]) -> str | None:
@@ -94,24 +112,46 @@ def _grade_loglikelihood(rules: TaskRules, by_doc: dict, rows: list) -> None:
         error = _failed(doc_rows)
         for m in rules.metric_names(["acc"]):
             if error is None and m == "acc":
-                rows.append((doc_id, "none", m, float(bool(doc_rows[0]["is_greedy"])), "rule", None))
+                rows.append((doc_id, "none", m, float(bool(doc_rows[0]["is_greedy"])), "rule", None, None))
+            elif error is None and m == "perplexity":  # lm-eval's item is the loglikelihood itself
+                ll = doc_rows[0]["logprob"]
+                rows.append((doc_id, "none", m, ll, "rule", None, [ll, 1.0]))
             else:
-                rows.append((doc_id, "none", m, None, "rule", error or f"metric {m} is not graded by rule yet"))
+                rows.append((doc_id, "none", m, None, "rule", error or f"metric {m} is not graded by rule yet",
+                             None))
 
 
 def _grade_choices(rules: TaskRules, by_doc: dict, inputs: dict, rows: list) -> None:
     metrics = rules.metric_names(["acc", "acc_norm"])
+    labelled = [m for m in metrics if CORPUS_METRICS.get(m) and CORPUS_METRICS[m].kind == "label"]
+    pairs: dict[int, tuple[int, int]] = {}  # doc -> (gold, pred) for f1/mcc, graded over the corpus below
+    n_labels = 0
     for doc_id, doc_rows in sorted(by_doc.items()):
         error = _failed(doc_rows)
         if error:
-            rows.extend((doc_id, "none", m, None, "rule", error) for m in metrics)
+            rows.extend((doc_id, "none", m, None, "rule", error, None) for m in metrics)
             continue
         choices = choices_of(inputs[doc_id]["continuations"], rules.target_delimiter)
         gold = gold_index(loads(inputs[doc_id]["target"]), choices)
-        scores = multiple_choice_scores(rules, [r["logprob"] for r in doc_rows], [r["is_greedy"] for r in doc_rows],
-                                        choices, gold)
-        rows.extend((doc_id, "none", m, scores.get(m), "rule",
-                     None if m in scores else f"metric {m} is not graded for multiple choice") for m in metrics)
+        lls = [r["logprob"] for r in doc_rows]
+        scores = multiple_choice_scores(rules, lls, [r["is_greedy"] for r in doc_rows], choices, gold)
+        n_labels = max(n_labels, len(choices))
+        if labelled and isinstance(gold, int) and gold >= 0:
+            pairs[doc_id] = (gold, max(range(len(lls)), key=lls.__getitem__))
+        for m in metrics:
+            if m in labelled:
+                if doc_id not in pairs:
+                    rows.append((doc_id, "none", m, None, "rule", f"{m} needs a single gold choice", None))
+            else:
+                rows.append((doc_id, "none", m, scores.get(m), "rule",
+                             None if m in scores else f"metric {m} is not graded for multiple choice", None))
+    for m in labelled:
+        docs = sorted(pairs)
+        try:
+            scores, stats = label_stats(m, [pairs[d][0] for d in docs], [pairs[d][1] for d in docs], n_labels)
+            rows.extend((d, "none", m, sc, "rule", None, st) for d, sc, st in zip(docs, scores, stats.tolist()))
+        except ValueError as e:
+            rows.extend((d, "none", m, None, "rule", str(e), None) for d in docs)
 
 
 def _grade_exact_match_batch(rules: TaskRules, by_doc: dict, doc_ids: list[int], filter_name: str,
@@ -120,7 +160,7 @@ def _grade_exact_match_batch(rules: TaskRules, by_doc: dict, doc_ids: list[int],
     scores = exact_match_scores(predictions, golds, **rules.metric_kwargs("exact_match"))
     for doc_id, score in zip(doc_ids, scores):
         error = _failed(by_doc[doc_id])
-        rows.append((doc_id, filter_name, "exact_match", None if error else score, "rule", error))
+        rows.append((doc_id, filter_name, "exact_match", None if error else score, "rule", error, None))
 
 
 def _grade_generations(rules: TaskRules, by_doc: dict, inputs: dict, rows: list) -> None:
@@ -129,7 +169,13 @@ def _grade_generations(rules: TaskRules, by_doc: dict, inputs: dict, rows: list)
     docs = [loads(inputs[d]["doc"]) or {} for d in doc_ids]
     metrics = rules.metric_names(["exact_match"])
     golds = [loads(inputs[d]["target"]) for d in doc_ids]
+    texts = [m for m in metrics if CORPUS_METRICS.get(m) and CORPUS_METRICS[m].kind == "text"]
+    metrics = [m for m in metrics if m not in texts]
     for filter_name, predictions in filtered_predictions(rules, responses, docs).items():
+        for m in texts:
+            _grade_text_corpus(m, by_doc, doc_ids, filter_name, predictions, golds, rows)
+        if not metrics:
+            continue
         if metrics == ["exact_match"] and all(isinstance(x, str) for x in [*predictions, *golds]):
             _grade_exact_match_batch(rules, by_doc, doc_ids, filter_name, predictions, golds, rows)
             continue
@@ -140,5 +186,20 @@ def _grade_generations(rules: TaskRules, by_doc: dict, inputs: dict, rows: list)
                     scores = generation_scores(rules, prediction, loads(inputs[doc_id]["target"]))
                 except (KeyError, TypeError, ValueError) as e:  # a task-specific metric lm-eval's registry lacks
                     scores, error = {}, f"not gradable by rule: {type(e).__name__}: {e}"
-            rows.extend((doc_id, filter_name, m, None if error else float(scores[m]), "rule", error)
+            rows.extend((doc_id, filter_name, m, None if error else float(scores[m]), "rule", error, None)
                         for m in metrics)
+
+
+def _grade_text_corpus(metric: str, by_doc: dict, doc_ids: list[int], filter_name: str, predictions: list,
+                       golds: list, rows: list) -> None:
+    """bleu/chrf/ter: lm-eval's item is (gold, prediction) and its aggregate the sacrebleu corpus score."""
+    ok = [i for i, d in enumerate(doc_ids) if _failed(by_doc[d]) is None and not isinstance(golds[i], list)
+          and isinstance(predictions[i], str)]
+    scores, stats = text_stats(metric, [str(golds[i]) for i in ok], [predictions[i] for i in ok]) if ok else ([], [])
+    graded = {i: (sc, st) for i, sc, st in zip(ok, scores, [list(r) for r in stats])}
+    for i, doc_id in enumerate(doc_ids):
+        if i in graded:
+            rows.append((doc_id, filter_name, metric, graded[i][0], "rule", None, graded[i][1]))
+        else:
+            rows.append((doc_id, filter_name, metric, None, "rule",
+                         _failed(by_doc[doc_id]) or f"{metric} needs one string gold and prediction", None))
