@@ -7,7 +7,9 @@ from tabulate import tabulate
 from assets.check_results import partition_check_result
 from assets.generations import eval_run_id, generations
 from eval_pipeline import runs
-from eval_pipeline.grading.partition import grade_partition, grades_path
+from eval_pipeline.grading.embedding import embedding_partition
+from eval_pipeline.grading.judge import judge_partition
+from eval_pipeline.grading.partition import active_grade_files, grade_partition
 from eval_pipeline.partitions import generation_partitions_def, split_key
 from eval_pipeline.quality import check_grades
 from resources import CatalogResource, LakeResource
@@ -21,11 +23,17 @@ def grades(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: La
     for key in context.partition_keys:
         part = runs.partition_by_keys(catalog.catalog, run_id, *split_key(key))
         report = grade_partition(catalog.catalog, lake.lake, run_id, part.model, part.task_id)
+        judged = judge_partition(catalog.catalog, lake.lake, run_id, part.model, part.task_id)
+        embedded = embedding_partition(catalog.catalog, lake.lake, run_id, part.model, part.task_id)
         table = tabulate([[m, f, f"{v:.4f}"] for (m, f), v in report.means.items()],
                          headers=["metric", "filter", "mean"], tablefmt="github")
-        context.add_asset_metadata({"eval_run_id": run_id, "docs": report.docs, "rows": report.rows,
-                                    "failed_docs": report.failed_docs, "path": dg.MetadataValue.path(report.path),
-                                    "means": dg.MetadataValue.md(table)}, partition_key=key)
+        md = {"eval_run_id": run_id, "docs": report.docs, "rows": report.rows, "failed_docs": report.failed_docs,
+              "path": dg.MetadataValue.path(report.path), "means": dg.MetadataValue.md(table)}
+        if judged:
+            md |= {"judge_path": dg.MetadataValue.path(judged.path), "judge_failed": judged.failed}
+        if embedded:
+            md["embedding_path"] = dg.MetadataValue.path(embedded)
+        context.add_asset_metadata(md, partition_key=key)
 
 
 with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we rely on them knowingly
@@ -34,8 +42,21 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
     @dg.asset_check(asset=grades, partitions_def=generation_partitions_def)
     def grades_valid(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
                      lake: LakeResource) -> dg.AssetCheckResult:
-        """One grade per (doc, filter, metric); scores of 0/1 metrics within [0, 1]."""
+        """One grade per (doc, filter, metric); scores within their metric's range; judged grades carry
+        their rubric's hash."""
         run_id = eval_run_id(context, catalog, lake, create=False)
         return partition_check_result([
-            (key, check_grades(lake.lake.read_table(grades_path(run_id, *split_key(key))).to_pandas()))
+            (key, check_grades(partition_grades(catalog, lake, run_id, key).to_pandas()))
             for key in context.partition_keys])
+
+
+def partition_grades(catalog: CatalogResource, lake: LakeResource, run_id: str, key: str):
+    """Every grade that counts for a partition (rules, current judge, embedding, human)."""
+    import pyarrow as pa
+
+    from eval_pipeline.catalog import tables as t
+
+    with catalog.catalog.session() as s:
+        run = s.get(t.Run, run_id)
+        paths = active_grade_files(lake.lake, run, *split_key(key))
+    return pa.concat_tables([lake.lake.read_table(p) for p in paths])

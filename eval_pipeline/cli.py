@@ -6,6 +6,7 @@ import os
 import click
 
 from eval_pipeline.cli_common import _emit, _metadata, dagster_instance, front_door
+from eval_pipeline.cli_exports import exports_group
 from eval_pipeline.cli_runs import models, runs_group
 from eval_pipeline.runtime import open_runtime
 
@@ -114,6 +115,17 @@ def tasks_list() -> None:
     _emit({"object": "list", "data": list_tasks(open_runtime().catalog)})
 
 
+@tasks.command("set-mode")
+@click.argument("task_id")
+@click.argument("eval_mode", type=click.Choice(["rule", "model", "rule,model", "manual"]))
+@front_door
+def tasks_set_mode(task_id: str, eval_mode: str) -> None:
+    """How TASK_ID is graded: rules, a judge model (the run's judge_model), both, or people (manual)."""
+    from eval_pipeline.tasks import set_eval_mode
+
+    _emit(set_eval_mode(open_runtime().catalog, task_id, eval_mode))
+
+
 @main.command()
 @front_door
 def demo() -> None:
@@ -125,6 +137,7 @@ def demo() -> None:
 
 main.add_command(models)
 main.add_command(runs_group)
+main.add_command(exports_group)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,10 @@ def models() -> None:
 @click.option("--tensor-parallel-size", type=int)
 @click.option("--gpu-memory-utilization", type=float)
 @click.option("--chat", is_flag=True, help="vllm: apply the tokenizer's chat template to prompts.")
-@click.option("--add-bos-token", is_flag=True, help="vllm: prepend BOS to prompts (lm-eval's add_bos_token).")
+@click.option("--add-bos-token/--no-add-bos-token", default=None,
+              help="vllm: force BOS on or off (lm-eval's add_bos_token; default: the tokenizer's own choice).")
+@click.option("--skip-special-tokens", is_flag=True,
+              help="vllm: drop special tokens from generated text (as lm-eval's hf backend does).")
 @click.option("--base-url", help="openai: the endpoint, e.g. http://host:8000/v1.")
 @click.option("--api", type=click.Choice(["completions", "chat"]))
 @click.option("--served-name", help="openai: the model name the endpoint knows (default NAME).")
@@ -41,7 +44,8 @@ def models_add(name: str, backend: str, headers: tuple[str, ...], is_default: bo
     """Register a model under NAME."""
     from eval_pipeline.model_registry import add_model
 
-    options = {"backend": backend, **{k: v for k, v in opts.items() if v not in (None, False)}}
+    options = {"backend": backend, **{k: v for k, v in opts.items()
+                                      if v is not None and (v is not False or k == "add_bos_token")}}
     if headers:
         options["headers"] = _metadata(headers)
     _emit(add_model(open_runtime().catalog, name, options, default=is_default, replace=replace).to_dict())

@@ -13,6 +13,7 @@ PREFIXES = {
     "historical_run": "eval_hrun_",
     "run": "eval_run_",
     "file": "file_",
+    "export": "eval_export_",
 }
 
 

@@ -139,6 +139,6 @@ class Lake:
         out = []
         for p in found:
             rel = p[len(self.root) + 1 :] if p.startswith(self.root) else p
-            if not Path(rel).name.startswith(".tmp-"):
+            if not any(part.startswith(".tmp-") for part in Path(rel).parts):
                 out.append(rel)
         return sorted(out)

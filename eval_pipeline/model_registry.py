@@ -32,7 +32,10 @@ class VllmOptions(Strict):
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     chat: bool = False  # apply the tokenizer's chat template (lm-eval's --apply_chat_template)
-    add_bos_token: bool = False  # lm-eval's vllm default
+    # lm-eval 0.4.13's add_bos_token: None leaves it to the tokenizer (Llama-style ones add BOS)
+    add_bos_token: bool | None = None
+    # lm-eval's vllm backend keeps special tokens in generated text, its hf backend drops them
+    skip_special_tokens: bool = False
 
 
 class OpenAIOptions(Strict):
@@ -46,7 +49,17 @@ class OpenAIOptions(Strict):
     read_timeout: float = Field(600.0, gt=0, le=86_400)
 
 
-ModelOptions = Annotated[Union[VllmOptions, OpenAIOptions], Field(discriminator="backend")]
+class SentenceTransformersOptions(Strict):
+    """An embedding model for the embedding grader, loaded with sentence-transformers."""
+
+    backend: Literal["sentence-transformers"] = "sentence-transformers"
+    path: str = Field(min_length=1, description="A local model folder (or a Hub id when a hub is reachable).")
+    device: str = "cpu"
+    batch_size: int = Field(64, ge=1, le=4096)
+
+
+ModelOptions = Annotated[Union[VllmOptions, OpenAIOptions, SentenceTransformersOptions],
+                         Field(discriminator="backend")]
 
 
 class _Spec(Strict):
@@ -57,7 +70,7 @@ class _Spec(Strict):
 class Model:
     name: str
     key: str  # Dagster partition key
-    options: VllmOptions | OpenAIOptions
+    options: VllmOptions | OpenAIOptions | SentenceTransformersOptions
     is_default: bool = False
 
     @property
@@ -72,8 +85,10 @@ class Model:
         ident: dict = {"name": self.name, "backend": o.backend}
         if isinstance(o, VllmOptions):
             ident |= {"path": o.path, "revision": o.revision, "dtype": o.dtype, "chat": o.chat,
-                      "bos": o.add_bos_token, "max_model_len": o.max_model_len,
+                      "bos": o.add_bos_token, "skip_special": o.skip_special_tokens, "max_model_len": o.max_model_len,
                       "local": _folder_digest(Path(o.path)) if Path(o.path).is_dir() else None}
+        elif isinstance(o, SentenceTransformersOptions):
+            ident |= {"path": o.path, "local": _folder_digest(Path(o.path)) if Path(o.path).is_dir() else None}
         else:
             ident |= {"base_url": o.base_url, "api": o.api, "served_name": o.served_name}
         return hashlib.sha256(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -94,8 +109,9 @@ def _folder_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def parse_options(data: dict) -> VllmOptions | OpenAIOptions:
-    return parse_model(_Spec, {"options": data}, skip_loc=("options", "vllm", "openai")).options
+def parse_options(data: dict) -> VllmOptions | OpenAIOptions | SentenceTransformersOptions:
+    return parse_model(_Spec, {"options": data},
+                       skip_loc=("options", "vllm", "openai", "sentence-transformers")).options
 
 
 def _row_to_model(row: t.Model) -> Model:

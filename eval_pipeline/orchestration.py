@@ -14,6 +14,7 @@ from eval_pipeline.partitions import model_partitions_def, task_partitions_def
 
 RUN_TAG = "eval_pipeline/run_id"
 GENERATION_JOB = "generation"
+EXPORT_JOB = "export"
 
 
 @dataclass(frozen=True)
@@ -139,3 +140,13 @@ def stop_dagster_runs(instance: dg.DagsterInstance, run_id: str) -> int:
         elif instance.run_launcher.terminate(run.run_id):
             stopped += 1
     return stopped
+
+
+def execute_export(instance, catalog: Catalog, export_id: str, job, run_config: dict | None = None) -> bool:
+    """Materialise an export task's partition here (the CLI without a daemon); True when it succeeded."""
+    from eval_pipeline.partitions import export_partitions_def
+
+    instance.add_dynamic_partitions(export_partitions_def.name, [export_id])
+    result = job.execute_in_process(instance=instance, partition_key=export_id, run_config=run_config,
+                                    raise_on_error=False)
+    return result.success

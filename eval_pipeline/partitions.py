@@ -4,6 +4,7 @@ import dagster as dg
 suite_partitions_def = dg.DynamicPartitionsDefinition(name="suite")
 model_partitions_def = dg.DynamicPartitionsDefinition(name="model")
 task_partitions_def = dg.DynamicPartitionsDefinition(name="task")
+export_partitions_def = dg.DynamicPartitionsDefinition(name="export")  # one per export task id
 # Keys read "model|task": Dagster orders the dimensions by name.
 generation_partitions_def = dg.MultiPartitionsDefinition({"model": model_partitions_def,
                                                           "task": task_partitions_def})

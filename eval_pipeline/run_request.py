@@ -81,6 +81,8 @@ class RunRequest(Strict):
     task_ids: list[str] | None = Field(None, min_length=1)
     judge_model: str | None = Field(None, min_length=1)
     embedding_model: str | None = Field(None, min_length=1)
+    # The judge's rubric prompt with {question}, {reference} and {prediction}; default: grading/judge.py's
+    judge_rubric: str | None = Field(None, min_length=1, max_length=20000)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     generation_concurrency: int | None = Field(None, ge=1, le=256)
     concurrency: int | None = Field(None, ge=1, le=256)  # the brief's older name for the same
@@ -100,6 +102,13 @@ class RunRequest(Strict):
                 raise ValueError(f"models[{i}] is empty")
         if len(set(v)) != len(v):
             raise ValueError("the same model is listed twice")
+        return v
+
+    @field_validator("judge_rubric")
+    @classmethod
+    def _rubric(cls, v):
+        if v is not None and "{prediction}" not in v:
+            raise ValueError("must contain {prediction} (and may use {question} and {reference})")
         return v
 
     @field_validator("task_ids")
@@ -126,6 +135,7 @@ class RunRequest(Strict):
         return {
             "generation_concurrency": self.generation_concurrency or self.concurrency or DEFAULT_CONCURRENCY,
             "grader_concurrency": self.grader_concurrency or DEFAULT_CONCURRENCY,
+            "judge_rubric": self.judge_rubric,
             "bootstrap_iters": DEFAULT_BOOTSTRAP_ITERS if self.bootstrap_iters is None else self.bootstrap_iters,
             "max_samples_per_task": self.max_samples_per_task,
             "max_workflow_sample_activities": self.max_workflow_sample_activities or DEFAULT_CHUNK,

@@ -63,6 +63,20 @@ def _runnable_tasks(s: Session, sv: t.SuiteVersion, task_ids: list[str] | None) 
     return [by_id[i] for i in task_ids]
 
 
+def _check_graders(s: Session, req: RunRequest, tasks: list[t.Task]) -> None:
+    """A judged task needs a judge model; judge and embedding models must resolve."""
+    judged = [task.name for task in tasks if "model" in (task.eval_mode or "").split(",")]
+    if judged and not req.judge_model:
+        raise InvalidInput("judge_model", f"task {judged[0]} is graded by a judge model (eval_mode "
+                                          "includes model): name one")
+    if req.judge_model:
+        if resolve_in(s, req.judge_model, "judge_model").backend not in ("vllm", "openai"):
+            raise InvalidInput("judge_model", "must be a generative model (backend vllm or openai)")
+    if req.embedding_model:
+        if resolve_in(s, req.embedding_model, "embedding_model").backend == "openai":
+            raise InvalidInput("embedding_model", "must be a sentence-transformers or vllm model")
+
+
 def _plan_partitions(s: Session, lake: Lake, run: t.Run, models: list[Model], tasks: list[tuple]) -> int:
     total = 0
     max_samples = run.settings.get("max_samples_per_task")
@@ -86,6 +100,7 @@ def create_run(catalog: Catalog, lake: Lake, body: dict | RunRequest, *, origin:
         models = [resolve_in(s, name, f"models[{i}]") for i, name in enumerate(req.models)]
         sv = _suite_version(s, req.suite_id, req.suite_version)
         tasks = _runnable_tasks(s, sv, req.task_ids)
+        _check_graders(s, req, [task for task, _, _ in tasks])
         run = t.Run(id=ids.new_id("run"), name=req.name, description=req.description, suite_id=sv.suite_id,
                     suite_version=sv.version, suite_version_id=sv.id, status=status, origin=origin,
                     models=list(req.models), task_ids=req.task_ids, judge_model=req.judge_model,

@@ -2,8 +2,9 @@
 import dagster as dg
 
 from eval_pipeline import runs
-from eval_pipeline.orchestration import GENERATION_JOB, after_dagster_run, eval_run_of, plan_block_runs
-from eval_pipeline.partitions import model_partitions_def, task_partitions_def
+from eval_pipeline.exports import queued_exports
+from eval_pipeline.orchestration import EXPORT_JOB, GENERATION_JOB, after_dagster_run, eval_run_of, plan_block_runs
+from eval_pipeline.partitions import export_partitions_def, model_partitions_def, task_partitions_def
 from resources import CatalogResource, LakeResource
 
 
@@ -52,3 +53,14 @@ def generation_failed(context: dg.RunFailureSensorContext, catalog: CatalogResou
         message = context.failure_event.message if context.failure_event else ""
         after_dagster_run(catalog.catalog, lake.lake, run_id, False, message,
                           dagster_run_id=context.dagster_run.run_id)
+
+
+@dg.sensor(job_name=EXPORT_JOB, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+def queued_export_tasks(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
+    """Each queued export task: its partition of export_bundles, materialised by one Dagster run (the
+    run key is the export id, so a task is launched once)."""
+    pending = queued_exports(catalog.catalog)
+    known = set(context.instance.get_dynamic_partitions(export_partitions_def.name))
+    new = [e for e in pending if e not in known]
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=e, partition_key=e) for e in pending],
+                           dynamic_partitions_requests=[export_partitions_def.build_add_request(new)] if new else [])

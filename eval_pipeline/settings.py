@@ -13,6 +13,7 @@ class Settings:
     lake_url: str
     s3_endpoint_url: str | None
     dagster_home: Path
+    export_s3_endpoint_url: str | None = None  # object-storage exports; default: s3_endpoint_url
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -24,6 +25,8 @@ class Settings:
             lake_url=env.get("EVAL_PIPELINE_LAKE_URL") or str(home / "lake"),
             s3_endpoint_url=env.get("EVAL_PIPELINE_S3_ENDPOINT_URL") or None,
             dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().resolve(),
+            export_s3_endpoint_url=(env.get("EVAL_PIPELINE_EXPORT_S3_ENDPOINT_URL")
+                                    or env.get("EVAL_PIPELINE_S3_ENDPOINT_URL") or None),
         )
 
     def prepare(self) -> "Settings":

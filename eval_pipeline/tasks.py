@@ -11,6 +11,7 @@ from eval_pipeline import ids
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
+from eval_pipeline.errors import InvalidInput, NotFound
 from eval_pipeline.files import register_file
 from eval_pipeline.harness.results import MEAN_METRICS, TaskResult
 from eval_pipeline.ingest import TaskInputs
@@ -104,6 +105,22 @@ def ensure_tasks(s: Session, specs: Iterable[TaskSpec]) -> dict[str, str]:
         out[sp.name] = task.id
     s.flush()
     return out
+
+
+EVAL_MODES = ("rule", "model", "rule,model", "manual")
+
+
+def set_eval_mode(catalog: Catalog, task_id: str, eval_mode: str) -> dict:
+    """How a task is graded: by rule, by a judge model, both, or by people (eval_type manual)."""
+    if eval_mode not in EVAL_MODES:
+        raise InvalidInput("eval_mode", f"must be one of {', '.join(EVAL_MODES)}")
+    with catalog.session() as s:
+        task = s.get(t.Task, task_id)
+        if task is None:
+            raise NotFound("task", task_id)
+        task.eval_mode, task.eval_type, task.updated_at = eval_mode, "manual" if eval_mode == "manual" else "auto", now()
+        tv = s.get(t.TaskVersion, (task.id, task.current_version))
+        return task_object(task, tv)
 
 
 def list_tasks(catalog: Catalog) -> list[dict]:

@@ -22,5 +22,9 @@ def parse_model(cls: type[M], data, *, skip_loc: tuple[str, ...] = ()) -> M:
         return cls.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if p not in skip_loc)
+        loc = ""
+        for p in err["loc"]:
+            if p in skip_loc:
+                continue
+            loc += f"[{p}]" if isinstance(p, int) else (f".{p}" if loc else str(p))
         raise InvalidInput(loc or "body", err["msg"]) from None

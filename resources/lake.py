@@ -21,3 +21,7 @@ class LakeResource(dg.ConfigurableResource):
     @property
     def s3_endpoint(self) -> Optional[str]:
         return self.s3_endpoint_url or Settings.from_env().s3_endpoint_url
+
+    @property
+    def export_s3_endpoint(self) -> Optional[str]:
+        return Settings.from_env().export_s3_endpoint_url

@@ -2,7 +2,8 @@
 
 Cues in the prompt: R429 (first attempt 429), R503 (first attempt 503), SLOW (first attempt answers too
 late), DROP (first attempt closes the connection), EMPTY (first attempt returns ""), FAIL (always 500).
-Any prompt listed in `fail_prompts` always gets a 500 as well.
+Any prompt listed in `fail_prompts` always gets a 500 as well. `reply(prompt)`, when given, writes the
+answer text instead (a judge's verdicts); every request body is kept in `bodies`.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FlakyOpenAI:
-    def __init__(self, slow_seconds: float = 2.5, delay: float = 0.0):
+    def __init__(self, slow_seconds: float = 2.5, delay: float = 0.0, reply=None):
         self.attempts: Counter = Counter()
+        self.reply, self.bodies = reply, []
         self.fail_prompts: set[str] = set()
         self.headers: list[dict] = []
         self.in_flight = 0
@@ -47,6 +49,7 @@ class FlakyOpenAI:
                 prompt = body.get("prompt") or body["messages"][-1]["content"]
                 with fake._lock:
                     fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    fake.bodies.append(body)
                     fake.attempts[prompt] += 1
                     n = fake.attempts[prompt]
                     fake.in_flight += 1
@@ -73,6 +76,8 @@ class FlakyOpenAI:
                         self.connection.shutdown(2)
                         return
                 text = "" if ("EMPTY" in prompt and n == 1) else f"answer {n}"
+                if fake.reply is not None:
+                    text = fake.reply(prompt)
                 if "messages" in body:
                     choice = {"index": 0, "finish_reason": "stop",
                               "message": {"role": "assistant", "content": text}}

@@ -42,7 +42,7 @@ def test_greedy_token_ids_equal_transformers(engine, hf):
     model, tok = hf
     outs = engine.generate([_gen(p, i, max_output_tokens=12) for i, p in enumerate(PROMPTS)], {}, {})
     for prompt, out in zip(PROMPTS, outs):
-        ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        ids = tok(prompt, return_tensors="pt").input_ids  # the tokenizer adds its BOS, as lm-eval 0.4.13
         ref = model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=tok.eos_token_id,
                              pad_token_id=tok.pad_token_id)[0, ids.shape[1]:].tolist()
         assert out.error is None
@@ -56,8 +56,8 @@ def _hf_loglikelihood(model, tok, context, continuation):
     n = len(context) - len(context.rstrip())
     if n:
         context, continuation = context[:-n], context[-n:] + continuation
-    whole = tok(context + continuation, add_special_tokens=False).input_ids
-    ctx = tok(context, add_special_tokens=False).input_ids
+    whole = tok(context + continuation).input_ids
+    ctx = tok(context).input_ids
     cont = whole[len(ctx):]
     with torch.no_grad():
         logits = model(torch.tensor([ctx + cont])).logits[0].log_softmax(-1)

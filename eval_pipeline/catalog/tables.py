@@ -162,7 +162,7 @@ class Model(Base):
     __tablename__ = "model_registry"
     name: Mapped[str] = mapped_column(String(512), primary_key=True)
     key: Mapped[str] = mapped_column(String(128), unique=True)  # the Dagster partition key
-    backend: Mapped[str] = mapped_column(String(16))
+    backend: Mapped[str] = mapped_column(String(32))
     options: Mapped[dict] = mapped_column(JSON, default=dict)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     implicit: Mapped[bool] = mapped_column(Boolean, default=False)  # a local folder used by path
@@ -224,3 +224,23 @@ class RunPartition(Base):
     chunks: Mapped[list] = mapped_column(JSON, default=list)
     dagster_run_id: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Export(Base):
+    """An export task: a run's bundle to an S3-compatible bucket (`object`) or the lake (`system`)."""
+
+    __tablename__ = "exports"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
+    storage_type: Mapped[str] = mapped_column(String(16))
+    bucket: Mapped[str | None] = mapped_column(String(255))
+    prefix: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[list] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued, running, succeeded, failed
+    location: Mapped[str | None] = mapped_column(Text)
+    files: Mapped[list | None] = mapped_column(JSON)
+    error: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    created_ns: Mapped[int] = mapped_column(BigInteger, index=True)
+    started_at: Mapped[int | None] = mapped_column(BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger)

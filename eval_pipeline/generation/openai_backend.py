@@ -86,6 +86,9 @@ class OpenAIBackend:
             if k in p:
                 common[k] = p[k]
         extra = {k: p[k] for k in _SAMPLING_EXTRA if k in p} | (run_generation.get("extra_body") or {})
+        if self.options.api == "chat" and p.get("json_schema"):  # a judge's verdict, as structured output
+            common["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "verdict", "schema": p["json_schema"], "strict": True}}
         if self.options.api == "chat":
             messages = ([{"role": "system", "content": run_generation["instructions"]}]
                         if run_generation.get("instructions") else []) + [{"role": "user", "content": r.context}]

@@ -1,7 +1,8 @@
 """The vllm backend: the offline engine (`vllm.LLM`), tokenising as lm-evaluation-harness does.
 
 lm-eval's rules, which this follows so that outputs and logprobs match it token for token:
-- a prompt is encoded without special tokens unless the model asks for a BOS (`add_bos_token`);
+- a prompt gets the tokenizer's special tokens (a BOS for Llama-style tokenizers) unless the model
+  sets `add_bos_token`; a prompt that already starts with the BOS text (a chat template's) gets none;
 - generate_until stops on the task's `until` strings plus the EOS text, and the output is cut at the first
   stop string afterwards; the context is left-truncated to leave room for `max_gen_toks`;
 - a loglikelihood request moves the context's trailing whitespace to the continuation, encodes
@@ -27,19 +28,24 @@ def _cpu_build() -> bool:
         return False
 
 
+def apply_cpu_defaults() -> None:
+    """Environment defaults set only when unset, before vLLM is imported."""
+    # vLLM logs to stdout at INFO by default, which would corrupt the CLI's JSON output.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if _cpu_build():
+        # The CPU build otherwise reserves most of the RAM for KV cache, and its separate engine
+        # process costs seconds to start: both defaults only suit a dedicated server.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
 class VllmEngine:
     """One loaded model. Loading is the expensive part: engines.py keeps one per worker process."""
 
     def __init__(self, model: Model):
         opts: VllmOptions = model.options
-        # vLLM logs to stdout at INFO by default, which would corrupt the CLI's JSON output.
-        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        if _cpu_build():
-            # The CPU build otherwise reserves most of the RAM for KV cache, and its separate engine
-            # process costs seconds to start: both defaults only suit a dedicated server.
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        apply_cpu_defaults()
         from vllm import LLM
 
         kwargs = dict(model=opts.path, revision=opts.revision, dtype=opts.dtype, seed=0,
@@ -61,6 +67,7 @@ class VllmEngine:
         self._logprob_params = SamplingParams(temperature=0, prompt_logprobs=1, max_tokens=1, detokenize=False)
         bos = self.tokenizer.bos_token_id
         self.prefix_token_id = bos if bos is not None else self.tokenizer.eos_token_id
+        self.bos_text = self.tokenizer.decode([self.prefix_token_id])
 
     def render(self, context: str, run_generation: dict) -> str:
         if not self.options.chat:
@@ -72,8 +79,24 @@ class VllmEngine:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   **(run_generation.get("chat_template_kwargs") or {}))
 
+    def _special(self, text: str) -> dict:
+        if self.bos_text and text.startswith(self.bos_text):
+            return {"add_special_tokens": False}
+        return {} if self.options.add_bos_token is None else {"add_special_tokens": self.options.add_bos_token}
+
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=self.options.add_bos_token).input_ids
+        return self.tokenizer(text, **self._special(text)).input_ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """One call to the (Rust) tokenizer per kind of special-token handling."""
+        out: list[list[int] | None] = [None] * len(texts)
+        groups: dict[tuple, list[int]] = {}
+        for i, text in enumerate(texts):
+            groups.setdefault(tuple(self._special(text).items()), []).append(i)
+        for special, idx in groups.items():
+            for i, ids in zip(idx, self.tokenizer([texts[i] for i in idx], **dict(special)).input_ids):
+                out[i] = ids
+        return out
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         if context == "":
@@ -93,9 +116,8 @@ class VllmEngine:
         prompts, params, post = [], [], []
         outcomes: list[Outcome | None] = [None] * len(requests)
         gen = [(i, r) for i, r in enumerate(requests) if r.kind != "loglikelihood"]
-        # One batch call to the (Rust) tokenizer, and one SamplingParams per distinct setting.
-        encoded = (self.tokenizer([self.render(r.context, run_generation) for _, r in gen],
-                                  add_special_tokens=self.options.add_bos_token).input_ids if gen else [])
+        # Batch tokenisation, and one SamplingParams per distinct setting.
+        encoded = self.encode_batch([self.render(r.context, run_generation) for _, r in gen]) if gen else []
         shared: dict[str, SamplingParams] = {}
         for (i, r), ids in zip(gen, encoded):
             p = r.params
@@ -111,8 +133,13 @@ class VllmEngine:
             if key not in shared:
                 extra = {k: p[k] for k in ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
                                            "repetition_penalty", "seed") if k in p}
+                if p.get("json_regex"):  # a judge's verdict: decoding held to the verdict's exact form
+                    from vllm.sampling_params import StructuredOutputsParams
+
+                    extra["structured_outputs"] = StructuredOutputsParams(regex=p["json_regex"])
                 shared[key] = SamplingParams(max_tokens=p["max_gen_toks"], stop=until, temperature=p["temperature"],
-                                             skip_special_tokens=False, spaces_between_special_tokens=False,
+                                             skip_special_tokens=self.options.skip_special_tokens,
+                                             spaces_between_special_tokens=False,
                                              **extra)
             tokens = ids[-max_ctx:]
             prompts.append(TokensPrompt(prompt_token_ids=tokens))

@@ -2,6 +2,7 @@
 (targets, choices), scored by rules.py, published as one atomic Parquet file."""
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -43,8 +44,19 @@ def grades_path(run_id: str, model_key: str, task_key: str, grader: str = "rules
     return f"{grades_dir(run_id, model_key, task_key)}/{grader}.parquet"
 
 
-def grade_files(lake: Lake, run_id: str, model_key: str, task_key: str) -> list[str]:
-    return sorted(p for p in lake.list(grades_dir(run_id, model_key, task_key) + "/") if p.endswith(".parquet"))
+def active_grade_files(lake: Lake, run: t.Run, model_key: str, task_key: str) -> list[str]:
+    """The grade files that count for the run now: rules, its current judge and rubric, its embedding
+    model, human grades (earlier judges' files stay beside them, unused)."""
+    from eval_pipeline.grading.embedding import embedding_grader
+    from eval_pipeline.grading.judge import judge_grader, rubric_text
+
+    names = ["rules"]
+    if run.judge_model:
+        names.append(judge_grader(run.judge_model, rubric_text(run.settings)))
+    if run.embedding_model:
+        names.append(embedding_grader(run.embedding_model))
+    names.append("human")
+    return [p for p in (grades_path(run.id, model_key, task_key, n) for n in names) if lake.exists(p)]
 
 
 def task_rules(task: t.Task) -> TaskRules:
@@ -64,6 +76,51 @@ def _load(catalog: Catalog, run_id: str, model: str, task_id: str):
                                .where(t.TaskVersion.task_id == task_id, t.TaskVersion.version == part.task_version))
         chunks = [c["path"] for c in part.chunks]
         return part.model_key, part.task_key, task_rules(task), inputs_path, chunks
+
+
+@dataclass
+class DocAnswer:
+    """One doc of a partition as a reader sees it: what was asked, answered and expected."""
+
+    doc_id: int
+    kind: str  # the first request's kind
+    prompt: str
+    prediction: str | None  # generated text; for multiple choice the highest-loglikelihood choice
+    reference: str  # the expected answer (the gold choice's text for multiple choice)
+    error: str | None  # a failed generation
+
+
+def generation_docs(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str) -> list[DocAnswer]:
+    _, _, rules, inputs_path, chunks = _load(catalog, run_id, model, task_id)
+    columns = ["doc_id", "request_index", "request_kind", "prompt", "output_text", "logprob", "error"]
+    by_doc: dict[int, list[dict]] = defaultdict(list)
+    for chunk in chunks:
+        for r in lake.read_table(chunk, columns=columns).to_pylist():
+            by_doc[r["doc_id"]].append(r)
+    inputs = {r["doc_id"]: r for r in lake.read_table(inputs_path, columns=["doc_id", "target", "continuations"])
+              .to_pylist()}
+    out = []
+    for doc_id in sorted(by_doc):
+        reqs = sorted(by_doc[doc_id], key=lambda r: r["request_index"])
+        target = loads(inputs[doc_id]["target"]) if doc_id in inputs else None
+        prediction, reference = reqs[0]["output_text"], _text(target)
+        if reqs[0]["request_kind"] == "loglikelihood":
+            choices = choices_of(inputs[doc_id]["continuations"], rules.target_delimiter)
+            lls = [r["logprob"] for r in reqs]
+            prediction = (choices[max(range(len(lls)), key=lls.__getitem__)]
+                          if len(lls) == len(choices) and all(x is not None for x in lls) else None)
+            gold = gold_index(target, choices)
+            if isinstance(gold, int) and gold >= 0:
+                reference = choices[gold]
+        out.append(DocAnswer(doc_id, reqs[0]["request_kind"], reqs[0]["prompt"], prediction, reference or "",
+                             _failed(reqs)))
+    return out
+
+
+def _text(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def grade_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str) -> GradeReport:

@@ -1,0 +1,30 @@
+"""Export bundles, one partition per export task: a finished run's samples and metrics, published to
+an S3-compatible bucket or the lake, with a check that the manifest's checksums verify."""
+import dagster as dg
+
+from eval_pipeline.exports import bundle_location, run_export, verify_bundle
+from eval_pipeline.partitions import export_partitions_def
+from resources import CatalogResource, LakeResource
+
+
+# An export reads one run's metrics partitions; which ones is data, not a static mapping, so the graph
+# shows the dependency on all of them.
+@dg.asset(partitions_def=export_partitions_def,
+          deps=[dg.AssetDep("metrics", partition_mapping=dg.AllPartitionMapping())], group_name="evaluation",
+          kinds={"parquet", "s3"})
+def export_bundles(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: LakeResource) -> None:
+    """A run's bundle: samples.parquet, samples.jsonl, metrics.json and manifest.json (written last)."""
+    export = run_export(catalog.catalog, lake.lake, context.partition_key, lake.export_s3_endpoint)
+    context.add_output_metadata({
+        "run_id": export["run_id"], "location": export["location"], "storage_type": export["storage_type"],
+        "content": ", ".join(export["content"]), "rows": (export["files"] or [{}])[0].get("rows"),
+        "files": dg.MetadataValue.json({f["name"]: f["sha256"] for f in export["files"] or []})})
+
+
+@dg.asset_check(asset=export_bundles)
+def bundle_checksums_valid(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
+                           lake: LakeResource) -> dg.AssetCheckResult:
+    """Every file the manifest lists is there and its sha256 matches."""
+    (key,) = context.run.tags.get("dagster/partition", "").split(",")[:1] or [""]
+    problems = verify_bundle(*bundle_location(catalog.catalog, lake.lake, key, lake.export_s3_endpoint))
+    return dg.AssetCheckResult(passed=not problems, metadata={"export_id": key, "problems": problems or "none"})

@@ -1,0 +1,89 @@
+"""The rows and files of an export bundle, written into a local staging folder.
+
+One sample row per (model, task, doc): `prompt` is the context the model was given, `prediction` its
+answer (the generated text; for multiple choice the choice with the highest loglikelihood, as acc
+scores it), `completion` the expected answer (the gold choice's text for multiple choice), `metrics`
+the sample's scores as {"metric,filter": score}, `system` the run's system prompt (`instructions`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import select
+
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.catalog.store import now
+from eval_pipeline.grading.partition import active_grade_files, generation_docs
+from eval_pipeline.lake import Lake
+
+FORMAT_VERSION = 1
+COLUMN_TYPES = {"prompt": pa.string(), "prediction": pa.string(), "completion": pa.string(),
+                "metrics": pa.map_(pa.string(), pa.float64()), "system": pa.string()}
+
+
+def samples_schema(content: list[str]) -> pa.Schema:
+    return pa.schema([("model", pa.string()), ("task", pa.string()), ("doc_id", pa.int64()),
+                      *[(c, COLUMN_TYPES[c]) for c in content if c in COLUMN_TYPES]])
+
+
+def _partition_rows(lake: Lake, catalog: Catalog, run: t.Run, part: t.RunPartition, task_name: str,
+                    system: str | None) -> list[dict]:
+    scores: dict[int, dict[str, float]] = defaultdict(dict)
+    for path in active_grade_files(lake, run, part.model_key, part.task_key):
+        for g in lake.read_table(path, columns=["doc_id", "metric", "filter", "score", "error"]).to_pylist():
+            if g["error"] is None and g["score"] is not None:
+                scores[g["doc_id"]][f"{g['metric']},{g['filter']}"] = g["score"]
+    return [{"model": part.model, "task": task_name, "doc_id": d.doc_id, "prompt": d.prompt,
+             "prediction": d.prediction, "completion": d.reference, "metrics": scores.get(d.doc_id, {}),
+             "system": system}
+            for d in generation_docs(catalog, lake, run.id, part.model, part.task_id)]
+
+
+def _file_entry(path: Path, rows: int | None) -> dict:
+    data = path.read_bytes()
+    return {"name": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "rows": rows}
+
+
+def write_bundle(catalog: Catalog, lake: Lake, run_id: str, export_id: str, content: list[str],
+                 folder: Path) -> list[dict]:
+    """Write the bundle's files into `folder`, manifest.json included; returns the data files' entries."""
+    from eval_pipeline.runs import run_object
+
+    schema = samples_schema(content)
+    with catalog.session() as s:
+        run = s.get(t.Run, run_id)
+        run_spec = run_object(s, run)
+        parts = list(s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)
+                               .order_by(t.RunPartition.model, t.RunPartition.task_key)))
+        work = [(part, s.get(t.Task, part.task_id).name) for part in parts]
+        for part in parts:
+            s.expunge(part)
+        s.expunge(run)
+    system = (run.generation or {}).get("instructions")
+    n = 0
+    with pq.ParquetWriter(folder / "samples.parquet", schema) as parquet, \
+            open(folder / "samples.jsonl", "w", encoding="utf-8") as jsonl:
+        for part, task_name in work:  # one partition in memory at a time
+            rows = [{k: r[k] for k in schema.names} for r in _partition_rows(lake, catalog, run, part, task_name,
+                                                                               system)]
+            parquet.write_table(pa.Table.from_pylist(rows, schema=schema))
+            for r in rows:
+                jsonl.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += len(rows)
+    files = [_file_entry(folder / "samples.parquet", n), _file_entry(folder / "samples.jsonl", n)]
+    if "metrics" in content:
+        (folder / "metrics.json").write_text(json.dumps(
+            {"run_id": run_id, "metrics": run_spec["metrics"]}, indent=2, sort_keys=True, ensure_ascii=False))
+        files.append(_file_entry(folder / "metrics.json", None))
+    manifest = {"object": "eval.export.manifest", "format_version": FORMAT_VERSION, "export_id": export_id,
+                "created_at": now(), "content": content, "columns": schema.names,
+                "suite": {"id": run_spec["suite_id"], "version": run_spec["suite_version"]},
+                "models": run_spec["models"], "run": run_spec, "files": files}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
+    return files

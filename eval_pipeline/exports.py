@@ -1,0 +1,203 @@
+"""Export tasks: a finished run's samples and metrics as a bundle in object storage or the lake.
+
+queued -> running -> succeeded | failed. A bundle is the folder `<prefix>/<export id>/` holding
+`samples.parquet` and `samples.jsonl` (model, task, doc_id and exactly the selected content columns),
+`metrics.json` when metrics are selected, and `manifest.json`, written last, listing every file with
+its sha256, size and rows. The manifest is the commit mark: on the lake's local disk the folder is
+staged and renamed into place in one step; on S3 the files go up one object at a time, the manifest
+after them, and a failure deletes what was written, so a bundle is complete or absent.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+import fsspec
+from pydantic import Field, field_validator, model_validator
+from sqlalchemy import select
+
+from eval_pipeline import ids
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.catalog.store import now
+from eval_pipeline.errors import Conflict, InvalidInput, NotFound
+from eval_pipeline.lake import Lake
+from eval_pipeline.validation import Strict, parse_model
+
+CONTENT = ("prompt", "prediction", "completion", "metrics", "system")
+EXPORTABLE_RUN_STATUSES = ("completed",)
+
+
+class ExportRequest(Strict):
+    run_id: str = Field(min_length=1)
+    storage_type: Literal["object", "system"] = "system"
+    bucket: str | None = Field(None, min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
+    prefix: str | None = Field(None, max_length=512)
+    content: list[Literal["prompt", "prediction", "completion", "metrics", "system"]] = Field(min_length=1)
+
+    @field_validator("content")
+    @classmethod
+    def _distinct(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("the same content is listed twice")
+        return [c for c in CONTENT if c in v]
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v):
+        if v is None:
+            return v
+        v = v.strip("/")
+        if any(p in ("", ".", "..") for p in v.split("/")) and v:
+            raise ValueError("must be a relative key prefix without empty, '.' or '..' parts")
+        return v or None
+
+    @model_validator(mode="after")
+    def _bucket(self):
+        if self.storage_type == "object" and not self.bucket:
+            raise InvalidInput("bucket", "is required when storage_type is object")
+        if self.storage_type == "system" and self.bucket:
+            raise InvalidInput("bucket", "is only for storage_type object (system storage is the service's own)")
+        return self
+
+
+def create_export(catalog: Catalog, request: dict) -> dict:
+    req = parse_model(ExportRequest, request) if isinstance(request, dict) else None
+    if req is None:
+        raise InvalidInput("body", "must be a JSON object")
+    with catalog.session() as s:
+        run = s.get(t.Run, req.run_id)
+        if run is None:
+            raise NotFound("run", req.run_id)
+        if run.status not in EXPORTABLE_RUN_STATUSES:
+            raise Conflict(f"run {run.id} is {run.status}; only a completed run can be exported")
+        row = t.Export(id=ids.new_id("export"), run_id=run.id, storage_type=req.storage_type, bucket=req.bucket,
+                       prefix=req.prefix, content=req.content, status="queued", created_at=now(),
+                       created_ns=time.time_ns())
+        s.add(row)
+        s.flush()
+        return export_object(row)
+
+
+def export_object(row: t.Export) -> dict:
+    return {"id": row.id, "object": "eval.export", "run_id": row.run_id, "storage_type": row.storage_type,
+            "bucket": row.bucket, "prefix": row.prefix, "content": list(row.content), "status": row.status,
+            "location": row.location, "files": row.files, "error": row.error, "created_at": row.created_at,
+            "started_at": row.started_at, "finished_at": row.finished_at}
+
+
+def get_export(catalog: Catalog, export_id: str) -> dict:
+    with catalog.session() as s:
+        row = s.get(t.Export, export_id)
+        if row is None:
+            raise NotFound("export", export_id)
+        return export_object(row)
+
+
+def queued_exports(catalog: Catalog) -> list[str]:
+    with catalog.session() as s:
+        return list(s.scalars(select(t.Export.id).where(t.Export.status == "queued").order_by(t.Export.created_ns)))
+
+
+def _set(catalog: Catalog, export_id: str, **values) -> dict:
+    with catalog.session() as s:
+        row = s.get(t.Export, export_id)
+        for k, v in values.items():
+            setattr(row, k, v)
+        s.flush()
+        return export_object(row)
+
+
+class Destination:
+    """Where a bundle goes: a filesystem and the bundle folder's path on it."""
+
+    def __init__(self, fs, folder: str, uri: str, local: bool):
+        self.fs, self.folder, self.uri, self.local = fs, folder.rstrip("/"), uri.rstrip("/") + "/", local
+
+    @classmethod
+    def of(cls, row: t.Export, lake: Lake, s3_endpoint_url: str | None) -> "Destination":
+        key = "/".join(p for p in (row.prefix, row.id) if p)
+        if row.storage_type == "object":
+            options = {"endpoint_url": s3_endpoint_url} if s3_endpoint_url else {}
+            fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+            return cls(fs, f"{row.bucket}/{key}", f"s3://{row.bucket}/{key}", local=False)
+        rel = f"exports/{key}"
+        return cls(lake.fs, f"{lake.root}/{rel}", lake.uri(rel), local=lake.is_local)
+
+    def clear(self) -> None:
+        if self.fs.exists(self.folder):
+            self.fs.rm(self.folder, recursive=True)
+
+    def publish(self, staged: Path, names: list[str]) -> None:
+        """Put the staged files in place, `manifest.json` last (the commit mark)."""
+        if self.local:
+            Path(self.folder).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, self.folder)  # one rename: the bundle appears whole
+            return
+        try:
+            for name in names:
+                self.fs.put_file(str(staged / name), f"{self.folder}/{name}")
+        except BaseException:
+            self.clear()
+            raise
+
+
+def run_export(catalog: Catalog, lake: Lake, export_id: str, s3_endpoint_url: str | None = None) -> dict:
+    """Build and publish the bundle (idempotent: a re-run replaces whatever an interrupted run left)."""
+    from eval_pipeline.bundle import write_bundle
+
+    with catalog.session() as s:
+        row = s.get(t.Export, export_id)
+        if row is None:
+            raise NotFound("export", export_id)
+        if row.status == "succeeded":
+            return export_object(row)
+        dest = Destination.of(row, lake, s3_endpoint_url)
+        content, run_id = list(row.content), row.run_id
+    _set(catalog, export_id, status="running", started_at=now(), error=None)
+    try:
+        dest.clear()
+        parent = Path(dest.folder).parent if dest.local else None
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tmp-export-", dir=parent) as tmp:
+            staged = Path(tmp) / "bundle"
+            staged.mkdir()
+            files = write_bundle(catalog, lake, run_id, export_id, content, staged)
+            dest.publish(staged, [f["name"] for f in files] + ["manifest.json"])
+    except Exception as e:
+        _set(catalog, export_id, status="failed", finished_at=now(),
+             error={"code": "export_failed", "message": f"{type(e).__name__}: {e}"})
+        raise
+    return _set(catalog, export_id, status="succeeded", finished_at=now(), location=dest.uri, files=files)
+
+
+def verify_bundle(fs, folder: str) -> list[str]:
+    """Problems with a published bundle: a missing manifest or file, or a checksum that differs."""
+    manifest_path = f"{folder.rstrip('/')}/manifest.json"
+    if not fs.exists(manifest_path):
+        return ["manifest.json is missing"]
+    manifest = json.loads(fs.cat_file(manifest_path))
+    problems = []
+    for f in manifest["files"]:
+        path = f"{folder.rstrip('/')}/{f['name']}"
+        if not fs.exists(path):
+            problems.append(f"{f['name']} is missing")
+        elif hashlib.sha256(fs.cat_file(path)).hexdigest() != f["sha256"]:
+            problems.append(f"{f['name']}: sha256 differs from the manifest")
+    return problems
+
+
+def bundle_location(catalog: Catalog, lake: Lake, export_id: str, s3_endpoint_url: str | None = None):
+    """(filesystem, folder) of an export's bundle."""
+    with catalog.session() as s:
+        row = s.get(t.Export, export_id)
+        if row is None:
+            raise NotFound("export", export_id)
+        dest = Destination.of(row, lake, s3_endpoint_url)
+    return dest.fs, dest.folder

@@ -1,0 +1,55 @@
+"""Grade a finished run again with another judge, rubric or embedding model: new grades beside the
+old ones, metrics recomputed, nothing regenerated."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.errors import Conflict, InvalidInput
+from eval_pipeline.grading.embedding import embedding_partition
+from eval_pipeline.grading.judge import judge_partition
+from eval_pipeline.grading.partition import active_grade_files
+from eval_pipeline.lake import Lake
+from eval_pipeline.metrics import metrics_path, run_metrics_object, write_partition_metrics
+from eval_pipeline.run_request import RunRequest
+from eval_pipeline.validation import parse_model
+
+
+def regrade_run(catalog: Catalog, lake: Lake, run_id: str, *, judge_model: str | None = None,
+                judge_rubric: str | None = None, embedding_model: str | None = None) -> dict:
+    from eval_pipeline.runs import _check_graders, get_run
+
+    with catalog.session() as s:
+        run = s.get(t.Run, run_id)
+        if run is None:
+            from eval_pipeline.errors import NotFound
+
+            raise NotFound("run", run_id)
+        if run.status != "completed":
+            raise Conflict(f"run {run_id} is {run.status}; only a completed run is graded again")
+        changes = {k: v for k, v in (("judge_model", judge_model), ("judge_rubric", judge_rubric),
+                                     ("embedding_model", embedding_model)) if v is not None}
+        if not changes:
+            raise InvalidInput("judge_model", "name a judge model, a rubric or an embedding model to grade with")
+        req = parse_model(RunRequest, {"suite_id": run.suite_id, "models": run.models,
+                                       "judge_model": judge_model or run.judge_model,
+                                       "judge_rubric": judge_rubric or run.settings.get("judge_rubric"),
+                                       "embedding_model": embedding_model or run.embedding_model})
+        tasks = [s.get(t.Task, p.task_id) for p in s.scalars(select(t.RunPartition)
+                                                             .where(t.RunPartition.run_id == run_id))]
+        _check_graders(s, req, tasks)
+        run.judge_model, run.embedding_model = req.judge_model, req.embedding_model
+        run.settings = {**run.settings, "judge_rubric": req.judge_rubric}
+        parts = [(p.model, p.task_id, p.model_key, p.task_key) for p in
+                 s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id))]
+    for model, task_id, mk, tk in parts:
+        judge_partition(catalog, lake, run_id, model, task_id)
+        embedding_partition(catalog, lake, run_id, model, task_id)
+        with catalog.session() as s:
+            paths = active_grade_files(lake, s.get(t.Run, run_id), mk, tk)
+        write_partition_metrics(catalog, lake, run_id, model, task_id, paths)
+    with catalog.session() as s:
+        s.get(t.Run, run_id).metrics = run_metrics_object(lake, [metrics_path(run_id, mk, tk)
+                                                                  for _, _, mk, tk in parts])
+    return get_run(catalog, run_id)
