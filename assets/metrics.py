@@ -21,6 +21,7 @@ from resources import CatalogResource, LakeResource
 def metrics(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: LakeResource) -> None:
     """Per (metric, filter) of a partition: mean, standard error, 95% interval, n and failed samples."""
     run_id = eval_run_id(context, catalog, lake, create=False)
+    tables = {}
     for key in context.partition_keys:
         mk, tk = split_key(key)
         part = runs.partition_by_keys(catalog.catalog, run_id, mk, tk)
@@ -29,11 +30,23 @@ def metrics(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: L
         table = write_partition_metrics(catalog.catalog, lake.lake, run_id, part.model, part.task_id, paths)
         rows = [[r["metric"], r["filter"], _fmt(r["value"]), _fmt(r["stderr"]), r["n"], r["failed"]]
                 for r in table.to_pylist()]
+        tables[key] = tabulate(rows, headers=["metric", "filter", "value", "stderr", "n", "failed"],
+                               tablefmt="github")
+    report = run_report_so_far(catalog.catalog, lake.lake, run_id)
+    for key, table in tables.items():
         context.add_asset_metadata({
-            "eval_run_id": run_id, "path": dg.MetadataValue.path(metrics_path(run_id, mk, tk)),
-            "metrics": dg.MetadataValue.md(tabulate(rows, headers=["metric", "filter", "value", "stderr", "n",
-                                                                   "failed"], tablefmt="github"))},
-            partition_key=key)
+            "eval_run_id": run_id, "path": dg.MetadataValue.path(metrics_path(run_id, *split_key(key))),
+            "metrics": dg.MetadataValue.md(table), "run_report": dg.MetadataValue.md(report)}, partition_key=key)
+
+
+def run_report_so_far(catalog, lake, run_id: str) -> str:
+    """The run's report over every partition with metrics yet (all of them by its last Dagster run)."""
+    from eval_pipeline.metrics import run_metrics_object
+    from eval_pipeline.report import markdown
+
+    parts = runs.run_partitions(catalog, run_id)
+    paths = [p for p in (metrics_path(run_id, q.model_key, q.task_key) for q in parts) if lake.exists(p)]
+    return markdown({**runs.get_run(catalog, run_id), "metrics": run_metrics_object(lake, paths)})
 
 
 def _fmt(x) -> str:

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
+from eval_pipeline.compare import run_comparisons
 from eval_pipeline.grading.partition import active_grade_files, generation_docs
 from eval_pipeline.lake import Lake
 
@@ -79,7 +80,8 @@ def write_bundle(catalog: Catalog, lake: Lake, run_id: str, export_id: str, cont
     files = [_file_entry(folder / "samples.parquet", n), _file_entry(folder / "samples.jsonl", n)]
     if "metrics" in content:
         (folder / "metrics.json").write_text(json.dumps(
-            {"run_id": run_id, "metrics": run_spec["metrics"]}, indent=2, sort_keys=True, ensure_ascii=False))
+            {"run_id": run_id, "metrics": run_spec["metrics"], "comparisons": run_comparisons(catalog, lake, run_id)},
+            indent=2, sort_keys=True, ensure_ascii=False))
         files.append(_file_entry(folder / "metrics.json", None))
     manifest = {"object": "eval.export.manifest", "format_version": FORMAT_VERSION, "export_id": export_id,
                 "created_at": now(), "content": content, "columns": schema.names,

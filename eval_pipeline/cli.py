@@ -6,6 +6,7 @@ import os
 import click
 
 from eval_pipeline.cli_common import _emit, _metadata, dagster_instance, front_door
+from eval_pipeline import cli_grading  # noqa: F401  (adds its commands to the runs group)
 from eval_pipeline.cli_exports import exports_group
 from eval_pipeline.cli_runs import models, runs_group
 from eval_pipeline.runtime import open_runtime

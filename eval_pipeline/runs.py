@@ -283,15 +283,24 @@ def finish_partition(catalog: Catalog, run_id: str, model: str, task_id: str, st
 
 
 def complete_if_done(catalog: Catalog, lake: Lake, run_id: str) -> bool:
-    """in_progress -> finalizing -> completed when every partition is done: finalizing gathers the
-    partitions' metrics into the run's `metrics` object."""
+    """in_progress -> finalizing -> completed when every partition is done and every sample of a manual
+    task has a human grade: finalizing gathers the partitions' metrics into the run's `metrics` object;
+    the run's report (HTML with a chart) becomes its artifact."""
     with catalog.session() as s:
         run = _run(s, run_id)
         parts = s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)).all()
         if run.status != "in_progress" or any(p.status != "done" for p in parts):
             return False
-        run.status = "finalizing"
         paths = [metrics_path(run_id, p.model_key, p.task_key) for p in parts]
+    from eval_pipeline.grading.human import awaiting_human_grades
+
+    if awaiting_human_grades(catalog, lake, run_id):  # manual tasks: the run waits for people
+        return False
+    with catalog.session() as s:
+        run = _run(s, run_id)
+        if run.status != "in_progress":
+            return False
+        run.status = "finalizing"
     missing = [p for p in paths if not lake.exists(p)]
     with catalog.session() as s:
         run = _run(s, run_id)
@@ -303,7 +312,10 @@ def complete_if_done(catalog: Catalog, lake: Lake, run_id: str) -> bool:
             return False
         run.metrics = run_metrics_object(lake, paths)
         run.status, run.completed_at = "completed", now()
-        return True
+    from eval_pipeline.report import write_report
+
+    write_report(catalog, lake, run_id)
+    return True
 
 
 def fail_run(catalog: Catalog, run_id: str, code: str, message: str, *, model: str | None = None,

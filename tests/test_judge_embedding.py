@@ -164,3 +164,20 @@ def test_embedding_similarity_with_minilm(eval_home):
     assert metric["n"] == 12 and metric["value"] == pytest.approx(np.mean([g["score"] for g in grades]))
     assert not eval_home.lake.exists(grades_path(run["id"], "tiny", "ev_mc_a", embedding_grader("minilm")))
     assert "embedding_similarity,none" not in run["metrics"]["tiny"]["ev_mc_a"]
+
+
+def test_grades_check_needs_a_rubric_hash_on_judge_grades_and_scores_in_range():
+    import pandas as pd
+
+    from eval_pipeline.quality import check_grades
+
+    def frame(**over):
+        row = {"doc_id": 0, "filter": "none", "metric": "judge_score", "score": 0.5, "grader": "judge:j",
+               "error": None, "rubric_sha256": "ab" * 32}
+        return pd.DataFrame([{**row, **over}])
+
+    assert check_grades(frame()).success
+    assert not check_grades(frame(rubric_sha256=None)).success
+    assert not check_grades(frame(score=1.5)).success
+    assert not check_grades(frame(metric="bleu", grader="rule", score=101.0)).success
+    assert check_grades(frame(metric="bleu", grader="rule", score=99.0)).success

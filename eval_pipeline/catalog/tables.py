@@ -244,3 +244,18 @@ class Export(Base):
     created_ns: Mapped[int] = mapped_column(BigInteger, index=True)
     started_at: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class HumanGrade(Base):
+    """A person's grade of one generated sample of a manual task (resubmitting replaces it)."""
+
+    __tablename__ = "human_grades"
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(512), primary_key=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    doc_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    rationale: Mapped[str | None] = mapped_column(Text)
+    grader: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,116 @@
+"""Comparisons a table of metrics does not show.
+
+- Paired: two models of one run on the same task, doc by doc. The difference of means is the mean of
+  per-doc differences; its stderr is their sample standard deviation over sqrt(n) and the p-value is
+  scipy's paired t-test. Pairing removes the variance the docs share, so differences too small for
+  two overlapping error bars can still be significant.
+- History: a model with imported historical results on the task (same model name, or the registered
+  model's path), per metric: the delta, with the two standard errors combined as independent and a
+  two-sided normal p-value.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from itertools import combinations
+
+from sqlalchemy import select
+
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.lake import Lake
+from eval_pipeline.metrics import Z95
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict:
+    """Mean of a - b over the docs both scored, with its stderr, 95% interval and p-value."""
+    import numpy as np
+    from scipy import stats
+
+    docs = sorted(set(a) & set(b))
+    n = len(docs)
+    if n == 0:
+        return {"n": 0, "difference": None, "stderr": None, "ci_low": None, "ci_high": None, "p_value": None}
+    x, y = np.array([a[d] for d in docs]), np.array([b[d] for d in docs])
+    diff = float(np.mean(x - y))
+    if n < 2:
+        return {"n": n, "difference": diff, "stderr": None, "ci_low": None, "ci_high": None, "p_value": None}
+    stderr = float(np.std(x - y, ddof=1) / math.sqrt(n))
+    p_value = float(stats.ttest_rel(x, y).pvalue) if stderr > 0 else (1.0 if diff == 0 else 0.0)
+    return {"n": n, "difference": diff, "stderr": stderr, "ci_low": diff - Z95 * stderr,
+            "ci_high": diff + Z95 * stderr, "p_value": p_value}
+
+
+def history_delta(value: float, stderr: float | None, past: float, past_stderr: float | None) -> dict:
+    from scipy import stats
+
+    delta = value - past
+    if stderr is None or past_stderr is None:
+        return {"delta": delta, "stderr": None, "p_value": None}
+    combined = math.sqrt(stderr ** 2 + past_stderr ** 2)
+    p_value = float(2 * stats.norm.sf(abs(delta) / combined)) if combined > 0 else (1.0 if delta == 0 else 0.0)
+    return {"delta": delta, "stderr": combined, "p_value": p_value}
+
+
+def _doc_scores(lake: Lake, run: t.Run, part: t.RunPartition) -> dict[tuple[str, str], dict[int, float]]:
+    from eval_pipeline.grading.corpus import CORPUS_METRICS
+    from eval_pipeline.grading.partition import active_grade_files
+
+    out: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    for path in active_grade_files(lake, run, part.model_key, part.task_key):
+        for g in lake.read_table(path, columns=["doc_id", "metric", "filter", "score", "error"]).to_pylist():
+            # corpus metrics are not means of per-doc scores: a per-doc pairing says nothing about them
+            if g["error"] is None and g["score"] is not None and g["metric"] not in CORPUS_METRICS:
+                out[(g["metric"], g["filter"])][g["doc_id"]] = g["score"]
+    return out
+
+
+def run_comparisons(catalog: Catalog, lake: Lake, run_id: str) -> dict:
+    """{"pairs": [...], "history": [...]} for a run whose partitions have grades and metrics."""
+    from eval_pipeline.model_registry import resolve_in
+
+    with catalog.session() as s:
+        run = s.get(t.Run, run_id)
+        parts = list(s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)
+                               .order_by(t.RunPartition.task_key, t.RunPartition.model)))
+        names = {p.task_id: s.get(t.Task, p.task_id).name for p in parts}
+        aliases = {}
+        for m in run.models:
+            model = resolve_in(s, m)
+            aliases[m] = {m, getattr(model.options, "path", m)}
+        history = s.execute(select(t.HistoricalRun.id, t.HistoricalRun.model, t.HistoricalRun.evaluated_at,
+                                   t.HistoricalMetric.task_id, t.HistoricalMetric.metric, t.HistoricalMetric.filter,
+                                   t.HistoricalMetric.value, t.HistoricalMetric.stderr)
+                            .join(t.HistoricalMetric, t.HistoricalMetric.run_id == t.HistoricalRun.id)
+                            .where(t.HistoricalRun.suite_id == run.suite_id,
+                                   t.HistoricalMetric.task_id.in_(list(names)))).all()
+        for p in parts:
+            s.expunge(p)
+        s.expunge(run)
+    by_task: dict[str, list] = defaultdict(list)
+    for p in parts:
+        by_task[p.task_id].append(p)
+    pairs = []
+    for task_id, task_parts in by_task.items():
+        scores = {p.model: _doc_scores(lake, run, p) for p in task_parts}
+        for a, b in combinations([p.model for p in task_parts], 2):
+            for key in sorted(set(scores[a]) & set(scores[b])):
+                pairs.append({"task_id": task_id, "task": names[task_id], "metric": key[0], "filter": key[1],
+                              "model_a": a, "model_b": b, **paired_difference(scores[a][key], scores[b][key])})
+    latest: dict[tuple, tuple] = {}  # newest historical value per (model, task, metric, filter)
+    for hrun_id, hmodel, evaluated_at, task_id, metric, filt, value, stderr in history:
+        for m, names_of_m in aliases.items():
+            if hmodel in names_of_m and value is not None:
+                key = (m, task_id, metric, filt)
+                if key not in latest or (evaluated_at or 0) > (latest[key][0] or 0):
+                    latest[key] = (evaluated_at, hrun_id, value, stderr)
+    deltas = []
+    metrics = run.metrics or {}
+    for (m, task_id, metric, filt), (_, hrun_id, value, stderr) in sorted(latest.items()):
+        now_ = (metrics.get(m, {}).get(names[task_id], {}) or {}).get(f"{metric},{filt}")
+        if now_ and now_.get("value") is not None:
+            deltas.append({"model": m, "task_id": task_id, "task": names[task_id], "metric": metric, "filter": filt,
+                           "value": now_["value"], "historical_value": value, "historical_stderr": stderr,
+                           "historical_run_id": hrun_id,
+                           **history_delta(now_["value"], now_.get("stderr"), value, stderr)})
+    return {"pairs": pairs, "history": deltas}
