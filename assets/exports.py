@@ -26,5 +26,7 @@ def bundle_checksums_valid(context: dg.AssetCheckExecutionContext, catalog: Cata
                            lake: LakeResource) -> dg.AssetCheckResult:
     """Every file the manifest lists is there and its sha256 matches."""
     (key,) = context.run.tags.get("dagster/partition", "").split(",")[:1] or [""]
-    problems = verify_bundle(*bundle_location(catalog.catalog, lake.lake, key, lake.export_s3_endpoint))
-    return dg.AssetCheckResult(passed=not problems, metadata={"export_id": key, "problems": problems or "none"})
+    fs, folder = bundle_location(catalog.catalog, lake.lake, key, lake.export_s3_endpoint)
+    problems = verify_bundle(fs, folder)
+    summary = "; ".join(problems) if problems else "every file matches the manifest's sha256"
+    return dg.AssetCheckResult(passed=not problems, metadata={"export_id": key, "summary": summary})

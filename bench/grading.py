@@ -1,7 +1,8 @@
 """Benchmark rule grading (not a test): N generate_until samples through lm-eval's regex filter chain
 and exact_match with gsm8k's options, as the `grades` asset runs them; then the bootstrap standard
 error (100,000 resamples over 10,000 samples) of a continuous statistic (gathered indices on every
-core) and of f1 (multinomial counts over confusion cells).
+core) and of f1 (multinomial counts over confusion cells), and of BLEU (capped at 1,000 resamples: each
+resample's score is sacrebleu's, in Python).
 
     .venv/bin/python bench/grading.py [--samples 1000000] [--repeat 3] [--iters 100000] [--n 10000]
 """
@@ -19,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from eval_pipeline.bootstrap import bootstrap_stderr  # noqa: E402
-from eval_pipeline.grading.corpus import CORPUS_METRICS, label_stats  # noqa: E402
+from eval_pipeline.grading.corpus import CORPUS_METRICS, label_stats, text_stats  # noqa: E402
 from eval_pipeline.grading.rules import TaskRules, exact_match_scores, filtered_predictions  # noqa: E402
 
 RULES = TaskRules("generate_until", metrics=[
@@ -63,15 +64,24 @@ def bench_bootstrap(args) -> None:
     scores = rng.random(args.n)
     golds = rng.integers(0, 2, args.n)
     _, f1_stats = label_stats("f1", golds.tolist(), np.where(rng.random(args.n) < 0.8, golds, 1 - golds).tolist(), 2)
-    cases = [("continuous mean", scores, lambda sums: sums[:, 0] / args.n),
-             ("f1", f1_stats, CORPUS_METRICS["f1"].value_of_sums)]
-    for name, stats, value_of_sums in cases:
+    words = "the a cat dog sat ran on under mat tree red blue green small big old new".split()
+    text_rng = random.Random(1)
+    refs = [" ".join(text_rng.choices(words, k=text_rng.randint(4, 20))) for _ in range(args.n)]
+    preds = [" ".join(w for w in r.split() if text_rng.random() < 0.8) + " " + text_rng.choice(words) for r in refs]
+    t0 = time.perf_counter()
+    _, bleu_stats = text_stats("bleu", refs, preds)
+    print(f"bleu segment statistics of {args.n:,} samples (sacrebleu): {time.perf_counter() - t0:.2f} s")
+    bleu = CORPUS_METRICS["bleu"]
+    cases = [("continuous mean", scores, lambda sums: sums[:, 0] / args.n, args.iters),
+             ("f1", f1_stats, CORPUS_METRICS["f1"].value_of_sums, args.iters),
+             ("bleu", bleu_stats, bleu.value_of_sums, min(args.iters, bleu.max_iters))]
+    for name, stats, value_of_sums, iters in cases:
         times = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            stderr = bootstrap_stderr(stats, value_of_sums, args.iters)
+            stderr = bootstrap_stderr(stats, value_of_sums, iters)
             times.append(time.perf_counter() - t0)
-        print(f"bootstrap {name}: {args.iters:,} resamples over {args.n:,} samples, median of {args.repeat}: "
+        print(f"bootstrap {name}: {iters:,} resamples over {args.n:,} samples, median of {args.repeat}: "
               f"{statistics.median(times):.2f} s (stderr {stderr:.5f})")
 
 

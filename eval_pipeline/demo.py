@@ -76,7 +76,7 @@ def run_demo(rt: Runtime, instance, echo: Callable[[str], None]) -> None:
          f"  DAGSTER_HOME={rt.settings.dagster_home} EVAL_PIPELINE_HOME={home} "
          f".venv/bin/dagster dev -w workspace.yaml\n"
          f"then browse to http://127.0.0.1:3000 (Assets -> historical_results, suite_versions, generations, "
-         f"grades, metrics).")
+         f"grades, metrics, export_bundles).")
 
 
 def _evaluate(rt: Runtime, instance, suite_id: str, echo: Callable[[str], None]) -> list[list]:
@@ -109,4 +109,27 @@ def _evaluate(rt: Runtime, instance, suite_id: str, echo: Callable[[str], None])
         [model, task, key, f"{m['value']:.4f}", f"{m['stderr']:.4f}", f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]",
          m["n"]]
         for model, tasks in (done["metrics"] or {}).items() for task, ms in tasks.items() for key, m in ms.items()]))
-    return [row for r in results for row in _checks(r)]
+    with rt.catalog.session() as s:
+        from eval_pipeline.catalog import tables as t
+
+        report = s.get(t.File, done["artifact_file_ids"][0]).path
+    echo(f"\nRun report (chart with error bars): {rt.lake.uri(report)}; `eval-pipeline runs report {run['id']}` "
+         "prints its tables.")
+    return [row for r in results for row in _checks(r)] + _export(rt, instance, run["id"], echo)
+
+
+def _export(rt: Runtime, instance, run_id: str, echo: Callable[[str], None]) -> list[list]:
+    """Export the run's bundle to the service's own storage through the Dagster job 'export'."""
+    from eval_pipeline.definitions import defs
+    from eval_pipeline.exports import CONTENT, create_export, get_export
+    from eval_pipeline.orchestration import EXPORT_JOB
+
+    export = create_export(rt.catalog, {"run_id": run_id, "storage_type": "system", "content": list(CONTENT)})
+    instance.add_dynamic_partitions("export", [export["id"]])
+    result = defs.resolve_job_def(EXPORT_JOB).execute_in_process(instance=instance, partition_key=export["id"],
+                                                                 run_config=QUIET)
+    export = get_export(rt.catalog, export["id"])
+    echo(f"\nExport {export['id']}: {export['status']} at {export['location']}")
+    echo(table(["file", "rows", "bytes", "sha256"], [[f["name"], f["rows"], f["bytes"], f["sha256"][:16] + "…"]
+                                                     for f in export["files"] or []]))
+    return _checks(result)

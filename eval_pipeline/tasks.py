@@ -118,7 +118,8 @@ def set_eval_mode(catalog: Catalog, task_id: str, eval_mode: str) -> dict:
         task = s.get(t.Task, task_id)
         if task is None:
             raise NotFound("task", task_id)
-        task.eval_mode, task.eval_type, task.updated_at = eval_mode, "manual" if eval_mode == "manual" else "auto", now()
+        task.eval_mode, task.eval_type = eval_mode, "manual" if eval_mode == "manual" else "auto"
+        task.updated_at = now()
         tv = s.get(t.TaskVersion, (task.id, task.current_version))
         return task_object(task, tv)
 

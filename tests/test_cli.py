@@ -9,10 +9,12 @@ def test_demo_imports_through_dagster_and_is_repeatable(tmp_path):
     first = _cli(home, "demo")
     assert first.returncode == 0, first.stderr
     assert "imported runs 2, skipped 0, samples 190, rejected files 0" in first.stdout
-    assert first.stdout.count(" passed ") == 7 and "FAILED" not in first.stdout and "MISMATCH" not in first.stdout
+    assert first.stdout.count(" passed ") == 8 and "FAILED" not in first.stdout and "MISMATCH" not in first.stdout
     assert "status completed, requests {'total': 290, 'completed': 290, 'failed': 0}" in first.stdout
     assert "tiny-demo|arith_mul_gen" in first.stdout
     assert "acc_norm,none" in first.stdout and "95% interval" in first.stdout
+    assert "bundle_checksums_valid    passed" in first.stdout and "samples.parquet  95" in first.stdout
+    assert "/report.html" in first.stdout
     assert f"DAGSTER_HOME={home / 'dagster'}" in first.stdout
     second = _cli(home, "demo")
     assert "imported runs 0, skipped 2, samples 0" in second.stdout

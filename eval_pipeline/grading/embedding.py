@@ -13,12 +13,17 @@ from eval_pipeline.lake import Lake
 from eval_pipeline.model_registry import Model
 
 METRIC = "embedding_similarity"
-_lock = threading.Lock()
+_lock = threading.RLock()  # loading a vLLM embedder releases every engine, this cache included
 _loaded: dict[str, object] = {}
 
 
 def embedding_grader(embedding_model: str) -> str:
     return "embedding-" + hashlib.sha256(embedding_model.encode()).hexdigest()[:16]
+
+
+def release_embedders() -> None:
+    with _lock:
+        _loaded.clear()
 
 
 def embed(model: Model, texts: list[str]) -> np.ndarray:
