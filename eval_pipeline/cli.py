@@ -127,6 +127,24 @@ def tasks_set_mode(task_id: str, eval_mode: str) -> None:
     _emit(set_eval_mode(open_runtime().catalog, task_id, eval_mode))
 
 
+@tasks.command("set-metrics")
+@click.argument("task_id")
+@click.argument("metric_list")
+@front_door
+def tasks_set_metrics(task_id: str, metric_list: str) -> None:
+    """Replace TASK_ID's lm-eval metric_list (JSON), e.g. '[{"metric": "numeric_match", "abs_tol": 0.01}]'."""
+    import json
+
+    from eval_pipeline.errors import InvalidInput
+    from eval_pipeline.tasks import set_metric_list
+
+    try:
+        entries = json.loads(metric_list)
+    except json.JSONDecodeError as e:
+        raise InvalidInput("metric_list", f"is not JSON: {e.msg} at character {e.pos}") from None
+    _emit(set_metric_list(open_runtime().catalog, task_id, entries))
+
+
 @main.command()
 @front_door
 def demo() -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
+from eval_pipeline.errors import NotFound
 from eval_pipeline.lake import Lake
 from eval_pipeline.metrics import Z95
 
@@ -67,17 +68,17 @@ def _doc_scores(lake: Lake, run: t.Run, part: t.RunPartition) -> dict[tuple[str,
 
 def run_comparisons(catalog: Catalog, lake: Lake, run_id: str) -> dict:
     """{"pairs": [...], "history": [...]} for a run whose partitions have grades and metrics."""
-    from eval_pipeline.model_registry import resolve_in
-
     with catalog.session() as s:
         run = s.get(t.Run, run_id)
+        if run is None:
+            raise NotFound("run", run_id)
         parts = list(s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)
                                .order_by(t.RunPartition.task_key, t.RunPartition.model)))
         names = {p.task_id: s.get(t.Task, p.task_id).name for p in parts}
-        aliases = {}
-        for m in run.models:
-            model = resolve_in(s, m)
-            aliases[m] = {m, getattr(model.options, "path", m)}
+        aliases = {}  # a partition's model -> the names its imported results may carry
+        for m in {p.model for p in parts}:
+            row = s.get(t.Model, m)
+            aliases[m] = {m, (row.options or {}).get("path") if row is not None else None} - {None}
         history = s.execute(select(t.HistoricalRun.id, t.HistoricalRun.model, t.HistoricalRun.evaluated_at,
                                    t.HistoricalMetric.task_id, t.HistoricalMetric.metric, t.HistoricalMetric.filter,
                                    t.HistoricalMetric.value, t.HistoricalMetric.stderr)

@@ -122,7 +122,8 @@ def check_generation_health(rows: pd.DataFrame, max_failed_rate: float, max_empt
 
 # The range of one sample's score per metric (None: unbounded on that side).
 SCORE_RANGES = {
-    **{m: (0, 1) for m in ["acc", "acc_norm", "acc_bytes", "exact_match", "f1", "mcc", "judge_score"]},
+    **{m: (0, 1) for m in ["acc", "acc_norm", "acc_bytes", "exact_match", "numeric_match", "f1", "mcc",
+                           "judge_score", "human_score"]},
     "bleu": (0, 100), "chrf": (0, 100), "chrf++": (0, 100), "ter": (0, None), "perplexity": (None, 0),
     "embedding_similarity": (-1, 1),
 }

@@ -124,6 +124,31 @@ def set_eval_mode(catalog: Catalog, task_id: str, eval_mode: str) -> dict:
         return task_object(task, tv)
 
 
+def set_metric_list(catalog: Catalog, task_id: str, metric_list: list) -> dict:
+    """Replace a task's lm-eval `metric_list` (e.g. add `numeric_match` with `abs_tol` for math answers);
+    later runs grade with it, earlier runs keep their grades."""
+    from eval_pipeline.grading.corpus import CORPUS_METRICS
+    from eval_pipeline.grading.rules import NUMERIC_MATCH, _lm_eval
+
+    if not isinstance(metric_list, list) or not metric_list:
+        raise InvalidInput("metric_list", "must be a non-empty list of {\"metric\": name, ...options}")
+    registry = _lm_eval()
+    for i, entry in enumerate(metric_list):
+        name = entry.get("metric") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"metric_list[{i}].metric", "is required (a metric name)")
+        # lm-eval's own registry only: its lookup would fall back to fetching HF Evaluate metrics
+        if name not in (NUMERIC_MATCH, *CORPUS_METRICS) and name not in registry.metric_registry:
+            raise InvalidInput(f"metric_list[{i}].metric", f"{name!r} is not a metric lm-eval or this "
+                                                           "project grades")
+    with catalog.session() as s:
+        task = s.get(t.Task, task_id)
+        if task is None:
+            raise NotFound("task", task_id)
+        task.metric_spec, task.updated_at = list(metric_list), now()
+        return task_object(task, s.get(t.TaskVersion, (task.id, task.current_version)))
+
+
 def list_tasks(catalog: Catalog) -> list[dict]:
     with catalog.session() as s:
         rows = s.execute(select(t.Task, t.TaskVersion).join(

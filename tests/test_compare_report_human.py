@@ -145,3 +145,16 @@ def test_manual_tasks_wait_for_human_grades(eval_home):
     scores[last] = 0.0
     again = runs.get_run(eval_home.catalog, run["id"])["metrics"]["tiny"]["ev_gen_b"]["human_score,none"]
     assert again["n"] == 10 and again["value"] == pytest.approx(np.mean(list(scores.values())))
+
+
+def test_cli_names_bad_input_for_grading_commands(eval_home):
+    home = eval_home.settings.home
+    (task_id,) = _task_ids(eval_home, "ev_gen_a")
+    bad_json = run_cli(home, "tasks", "set-metrics", task_id, "[{metric")
+    assert bad_json.returncode == 2 and "metric_list" in json.loads(bad_json.stderr)["error"]["message"]
+    ok = run_cli(home, "tasks", "set-metrics", task_id, '[{"metric": "numeric_match", "abs_tol": 0.5}]')
+    assert ok.returncode == 0 and json.loads(ok.stdout)["metrics"] == [{"metric": "numeric_match", "abs_tol": 0.5}]
+    mode = run_cli(home, "tasks", "set-mode", task_id, "manual")
+    assert json.loads(mode.stdout)["eval_type"] == "manual"
+    missing = run_cli(home, "runs", "compare", "eval_run_missing")
+    assert missing.returncode == 2 and json.loads(missing.stderr)["error"]["code"] == "not_found"

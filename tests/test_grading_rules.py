@@ -160,3 +160,51 @@ def test_batched_exact_match_equals_lm_evals_per_sample(options):
     expected = [float(exact_match_hf_evaluate([p], [r], **options)["exact_match"]) for p, r in zip(preds, refs)]
     assert exact_match_scores(preds, refs, **options) == expected
     assert 0 < sum(expected) < len(expected)  # both outcomes occur
+
+
+@pytest.mark.parametrize("prediction,gold,options,expected", [
+    ("1,000.0", "1000", {}, True), ("$5", "5", {}, True), ("3/4", "0.75", {}, True), ("-0.50", "-1/2", {}, True),
+    ("0.333", "1/3", {"abs_tol": 1e-3}, True), ("0.333", "1/3", {}, False), ("1e3", 1000, {}, True),
+    ("101", "100", {"rel_tol": 0.02}, True), ("103", "100", {"rel_tol": 0.02}, False), ("seven", "7", {}, False),
+    ("", "7", {}, False), ("12.", "12", {}, True),
+])
+def test_numeric_match_tolerates_formatting_and_its_tolerance(prediction, gold, options, expected):
+    from eval_pipeline.grading.rules import numeric_match
+
+    assert numeric_match(prediction, gold, **options) is expected
+
+
+def test_numeric_match_through_a_run(eval_home):
+    """A task's metric_list set to numeric_match grades every doc of a run by it."""
+    import dagster as dg
+    from sqlalchemy import select
+
+    from eval_pipeline import runs
+    from eval_pipeline.catalog import tables as t
+    from eval_pipeline.definitions import defs
+    from eval_pipeline.errors import InvalidInput
+    from eval_pipeline.grading.partition import generation_docs
+    from eval_pipeline.grading.rules import numeric_match, parse_number
+    from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
+    from eval_pipeline.tasks import set_metric_list
+
+    with eval_home.catalog.session() as s:
+        task_id = s.scalar(select(t.Task.id).where(t.Task.name == "ev_gen_a"))
+    with pytest.raises(InvalidInput) as e:
+        set_metric_list(eval_home.catalog, task_id, [{"metric": "numeric_match"}, {"metric": "no_such_metric"}])
+    assert e.value.field == "metric_list[1].metric"
+    set_metric_list(eval_home.catalog, task_id, [{"metric": "numeric_match", "abs_tol": 1000}])
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id, "models": ["tiny"],
+                                                              "task_ids": [task_id], "generation": {"max_gen_toks": 4}})
+    execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
+                       defs.resolve_job_def(GENERATION_JOB), run_config={"loggers": {"console": {"config": {
+                           "log_level": "ERROR"}}}})
+    grades = eval_home.lake.read_table(f"grades/{run['id']}/tiny/ev_gen_a/rules.parquet").to_pylist()
+    docs = {d.doc_id: d for d in generation_docs(eval_home.catalog, eval_home.lake, run["id"], "tiny", task_id)}
+    assert len(grades) == 12 and {g["metric"] for g in grades} == {"numeric_match"}
+    for g in grades:
+        d = docs[g["doc_id"]]
+        if parse_number(d.reference) is None:
+            assert g["score"] is None and "not a number" in g["error"]
+        else:
+            assert g["score"] == float(numeric_match(d.prediction, d.reference, abs_tol=1000))

@@ -7,7 +7,9 @@ compared with its gold (any of several golds when the target is a list).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Sequence
 
 NON_KWARGS = {"metric", "aggregation", "higher_is_better"}
@@ -103,7 +105,12 @@ def generation_scores(rules: TaskRules, prediction: Any, gold: Any) -> dict[str,
     registry = _lm_eval()
     out: dict[str, float] = {}
     for name in rules.metric_names(["exact_match"]):
-        fn, kwargs = registry.get_metric(name), rules.metric_kwargs(name)
+        kwargs = rules.metric_kwargs(name)
+        if name == NUMERIC_MATCH:
+            golds = gold if isinstance(gold, list) else [gold]
+            out[name] = 1.0 if any(numeric_match(prediction, g, **kwargs) for g in golds) else 0.0
+            continue
+        fn = registry.get_metric(name)
         golds = gold if isinstance(gold, list) else [gold]
         if not isinstance(prediction, list) and not isinstance(prediction, type(golds[0])):
             golds = [type(prediction)(g) for g in golds]
@@ -113,6 +120,38 @@ def generation_scores(rules: TaskRules, prediction: Any, gold: Any) -> dict[str,
             values.append(float(value[name] if isinstance(value, dict) else value))
         out[name] = (1.0 if any(values) else 0.0) if isinstance(gold, list) else values[0]
     return out
+
+
+NUMERIC_MATCH = "numeric_match"
+_NUMBER_NOISE = str.maketrans("", "", ",$%€£ \u00a0")
+
+
+def parse_number(text: Any) -> Fraction | None:
+    """A math answer as a number: `1,234`, `$5`, `-0.50`, `3/4`, `1e3` (None when it is not one)."""
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, (int, float)):
+        return Fraction(text) if math.isfinite(text) else None
+    s = str(text).strip().translate(_NUMBER_NOISE).rstrip(".")
+    try:
+        return Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        try:
+            value = float(s)
+        except ValueError:
+            return None
+        return Fraction(value) if math.isfinite(value) else None
+
+
+def numeric_match(prediction: Any, gold: Any, abs_tol: float = 0.0, rel_tol: float = 1e-9) -> bool:
+    """Numeric tolerance for math answers (metric `numeric_match`, options `abs_tol`, `rel_tol`): equal
+    as numbers within max(rel_tol * |gold|, abs_tol), so `1,000.0` matches `1000`. A prediction that is
+    not a number does not match; a gold that is not one cannot be graded (ValueError)."""
+    want = parse_number(gold)
+    if want is None:
+        raise ValueError(f"numeric_match: the target {gold!r} is not a number")
+    got = parse_number(prediction)
+    return got is not None and abs(got - want) <= max(rel_tol * abs(want), abs_tol)
 
 
 def exact_match_scores(predictions: Sequence[str], references: Sequence[str], regexes_to_ignore=None,
