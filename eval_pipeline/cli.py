@@ -9,6 +9,7 @@ from eval_pipeline.cli_common import _emit, _metadata, dagster_instance, front_d
 from eval_pipeline import cli_grading  # noqa: F401  (adds its commands to the runs group)
 from eval_pipeline.cli_exports import exports_group
 from eval_pipeline.cli_runs import models, runs_group
+from eval_pipeline.cli_service import keys, serve
 from eval_pipeline.runtime import open_runtime
 
 
@@ -157,6 +158,8 @@ def demo() -> None:
 main.add_command(models)
 main.add_command(runs_group)
 main.add_command(exports_group)
+main.add_command(serve)
+main.add_command(keys)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ PREFIXES = {
     "run": "eval_run_",
     "file": "file_",
     "export": "eval_export_",
+    "api_key": "key_",
 }
 
 

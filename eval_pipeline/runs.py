@@ -24,6 +24,7 @@ from eval_pipeline.run_request import RunRequest
 from eval_pipeline.suites import latest_version_row
 
 TERMINAL = ("completed", "failed", "cancelled")
+DEFAULT_ORG, DEFAULT_TEAM = "org_default", "team_default"  # runs made without an API key (CLI, Dagster)
 
 def _suite_version(s: Session, suite_id: str, version: int | None) -> t.SuiteVersion:
     if s.get(t.Suite, suite_id) is None:
@@ -93,9 +94,19 @@ def _plan_partitions(s: Session, lake: Lake, run: t.Run, models: list[Model], ta
 
 
 def create_run(catalog: Catalog, lake: Lake, body: dict | RunRequest, *, origin: str = "cli",
-               status: str = "queued") -> dict:
-    """Validate and record a run with its planned partitions; nothing is written when anything is wrong."""
+               status: str = "queued", org_id: str | None = None, team_id: str | None = None,
+               created_by: str | None = None, idempotency_key: str | None = None) -> dict:
+    """Validate and record a run with its planned partitions; nothing is written when anything is wrong.
+    With an idempotency key, a repeat of the same request in the same org returns the first run."""
     req = body if isinstance(body, RunRequest) else RunRequest.parse(body)
+    if idempotency_key is not None:
+        with catalog.session() as s:
+            first = s.scalar(select(t.Run).where(t.Run.org_id == (org_id or DEFAULT_ORG),
+                                                 t.Run.idempotency_key == idempotency_key))
+            if first is not None:
+                if first.models != list(req.models) or first.suite_id != req.suite_id:
+                    raise Conflict(f"Idempotency-Key {idempotency_key!r} was used for another request")
+                return run_object(s, first)
     with catalog.session() as s:
         models = [resolve_in(s, name, f"models[{i}]") for i, name in enumerate(req.models)]
         sv = _suite_version(s, req.suite_id, req.suite_version)
@@ -107,7 +118,8 @@ def create_run(catalog: Catalog, lake: Lake, body: dict | RunRequest, *, origin:
                     embedding_model=req.embedding_model, generation=req.generation.normalised(),
                     settings=req.settings(), metadata_=req.metadata, request_total=0, artifact_file_ids=[],
                     created_at=now(), created_ns=time.time_ns(),
-                    started_at=now() if status == "in_progress" else None)
+                    started_at=now() if status == "in_progress" else None, org_id=org_id or DEFAULT_ORG,
+                    team_id=team_id or DEFAULT_TEAM, created_by=created_by, idempotency_key=idempotency_key)
         s.add(run)
         s.flush()
         run.request_total = _plan_partitions(s, lake, run, models, tasks)
@@ -156,29 +168,38 @@ def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> dict:
     return out
 
 
-def _run(s: Session, run_id: str) -> t.Run:
+def _run(s: Session, run_id: str, org_id: str | None = None) -> t.Run:
+    """The run, or NotFound, also when it belongs to another org than `org_id` (when given)."""
     run = s.get(t.Run, run_id)
-    if run is None:
+    if run is None or (org_id is not None and run.org_id != org_id):
         raise NotFound("run", run_id)
     return run
 
 
-def get_run(catalog: Catalog, run_id: str, *, partitions: bool = False) -> dict:
+def get_run(catalog: Catalog, run_id: str, *, partitions: bool = False, org_id: str | None = None) -> dict:
     with catalog.session() as s:
-        return run_object(s, _run(s, run_id), partitions=partitions)
+        return run_object(s, _run(s, run_id, org_id), partitions=partitions)
 
 
 def list_runs(catalog: Catalog, *, status: str | None = None, suite_id: str | None = None,
-              limit: int = 20, after: str | None = None) -> list[dict]:
-    """Newest first; `after` is the id of the last run of the previous page."""
+              limit: int = 20, after: str | None = None, org_id: str | None = None,
+              suite_version: int | None = None, created_by: str | None = None) -> list[dict]:
+    """Newest first; `after` is the id of the last run of the previous page. `org_id` limits to one org
+    (the API always passes the caller's); `created_by` to one user's runs (owned_only)."""
     with catalog.session() as s:
         q = select(t.Run).order_by(t.Run.created_ns.desc(), t.Run.id.desc())
+        if org_id is not None:
+            q = q.where(t.Run.org_id == org_id)
+        if suite_version is not None:
+            q = q.where(t.Run.suite_version == suite_version)
+        if created_by is not None:
+            q = q.where(t.Run.created_by == created_by)
         if status:
             q = q.where(t.Run.status == status)
         if suite_id:
             q = q.where(t.Run.suite_id == suite_id)
         if after:
-            anchor = _run(s, after)
+            anchor = _run(s, after, org_id)
             q = q.where((t.Run.created_ns < anchor.created_ns)
                         | ((t.Run.created_ns == anchor.created_ns) & (t.Run.id < anchor.id)))
         return [run_object(s, r) for r in s.scalars(q.limit(limit))]
@@ -206,11 +227,11 @@ def mark_started(catalog: Catalog, run_id: str) -> None:
             run.status, run.started_at = "in_progress", run.started_at or now()
 
 
-def cancel_run(catalog: Catalog, run_id: str) -> dict:
+def cancel_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> dict:
     """Stop starting work: a queued run is cancelled at once; a running one is `cancelling` until its
     partitions have stopped (each checks between chunks)."""
     with catalog.session() as s:
-        run = _run(s, run_id)
+        run = _run(s, run_id, org_id)
         if run.status in TERMINAL:
             raise Conflict(f"run {run_id} is {run.status} already")
         run.status = "cancelling" if run.status != "queued" else "cancelled"

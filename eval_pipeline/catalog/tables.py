@@ -176,6 +176,8 @@ class Run(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     org_id: Mapped[str] = mapped_column(String(128), default="org_default")
     team_id: Mapped[str] = mapped_column(String(128), default="team_default")
+    created_by: Mapped[str | None] = mapped_column(String(255))  # the API caller's X-On-Behalf-Of
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))  # unique per org (migration 0006)
     name: Mapped[str | None] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
     suite_id: Mapped[str] = mapped_column(ForeignKey("suites.id"), index=True)
@@ -259,3 +261,17 @@ class HumanGrade(Base):
     grader: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiKey(Base):
+    """An API key of one org: only its sha256 is kept; the key is shown once, when created."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128), index=True)
+    team_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # bearer (aksk: issue 5, Qianfan)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)

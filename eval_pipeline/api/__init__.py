@@ -1,0 +1,1 @@
+"""The HTTP API: a thin front door over the core (issue 5)."""

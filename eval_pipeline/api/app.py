@@ -1,0 +1,68 @@
+"""The FastAPI application: authentication, the error envelope, and the route modules.
+
+Every route is an adapter over a core function; errors map as the CLI's do: bad input 400, unknown or
+another org's object 404, a state conflict 409, a malformed request 422 (all `{"error": {"code",
+"message", "details"}}`), so the SDKs, which retry 5xx, never repeat a request for bad input."""
+from __future__ import annotations
+
+import dagster  # noqa: F401  (imported before the app serves: its import is slow and not thread-friendly)
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from eval_pipeline.api_keys import Principal, authenticate
+from eval_pipeline.errors import Conflict, EvalPipelineError, InvalidInput, NotFound, SourceAuthError
+from eval_pipeline.runtime import Runtime
+
+STATUS = {InvalidInput: 400, SourceAuthError: 400, NotFound: 404, Conflict: 409}
+
+
+class Unauthorized(EvalPipelineError):
+    code = "unauthorized"
+
+
+def error_body(code: str, message: str, details=None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    from eval_pipeline.api import mka1
+
+    app = FastAPI(title="eval_pipeline", version="1", description="LLM evaluation service (MKA1-compatible "
+                                                                   "evals API)")
+    app.state.runtime = runtime
+
+    @app.exception_handler(EvalPipelineError)
+    async def _core_error(request: Request, exc: EvalPipelineError) -> JSONResponse:
+        status = 401 if isinstance(exc, Unauthorized) else next(
+            (code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+        details = {"field": exc.field} if isinstance(exc, InvalidInput) else None
+        return JSONResponse(error_body(exc.code, str(exc), details), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "header", "body"))
+        return JSONResponse(error_body("invalid_request", f"{field}: {first.get('msg', 'invalid')}",
+                                       {"field": field}), status_code=422)
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    app.include_router(mka1.router)
+    return app
+
+
+def principal(request: Request) -> Principal:
+    """The caller, from `Authorization: Bearer <key>`; X-On-Behalf-Of names the user it acts for."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    found = authenticate(request.app.state.runtime.catalog, key.strip() if scheme.lower() == "bearer" else None,
+                         request.headers.get("x-on-behalf-of") or None)
+    if found is None:
+        raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
+    return found
+
+
+Caller = Depends(principal)

@@ -1,0 +1,72 @@
+"""MKA1's evals API (`/api/v1/llm/evals`), as the `meetkai-mka1` SDK speaks it: every response is a
+200 JSON object with every field of the SDK's model; lists are {object, data, has_more, first_id,
+last_id}."""
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request
+
+from eval_pipeline import runs
+from eval_pipeline.api.app import Caller
+from eval_pipeline.api_keys import Principal
+from eval_pipeline.errors import InvalidInput
+
+router = APIRouter(prefix="/api/v1/llm/evals", tags=["evals"])
+RunStatus = Literal["queued", "in_progress", "finalizing", "completed", "failed", "cancelling", "cancelled"]
+
+
+async def json_body(request: Request) -> dict:
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidInput("body", f"is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    return body
+
+
+def page(items: list[dict], limit: int) -> dict:
+    data = items[:limit]
+    return {"object": "list", "data": data, "has_more": len(items) > limit,
+            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+
+@router.post("/runs")
+async def create_run(request: Request, caller: Principal = Caller) -> dict:
+    """Create an eval run (queued for the sensor). An `Idempotency-Key` makes a repeat return the first."""
+    rt = request.app.state.runtime
+    return runs.create_run(rt.catalog, rt.lake, await json_body(request), origin="api", org_id=caller.org_id,
+                           team_id=caller.team_id, created_by=caller.user,
+                           idempotency_key=request.headers.get("idempotency-key") or None)
+
+
+@router.get("/runs")
+def list_runs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+              owned_only: bool = False, suite_id: str | None = None,
+              suite_version: int | None = Query(None, ge=1), status: RunStatus | None = None,
+              caller: Principal = Caller) -> dict:
+    if owned_only and not caller.user:
+        raise InvalidInput("owned_only", "needs X-On-Behalf-Of naming the user whose runs to list")
+    items = runs.list_runs(request.app.state.runtime.catalog, status=status, suite_id=suite_id, limit=limit + 1,
+                           after=after, org_id=caller.org_id, suite_version=suite_version,
+                           created_by=caller.user if owned_only else None)
+    return page(items, limit)
+
+
+@router.get("/runs/{run_id}")
+def get_run(request: Request, run_id: str, caller: Principal = Caller) -> dict:
+    return runs.get_run(request.app.state.runtime.catalog, run_id, org_id=caller.org_id)
+
+
+@router.post("/runs/{run_id}/cancel")
+def cancel_run(request: Request, run_id: str, caller: Principal = Caller) -> dict:
+    from eval_pipeline.cli_common import dagster_instance
+    from eval_pipeline.orchestration import stop_dagster_runs
+
+    rt = request.app.state.runtime
+    run = runs.cancel_run(rt.catalog, run_id, org_id=caller.org_id)
+    stop_dagster_runs(dagster_instance(rt), run_id)
+    return run

@@ -1,0 +1,62 @@
+"""API keys: each belongs to an org (and team); the key is shown once at creation and only its sha256
+is stored, so the catalog never holds a usable key. Revoked keys stop authenticating at once."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from eval_pipeline import ids
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.catalog.store import now
+from eval_pipeline.errors import InvalidInput, NotFound
+
+KEY_PREFIX = "ep_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who calls: the key's org and team, and the user it acts for (X-On-Behalf-Of)."""
+
+    key_id: str
+    org_id: str
+    team_id: str
+    user: str | None = None
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(catalog: Catalog, org_id: str, *, team_id: str | None = None, name: str | None = None) -> dict:
+    for field, value in (("org", org_id), ("team", team_id)):
+        if value is not None and not (1 <= len(value) <= 128 and value.replace("-", "").replace("_", "").isalnum()):
+            raise InvalidInput(field, "must be 1-128 letters, digits, - or _")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with catalog.session() as s:
+        row = t.ApiKey(id=ids.new_id("api_key"), org_id=org_id, team_id=team_id or f"{org_id}-team", name=name,
+                       kind="bearer", key_sha256=_digest(key), created_at=now())
+        s.add(row)
+        s.flush()
+        return {"id": row.id, "object": "api_key", "org_id": row.org_id, "team_id": row.team_id,
+                "name": row.name, "key": key, "created_at": row.created_at}
+
+
+def revoke_key(catalog: Catalog, key_id: str) -> dict:
+    with catalog.session() as s:
+        row = s.get(t.ApiKey, key_id)
+        if row is None:
+            raise NotFound("api key", key_id)
+        row.revoked_at = row.revoked_at or now()
+        return {"id": row.id, "object": "api_key", "revoked": True, "revoked_at": row.revoked_at}
+
+
+def authenticate(catalog: Catalog, key: str | None, user: str | None = None) -> Principal | None:
+    if not key:
+        return None
+    with catalog.session() as s:
+        row = s.scalar(select(t.ApiKey).where(t.ApiKey.key_sha256 == _digest(key), t.ApiKey.revoked_at.is_(None)))
+        return Principal(row.id, row.org_id, row.team_id, user) if row is not None else None

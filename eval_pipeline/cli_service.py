@@ -1,0 +1,45 @@
+"""CLI commands `serve` (the HTTP API) and `keys` (its API keys), registered on the main group in cli.py."""
+from __future__ import annotations
+
+import click
+
+from eval_pipeline.cli_common import _emit, front_door
+from eval_pipeline.runtime import open_runtime
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, health at /healthz)."""
+    import uvicorn
+
+    from eval_pipeline.api.app import create_app
+
+    uvicorn.run(create_app(open_runtime()), host=host, port=port, log_level="info")
+
+
+@click.group("keys")
+def keys() -> None:
+    """API keys: each belongs to an org; only its hash is stored."""
+
+
+@keys.command("create")
+@click.option("--org", "org_id", required=True)
+@click.option("--team", "team_id")
+@click.option("--name")
+@front_door
+def keys_create(org_id: str, team_id: str | None, name: str | None) -> None:
+    """Create a key; it is printed once and cannot be shown again."""
+    from eval_pipeline.api_keys import create_key
+
+    _emit(create_key(open_runtime().catalog, org_id, team_id=team_id, name=name))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@front_door
+def keys_revoke(key_id: str) -> None:
+    from eval_pipeline.api_keys import revoke_key
+
+    _emit(revoke_key(open_runtime().catalog, key_id))

@@ -1,0 +1,122 @@
+"""The HTTP API on loopback driven by the real `meetkai-mka1` SDK: runs create/get/list/cancel with
+strict response models, idempotent creation, API keys and org isolation, errors as 4xx envelopes."""
+import threading
+import time
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from eval_pipeline import runs
+from eval_pipeline.api_keys import create_key, revoke_key
+from eval_pipeline.catalog import tables as t
+from services import free_port
+
+
+@pytest.fixture
+def api(eval_home):
+    """The service on a loopback port, on the test's home; yields its base URL."""
+    import uvicorn
+
+    from eval_pipeline.api.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(eval_home), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(url + "/healthz", timeout=0.5)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _sdk(url, key, user=None):
+    from mka1 import SDK
+
+    return SDK(server_url=url, bearer_auth=key), ({"x_on_behalf_of": user} if user else {})
+
+
+def _task_ids(home):
+    with home.catalog.session() as s:
+        return [s.scalar(select(t.Task.id).where(t.Task.name == n)) for n in ("ev_mc_a", "ev_gen_a")]
+
+
+def test_the_sdk_creates_gets_lists_and_cancels_runs(eval_home, api):
+    key = create_key(eval_home.catalog, "acme")["key"]
+    sdk, who = _sdk(api, key, user="ana")
+    created = sdk.llm.evals.create_run(suite_id=eval_home.suite_id, models=["tiny"], task_ids=_task_ids(eval_home),
+                                       generation={"max_gen_toks": 8, "temperature": 0.0},
+                                       metadata={"purpose": "api test"}, **who)
+    assert created.object == "eval.run" and created.status == "queued" and created.org_id == "acme"
+    assert created.request_counts.total > 0 and created.tokens.input == 0 and created.completed_at is None
+    got = sdk.llm.evals.get_run(run_id=created.id, **who)
+    assert got.id == created.id and got.models == ["tiny"] and got.metadata == {"purpose": "api test"}
+    assert got.generation.max_output_tokens == 8  # the alias resolved to one setting
+    more = [sdk.llm.evals.create_run(suite_id=eval_home.suite_id, models=["tiny"], **who).id for _ in range(2)]
+    other_user = sdk.llm.evals.create_run(suite_id=eval_home.suite_id, models=["tiny"], x_on_behalf_of="ben").id
+    first = sdk.llm.evals.list_runs(limit=2, **who)
+    assert [r.id for r in first.data] == [other_user, more[1]] and first.has_more and first.last_id == more[1]
+    second = sdk.llm.evals.list_runs(limit=2, after=first.last_id, **who)
+    assert [r.id for r in second.data] == [more[0], created.id] and not second.has_more
+    mine = sdk.llm.evals.list_runs(owned_only=True, **who)
+    assert {r.id for r in mine.data} == {created.id, *more}
+    cancelled = sdk.llm.evals.cancel_run(run_id=created.id, **who)
+    assert cancelled.status == "cancelled" and cancelled.cancelled_at is not None
+    assert {r.id for r in sdk.llm.evals.list_runs(status="cancelled", **who).data} == {created.id}
+    with eval_home.catalog.session() as s:
+        assert s.get(t.Run, created.id).created_by == "ana"
+
+
+def test_idempotency_key_makes_a_repeat_return_the_first_run(eval_home, api):
+    key = create_key(eval_home.catalog, "acme")["key"]
+    body = {"suite_id": eval_home.suite_id, "models": ["tiny"]}
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "nightly-2026-11-22"}
+    a = httpx.post(api + "/api/v1/llm/evals/runs", json=body, headers=headers)
+    b = httpx.post(api + "/api/v1/llm/evals/runs", json=body, headers=headers)
+    assert a.status_code == b.status_code == 200 and a.json()["id"] == b.json()["id"]
+    assert len(runs.list_runs(eval_home.catalog, org_id="acme")) == 1
+    clash = httpx.post(api + "/api/v1/llm/evals/runs", json={**body, "models": ["auto"]}, headers=headers)
+    assert clash.status_code == 409 and clash.json()["error"]["code"] == "conflict"
+
+
+def test_keys_orgs_and_error_envelopes(eval_home, api):
+    acme, other = create_key(eval_home.catalog, "acme"), create_key(eval_home.catalog, "globex")
+    url = api + "/api/v1/llm/evals/runs"
+    run = httpx.post(url, json={"suite_id": eval_home.suite_id, "models": ["tiny"]},
+                     headers={"Authorization": f"Bearer {acme['key']}"}).json()
+    for headers in ({}, {"Authorization": "Bearer ep_wrong"}, {"Authorization": f"Basic {acme['key']}"}):
+        r = httpx.get(url, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    theirs = {"Authorization": f"Bearer {other['key']}"}
+    assert httpx.get(f"{url}/{run['id']}", headers=theirs).status_code == 404
+    assert httpx.post(f"{url}/{run['id']}/cancel", headers=theirs).status_code == 404
+    assert httpx.get(url, headers=theirs).json()["data"] == []
+    ours = {"Authorization": f"Bearer {acme['key']}"}
+    for body, status, field in [
+        ({"suite_id": eval_home.suite_id, "models": []}, 400, "models"),
+        ({"suite_id": eval_home.suite_id, "models": ["tiny"], "generation_concurrency": 0}, 400,
+         "generation_concurrency"),
+        ({"suite_id": "eval_suite_missing", "models": ["tiny"]}, 404, None),
+        ([1, 2], 400, "body"),
+    ]:
+        r = httpx.post(url, json=body, headers=ours)
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["details"] == ({"field": field} if field else None)
+    bad_json = httpx.post(url, content=b"{nope", headers={**ours, "Content-Type": "application/json"})
+    assert bad_json.status_code == 400 and bad_json.json()["error"]["details"] == {"field": "body"}
+    assert httpx.get(url + "?limit=0", headers=ours).status_code == 422
+    assert httpx.get(url + "?status=sleeping", headers=ours).status_code == 422
+    assert httpx.post(f"{url}/{run['id']}/cancel", headers=ours).json()["status"] == "cancelled"
+    assert httpx.post(f"{url}/{run['id']}/cancel", headers=ours).status_code == 409
+    revoke_key(eval_home.catalog, acme["id"])
+    assert httpx.get(url, headers=ours).status_code == 401
+    with eval_home.catalog.session() as s:  # keys are stored hashed only
+        stored = [r.key_sha256 for r in s.scalars(select(t.ApiKey))]
+    assert acme["key"] not in stored and len(stored) == 2
+    assert httpx.get(api + "/openapi.json").json()["paths"]["/api/v1/llm/evals/runs"]
