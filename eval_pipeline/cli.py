@@ -34,6 +34,8 @@ def _suite_options(fn):
         click.option("--dry-run", is_flag=True, help="Parse and count; write nothing."),
         click.option("--limit-files", type=int, default=None, help="At most N results files (1-100)."),
         click.option("--metadata", multiple=True, help="K=V recorded with the import (repeatable)."),
+        click.option("--org", default="org_default", show_default=True,
+                     help="The org a new suite belongs to (the API's callers see their org's suites only)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -55,7 +57,7 @@ def _run_import(source: dict, opts: dict) -> None:
         source["files"] = list(opts["files"])
     rt = open_runtime()
     result = import_results(rt.catalog, rt.lake, request, hub_token=os.environ.get("HF_TOKEN") or None,
-                            s3_endpoint_url=rt.settings.s3_endpoint_url)
+                            s3_endpoint_url=rt.settings.s3_endpoint_url, org_id=opts["org"])
     if not result.dry_run:
         from eval_pipeline.lineage import report_import
 

@@ -12,7 +12,7 @@ from eval_pipeline import ids
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
-from eval_pipeline.errors import InvalidInput, NotFound
+from eval_pipeline.errors import Conflict, InvalidInput, NotFound
 from eval_pipeline.files import register_file
 from eval_pipeline.harness.jsonio import loads
 from eval_pipeline.harness.layout import ListedFile, classify, pair_samples
@@ -57,6 +57,10 @@ def import_results(
     hub_token: str | None = None,
     hub_endpoint: str | None = None,
     s3_endpoint_url: str | None = None,
+    *,
+    org_id: str = "org_default",
+    team_id: str = "team_default",
+    created_by: str | None = None,
 ) -> ImportResult:
     """Discover, parse and import results files; see the README for the rules.
 
@@ -68,7 +72,7 @@ def import_results(
         hub_endpoint = os.environ.get("HF_ENDPOINT") or None
     prefix = safe_relative(req.source.path_prefix, "source.path_prefix") if req.source.path_prefix else ""
     files = [safe_relative(f, f"source.files[{i}]") for i, f in enumerate(req.source.files or [])]
-    suite = _find_suite(catalog, req)
+    suite = _find_suite(catalog, req, org_id)
 
     source = open_source(req.source, hub_token, hub_endpoint, s3_endpoint_url)
     try:
@@ -91,7 +95,8 @@ def import_results(
         for plan, job in jobs:  # each run is committed as soon as it is read
             outcome = run_job(job, lake)
             if _count(plan, outcome, result):
-                suite = suite or _create_suite(catalog, req)  # a new suite only once a run is in
+                # a new suite only once a run is in
+                suite = suite or _create_suite(catalog, req, org_id, team_id, created_by)
                 _commit_run(catalog, source, suite.id, import_id, plan, outcome.run, result)
         if suite is None:  # nothing could be imported into a suite that does not exist
             result.created_suite = False
@@ -103,23 +108,29 @@ def import_results(
         source.close()
 
 
-def _find_suite(catalog: Catalog, req: ImportRequest) -> t.Suite | None:
+def _find_suite(catalog: Catalog, req: ImportRequest, org_id: str) -> t.Suite | None:
+    """The suite to import into: by id or by name, within the caller's org only."""
     with catalog.session() as s:
         if req.suite_id:
             suite = s.get(t.Suite, req.suite_id)
-            if suite is None:
+            if suite is None or suite.org_id != org_id:
                 raise NotFound("suite", req.suite_id)
             return suite
-        return s.scalar(select(t.Suite).where(t.Suite.name == (req.suite_name or DEFAULT_SUITE_NAME)))
+        suite = s.scalar(select(t.Suite).where(t.Suite.name == (req.suite_name or DEFAULT_SUITE_NAME)))
+        if suite is not None and suite.org_id != org_id:
+            # suite names are unique across orgs (see the README): another org's name cannot be reused
+            raise Conflict(f"suite_name {suite.name!r} is taken; choose another name")
+        return suite
 
 
-def _create_suite(catalog: Catalog, req: ImportRequest) -> t.Suite:
+def _create_suite(catalog: Catalog, req: ImportRequest, org_id: str, team_id: str,
+                  created_by: str | None) -> t.Suite:
     name = req.suite_name or DEFAULT_SUITE_NAME
     try:
         with catalog.session() as s:
             suite = t.Suite(id=ids.new_id("suite"), name=name, description=req.suite_description,
-                            metadata_={k: str(v) for k, v in req.metadata.items()},
-                            created_at=now(), updated_at=now())
+                            metadata_={k: str(v) for k, v in req.metadata.items()}, org_id=org_id,
+                            team_id=team_id, created_by=created_by, created_at=now(), updated_at=now())
             s.add(suite)
         return suite
     except IntegrityError:  # created concurrently under the same name

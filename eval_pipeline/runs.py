@@ -26,8 +26,9 @@ from eval_pipeline.suites import latest_version_row
 TERMINAL = ("completed", "failed", "cancelled")
 DEFAULT_ORG, DEFAULT_TEAM = "org_default", "team_default"  # runs made without an API key (CLI, Dagster)
 
-def _suite_version(s: Session, suite_id: str, version: int | None) -> t.SuiteVersion:
-    if s.get(t.Suite, suite_id) is None:
+def _suite_version(s: Session, suite_id: str, version: int | None, org_id: str | None = None) -> t.SuiteVersion:
+    suite = s.get(t.Suite, suite_id)
+    if suite is None or (org_id is not None and suite.org_id != org_id):
         raise NotFound("suite", suite_id)
     if version is None:
         sv = latest_version_row(s, suite_id)
@@ -109,7 +110,7 @@ def create_run(catalog: Catalog, lake: Lake, body: dict | RunRequest, *, origin:
                 return run_object(s, first)
     with catalog.session() as s:
         models = [resolve_in(s, name, f"models[{i}]") for i, name in enumerate(req.models)]
-        sv = _suite_version(s, req.suite_id, req.suite_version)
+        sv = _suite_version(s, req.suite_id, req.suite_version, org_id)
         tasks = _runnable_tasks(s, sv, req.task_ids)
         _check_graders(s, req, [task for task, _, _ in tasks])
         run = t.Run(id=ids.new_id("run"), name=req.name, description=req.description, suite_id=sv.suite_id,

@@ -33,6 +33,7 @@ def suite_object(s, suite: t.Suite) -> dict:
     latest = s.scalar(select(func.max(t.SuiteVersion.version)).where(t.SuiteVersion.suite_id == suite.id))
     return {
         "id": suite.id, "object": "eval.suite", "name": suite.name, "description": suite.description,
+        "org_id": suite.org_id, "team_id": suite.team_id, "access": "owner",
         "active_version": latest or 0, "latest_version": latest or 0, "metadata": suite.metadata_,
         "created_at": suite.created_at, "updated_at": suite.updated_at,
     }
@@ -55,21 +56,48 @@ def version_object(s, sv: t.SuiteVersion) -> dict:
     }
 
 
-def list_suites(catalog: Catalog) -> list[dict]:
+def list_suites(catalog: Catalog, *, org_id: str | None = None, created_by: str | None = None,
+                after: str | None = None, limit: int | None = None) -> list[dict]:
+    """Oldest first; `after` is the last id of the previous page; `org_id` limits to one org."""
     with catalog.session() as s:
-        return [suite_object(s, suite) for suite in s.scalars(select(t.Suite).order_by(t.Suite.created_at,
-                                                                                         t.Suite.id))]
+        q = select(t.Suite).order_by(t.Suite.created_at, t.Suite.id)
+        if org_id is not None:
+            q = q.where(t.Suite.org_id == org_id)
+        if created_by is not None:
+            q = q.where(t.Suite.created_by == created_by)
+        if after:
+            anchor = _suite(s, after, org_id)
+            q = q.where((t.Suite.created_at > anchor.created_at)
+                        | ((t.Suite.created_at == anchor.created_at) & (t.Suite.id > anchor.id)))
+        return [suite_object(s, suite) for suite in s.scalars(q.limit(limit) if limit else q)]
 
 
-def get_suite(catalog: Catalog, suite_id: str) -> dict:
-    """The suite with every version and its tasks."""
+def _suite(s, suite_id: str, org_id: str | None) -> t.Suite:
+    suite = s.get(t.Suite, suite_id)
+    if suite is None or (org_id is not None and suite.org_id != org_id):
+        raise NotFound("suite", suite_id)
+    return suite
+
+
+def get_suite(catalog: Catalog, suite_id: str, *, org_id: str | None = None, versions: bool = True) -> dict:
+    """The suite, with every version and its tasks unless `versions` is false."""
     with catalog.session() as s:
-        suite = s.get(t.Suite, suite_id)
-        if suite is None:
-            raise NotFound("suite", suite_id)
-        versions = s.scalars(select(t.SuiteVersion).where(t.SuiteVersion.suite_id == suite_id)
-                             .order_by(t.SuiteVersion.version))
-        return suite_object(s, suite) | {"versions": [version_object(s, sv) for sv in versions]}
+        suite = _suite(s, suite_id, org_id)
+        if not versions:
+            return suite_object(s, suite)
+        rows = s.scalars(select(t.SuiteVersion).where(t.SuiteVersion.suite_id == suite_id)
+                         .order_by(t.SuiteVersion.version))
+        return suite_object(s, suite) | {"versions": [version_object(s, sv) for sv in rows]}
+
+
+def get_suite_version(catalog: Catalog, suite_id: str, version: int, *, org_id: str | None = None) -> dict:
+    with catalog.session() as s:
+        _suite(s, suite_id, org_id)
+        sv = s.scalar(select(t.SuiteVersion).where(t.SuiteVersion.suite_id == suite_id,
+                                                   t.SuiteVersion.version == version))
+        if sv is None:
+            raise NotFound("suite version", f"{suite_id} v{version}")
+        return version_object(s, sv)
 
 
 def publish_manifest(catalog: Catalog, lake: Lake, suite_id: str) -> dict:

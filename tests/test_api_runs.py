@@ -15,10 +15,15 @@ from services import free_port
 
 @pytest.fixture
 def api(eval_home):
-    """The service on a loopback port, on the test's home; yields its base URL."""
+    """The service on a loopback port, on the test's home (whose suite belongs to org acme); yields its
+    base URL."""
     import uvicorn
+    from sqlalchemy import update
 
     from eval_pipeline.api.app import create_app
+
+    with eval_home.catalog.session() as s:
+        s.execute(update(t.Suite).where(t.Suite.id == eval_home.suite_id).values(org_id="acme"))
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(eval_home), host="127.0.0.1", port=port, log_level="warning"))
@@ -95,6 +100,8 @@ def test_keys_orgs_and_error_envelopes(eval_home, api):
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
     theirs = {"Authorization": f"Bearer {other['key']}"}
     assert httpx.get(f"{url}/{run['id']}", headers=theirs).status_code == 404
+    # nor can another org run on this org's suite
+    assert httpx.post(url, json={"suite_id": eval_home.suite_id, "models": ["tiny"]}, headers=theirs).status_code == 404
     assert httpx.post(f"{url}/{run['id']}/cancel", headers=theirs).status_code == 404
     assert httpx.get(url, headers=theirs).json()["data"] == []
     ours = {"Authorization": f"Bearer {acme['key']}"}
@@ -120,3 +127,56 @@ def test_keys_orgs_and_error_envelopes(eval_home, api):
         stored = [r.key_sha256 for r in s.scalars(select(t.ApiKey))]
     assert acme["key"] not in stored and len(stored) == 2
     assert httpx.get(api + "/openapi.json").json()["paths"]["/api/v1/llm/evals/runs"]
+
+
+def test_the_sdk_imports_from_the_hub_and_reads_suites(eval_home, api, tmp_path, monkeypatch):
+    from mka1 import errors as mka1_errors
+
+    from helpers import generated_folder
+    from hub_server import HubRepo, HubServer
+
+    gen = generated_folder(tmp_path / "gen")
+    repo = HubRepo(private=True)
+    repo.commit({str(p.relative_to(gen)): p.read_bytes() for p in gen.rglob("*") if p.is_file()})
+    key = create_key(eval_home.catalog, "acme")["key"]
+    sdk, who = _sdk(api, key, user="ana")
+    with HubServer(tokens={"hf_caller"}) as hub:
+        hub.repos["acme/lm-eval-results"] = repo
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        source = {"type": "huggingface", "repo": "acme/lm-eval-results", "revision": "main"}
+        dry = sdk.llm.evals.import_historical_results(x_hugging_face_token="hf_caller", source=source,
+                                                      suite_name="hub history", dry_run=True, **who)
+        assert dry.dry_run and dry.discovered_files == 2 and dry.imported_runs == 2
+        assert runs.list_runs(eval_home.catalog) == [] and "hub history" not in {
+            x["name"] for x in sdk.llm.evals.list_suites(**who).model_dump()["data"]}
+        real = sdk.llm.evals.import_historical_results(x_hugging_face_token="hf_caller", source=source,
+                                                       suite_name="hub history", **who)
+        assert real.created_suite and real.suite_version == 1 and real.imported_samples > 0
+        again = sdk.llm.evals.import_historical_results(x_hugging_face_token="hf_caller", source=source,
+                                                        suite_name="hub history", **who)
+        assert again.imported_runs == 0 and again.skipped_runs == 2 and again.suite_id == real.suite_id
+        assert any(h.get("authorization") == "Bearer hf_caller" for _, _, h in hub.requests)
+        no_token = httpx.post(api + "/api/v1/llm/evals/imports/huggingface-results", json={"source": source},
+                              headers={"Authorization": f"Bearer {key}"})
+        assert no_token.status_code == 400 and no_token.json()["error"]["details"] == {"field": "X-HuggingFace-Token"}
+        local = httpx.post(api + "/api/v1/llm/evals/imports/huggingface-results",
+                           json={"source": {"type": "path", "url": "/etc"}},
+                           headers={"Authorization": f"Bearer {key}", "X-HuggingFace-Token": "hf_caller"})
+        assert local.status_code == 400 and local.json()["error"]["details"] == {"field": "source.type"}
+    suites = sdk.llm.evals.list_suites(**who)
+    assert {s.id for s in suites.data} == {eval_home.suite_id, real.suite_id}
+    assert [s.id for s in sdk.llm.evals.list_suites(owned_only=True, **who).data] == [real.suite_id]
+    suite = sdk.llm.evals.get_suite(suite_id=real.suite_id, **who)
+    assert suite.org_id == "acme" and suite.latest_version == 1 and suite.access == "owner"
+    versions = sdk.llm.evals.list_suite_versions(suite_id=real.suite_id, **who)
+    assert [v.version for v in versions.data] == [1] and not versions.has_more
+    version = sdk.llm.evals.get_suite_version(suite_id=real.suite_id, version=1, **who)
+    assert version.id == versions.data[0].id and len(version.manifest.tasks) == 2
+    other, _ = _sdk(api, create_key(eval_home.catalog, "globex")["key"])
+    with pytest.raises(mka1_errors.SDKDefaultError) as e:
+        other.llm.evals.get_suite(suite_id=real.suite_id)
+    assert e.value.status_code == 404
+    assert other.llm.evals.list_suites().data == []
+    # the caller's Hub token is stored nowhere
+    home = eval_home.settings.home
+    assert not any(b"hf_caller" in p.read_bytes() for p in home.rglob("*") if p.is_file())

@@ -70,3 +70,65 @@ def cancel_run(request: Request, run_id: str, caller: Principal = Caller) -> dic
     run = runs.cancel_run(rt.catalog, run_id, org_id=caller.org_id)
     stop_dagster_runs(dagster_instance(rt), run_id)
     return run
+
+
+@router.post("/imports/huggingface-results")
+async def import_historical_results(request: Request, caller: Principal = Caller) -> dict:
+    """Import lm-eval results from a Hugging Face dataset repo with the caller's own token (required,
+    used for this call only: never stored, logged or replaced by a server-side token)."""
+    from eval_pipeline.importing import import_results
+
+    token = request.headers.get("x-huggingface-token")
+    if not token:
+        raise InvalidInput("X-HuggingFace-Token", "header is required: the caller's Hugging Face token")
+    body = await json_body(request)
+    source = body.get("source")
+    if isinstance(source, dict) and source.get("type", "huggingface") != "huggingface":
+        raise InvalidInput("source.type", "must be huggingface over the API")
+    rt = request.app.state.runtime
+    result = import_results(rt.catalog, rt.lake, body, hub_token=token, s3_endpoint_url=rt.settings.s3_endpoint_url,
+                            org_id=caller.org_id, team_id=caller.team_id, created_by=caller.user)
+    out = result.to_dict()
+    if out["suite_id"] is None:  # a dry run into a suite not created yet: the SDK's model wants a string
+        out["suite_id"] = ""
+    return out
+
+
+@router.get("/suites")
+def list_suites(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
+                owned_only: bool = False, caller: Principal = Caller) -> dict:
+    from eval_pipeline.suites import list_suites as core_list
+
+    if owned_only and not caller.user:
+        raise InvalidInput("owned_only", "needs X-On-Behalf-Of naming the user whose suites to list")
+    items = core_list(request.app.state.runtime.catalog, org_id=caller.org_id, after=after, limit=limit + 1,
+                      created_by=caller.user if owned_only else None)
+    return page(items, limit)
+
+
+@router.get("/suites/{suite_id}")
+def get_suite(request: Request, suite_id: str, caller: Principal = Caller) -> dict:
+    from eval_pipeline.suites import get_suite as core_get
+
+    return core_get(request.app.state.runtime.catalog, suite_id, org_id=caller.org_id, versions=False)
+
+
+@router.get("/suites/{suite_id}/versions")
+def list_suite_versions(request: Request, suite_id: str, after: str | None = None,
+                        limit: int = Query(20, ge=1, le=100), caller: Principal = Caller) -> dict:
+    from eval_pipeline.suites import get_suite as core_get
+
+    versions = core_get(request.app.state.runtime.catalog, suite_id, org_id=caller.org_id)["versions"]
+    if after:
+        ids_ = [v["id"] for v in versions]
+        if after not in ids_:
+            raise InvalidInput("after", f"{after} is not a version of suite {suite_id}")
+        versions = versions[ids_.index(after) + 1:]
+    return page(versions, limit)
+
+
+@router.get("/suites/{suite_id}/versions/{version}")
+def get_suite_version(request: Request, suite_id: str, version: int, caller: Principal = Caller) -> dict:
+    from eval_pipeline.suites import get_suite_version as core_get
+
+    return core_get(request.app.state.runtime.catalog, suite_id, version, org_id=caller.org_id)

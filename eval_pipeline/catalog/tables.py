@@ -25,6 +25,9 @@ class Suite(Base):
     __tablename__ = "suites"
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
+    org_id: Mapped[str] = mapped_column(String(128), index=True, default="org_default")
+    team_id: Mapped[str] = mapped_column(String(128), default="team_default")
+    created_by: Mapped[str | None] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[int] = mapped_column(BigInteger)
