@@ -3,8 +3,11 @@ is stored, so the catalog never holds a usable key. Revoked keys stop authentica
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -31,18 +34,45 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(catalog: Catalog, org_id: str, *, team_id: str | None = None, name: str | None = None) -> dict:
+def create_key(catalog: Catalog, org_id: str, *, team_id: str | None = None, name: str | None = None,
+               kind: str = "bearer", master: bytes | None = None) -> dict:
+    """A bearer key, or (kind `aksk`) an access key / secret key pair for Qianfan-style signed calls. A
+    secret key is derived from the access key with the service's master secret, so it is stored nowhere
+    and the server can still recompute it to check signatures."""
     for field, value in (("org", org_id), ("team", team_id)):
         if value is not None and not (1 <= len(value) <= 128 and value.replace("-", "").replace("_", "").isalnum()):
             raise InvalidInput(field, "must be 1-128 letters, digits, - or _")
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    if kind not in ("bearer", "aksk"):
+        raise InvalidInput("kind", "must be bearer or aksk")
+    key = KEY_PREFIX + secrets.token_urlsafe(32) if kind == "bearer" else "ak" + secrets.token_hex(16)
     with catalog.session() as s:
         row = t.ApiKey(id=ids.new_id("api_key"), org_id=org_id, team_id=team_id or f"{org_id}-team", name=name,
-                       kind="bearer", key_sha256=_digest(key), created_at=now())
+                       kind=kind, key_sha256=_digest(key), created_at=now())
         s.add(row)
         s.flush()
-        return {"id": row.id, "object": "api_key", "org_id": row.org_id, "team_id": row.team_id,
-                "name": row.name, "key": key, "created_at": row.created_at}
+        out = {"id": row.id, "object": "api_key", "kind": kind, "org_id": row.org_id, "team_id": row.team_id,
+               "name": row.name, "created_at": row.created_at}
+    if kind == "bearer":
+        return out | {"key": key}
+    return out | {"access_key": key, "secret_key": secret_key_for(master, key)}
+
+
+def secret_key_for(master: bytes, access_key: str) -> str:
+    return hmac.new(master, b"aksk:" + access_key.encode(), hashlib.sha256).hexdigest()
+
+
+def master_secret(home: Path) -> bytes:
+    """The service's master secret: EVAL_PIPELINE_MASTER_SECRET, else a random one kept (mode 0600) in
+    the home folder, made on first use."""
+    if os.environ.get("EVAL_PIPELINE_MASTER_SECRET"):
+        return os.environ["EVAL_PIPELINE_MASTER_SECRET"].encode()
+    path = home / "master.secret"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
 
 
 def revoke_key(catalog: Catalog, key_id: str) -> dict:
@@ -54,9 +84,11 @@ def revoke_key(catalog: Catalog, key_id: str) -> dict:
         return {"id": row.id, "object": "api_key", "revoked": True, "revoked_at": row.revoked_at}
 
 
-def authenticate(catalog: Catalog, key: str | None, user: str | None = None) -> Principal | None:
+def authenticate(catalog: Catalog, key: str | None, user: str | None = None, kind: str = "bearer"
+                 ) -> Principal | None:
     if not key:
         return None
     with catalog.session() as s:
-        row = s.scalar(select(t.ApiKey).where(t.ApiKey.key_sha256 == _digest(key), t.ApiKey.revoked_at.is_(None)))
+        row = s.scalar(select(t.ApiKey).where(t.ApiKey.key_sha256 == _digest(key), t.ApiKey.kind == kind,
+                                              t.ApiKey.revoked_at.is_(None)))
         return Principal(row.id, row.org_id, row.team_id, user) if row is not None else None

@@ -28,12 +28,16 @@ def keys() -> None:
 @click.option("--org", "org_id", required=True)
 @click.option("--team", "team_id")
 @click.option("--name")
+@click.option("--kind", type=click.Choice(["bearer", "aksk"]), default="bearer", show_default=True,
+              help="aksk: an access key / secret key pair for Qianfan-style signed calls.")
 @front_door
-def keys_create(org_id: str, team_id: str | None, name: str | None) -> None:
+def keys_create(org_id: str, team_id: str | None, name: str | None, kind: str) -> None:
     """Create a key; it is printed once and cannot be shown again."""
-    from eval_pipeline.api_keys import create_key
+    from eval_pipeline.api_keys import create_key, master_secret
 
-    _emit(create_key(open_runtime().catalog, org_id, team_id=team_id, name=name))
+    rt = open_runtime()
+    _emit(create_key(rt.catalog, org_id, team_id=team_id, name=name, kind=kind,
+                     master=master_secret(rt.settings.home) if kind == "aksk" else None))
 
 
 @keys.command("revoke")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from pydantic import Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -21,6 +22,7 @@ from eval_pipeline.lake import Lake
 from eval_pipeline.metrics import metrics_path, run_metrics_object
 from eval_pipeline.model_registry import Model, model_by_key, resolve_in
 from eval_pipeline.run_request import RunRequest
+from eval_pipeline.validation import Strict, parse_model
 from eval_pipeline.suites import latest_version_row
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -157,7 +159,7 @@ def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> dict:
                    "reasoning": 0},
         "created_at": run.created_at, "started_at": run.started_at, "completed_at": run.completed_at,
         "cancelled_at": run.cancelled_at, "failed_at": run.failed_at,
-        "settings": run.settings,
+        "settings": run.settings, "system_tags": run.system_tags or [], "user_tags": run.user_tags or [],
     }
     if partitions:
         out["partitions"] = [
@@ -226,6 +228,26 @@ def mark_started(catalog: Catalog, run_id: str) -> None:
         run = _run(s, run_id)
         if run.status == "queued":
             run.status, run.started_at = "in_progress", run.started_at or now()
+
+
+class RunUpdate(Strict):
+    name: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=10000)
+    system_tags: list[str] | None = Field(None, max_length=100)
+    user_tags: list[str] | None = Field(None, max_length=100)
+
+
+def update_run(catalog: Catalog, run_id: str, changes: dict, *, org_id: str | None = None) -> dict:
+    """Rename, describe or tag a run (any state); fields left out keep their values."""
+    upd = parse_model(RunUpdate, changes)
+    with catalog.session() as s:
+        run = _run(s, run_id, org_id)
+        for field in ("name", "description", "system_tags", "user_tags"):
+            value = getattr(upd, field)
+            if value is not None:
+                setattr(run, field, value)
+        s.flush()
+        return run_object(s, run)
 
 
 def cancel_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> dict:

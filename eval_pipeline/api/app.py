@@ -26,7 +26,7 @@ def error_body(code: str, message: str, details=None) -> dict:
 
 
 def create_app(runtime: Runtime) -> FastAPI:
-    from eval_pipeline.api import mka1
+    from eval_pipeline.api import mka1, qianfan, zstack
 
     app = FastAPI(title="eval_pipeline", version="1", description="LLM evaluation service (MKA1-compatible "
                                                                    "evals API)")
@@ -51,6 +51,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(mka1.router)
+    app.include_router(qianfan.router)
+    app.include_router(zstack.router)
     return app
 
 

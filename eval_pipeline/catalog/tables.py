@@ -181,6 +181,8 @@ class Run(Base):
     team_id: Mapped[str] = mapped_column(String(128), default="team_default")
     created_by: Mapped[str | None] = mapped_column(String(255))  # the API caller's X-On-Behalf-Of
     idempotency_key: Mapped[str | None] = mapped_column(String(255))  # unique per org (migration 0006)
+    system_tags: Mapped[list] = mapped_column(JSON, default=list)
+    user_tags: Mapped[list] = mapped_column(JSON, default=list)
     name: Mapped[str | None] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
     suite_id: Mapped[str] = mapped_column(ForeignKey("suites.id"), index=True)

@@ -1,0 +1,215 @@
+"""Qianfan's model-evaluation operations (`POST /v2/eval?Action=...`), as the `qianfan` SDK's
+`call_action` sends them: bce-auth-v1 signatures from AK/SK pairs (`keys create --kind aksk`), the
+envelope {"requestId", "result"}, errors HTTP >= 400 with {"requestId", "code", "message"}. An "eval
+task" is an eval run here; an export task is an export bundle.
+
+The signature is checked here rather than with baidubce's signer: that one logs the derived signing key
+at debug level, and a secret's derivative must not reach a log."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.parse
+import uuid
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from eval_pipeline import exports, runs
+from eval_pipeline.api_keys import Principal, authenticate, master_secret, secret_key_for
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.errors import Conflict, EvalPipelineError, InvalidInput, NotFound
+
+router = APIRouter(tags=["qianfan"])
+MAX_SKEW = 300  # seconds a signature's date may lie ahead of or behind this server's clock
+STATES = {"queued": "Queued", "running": "Running", "succeeded": "Succeeded", "failed": "Failed"}
+RUN_STATES = {"queued": "Pending", "in_progress": "Running", "finalizing": "Running", "completed": "Done",
+              "failed": "Failed", "cancelling": "Stopping", "cancelled": "Stopped"}
+
+
+class QianfanError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _uri(value: str) -> str:
+    return urllib.parse.quote(value, safe="-_.~")
+
+
+def bce_signature(secret_key: str, auth_prefix: str, method: str, path: str, query: dict[str, str],
+                  headers: dict[str, str], signed: list[str]) -> str:
+    """bce-auth-v1: HMAC-SHA256 of the canonical request under HMAC-SHA256(SK, auth prefix)."""
+    signing_key = hmac.new(secret_key.encode(), auth_prefix.encode(), hashlib.sha256).hexdigest()
+    canonical_query = "&".join(sorted(f"{_uri(k)}={_uri(v)}" for k, v in query.items()
+                                      if k.lower() != "authorization"))
+    canonical_headers = "\n".join(sorted(f"{_uri(h)}:{_uri(headers[h].strip())}" for h in signed))
+    text = "\n".join([method, path, canonical_query, canonical_headers])
+    return hmac.new(signing_key.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def _caller(request: Request) -> Principal:
+    parts = request.headers.get("authorization", "").split("/")
+    if len(parts) != 6 or parts[0] != "bce-auth-v1":
+        raise QianfanError(401, "AccessDenied", "Authorization must be a bce-auth-v1 signature")
+    _, ak, stamp, expires, signed_list, signature = parts
+    try:
+        signed_at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        expires_in = int(expires)
+    except ValueError:
+        raise QianfanError(401, "AccessDenied", "malformed signature date or expiry") from None
+    if abs(time.time() - signed_at) > MAX_SKEW or time.time() > signed_at + expires_in:
+        raise QianfanError(401, "RequestExpired", "the signature's x-bce-date is stale")
+    rt = request.app.state.runtime
+    caller = authenticate(rt.catalog, ak, kind="aksk")
+    signed = [h for h in signed_list.split(";") if h]
+    if caller is None or any(h not in request.headers for h in signed) or "host" not in signed:
+        raise QianfanError(401, "AccessDenied", "unknown access key or unsigned host")
+    expected = bce_signature(secret_key_for(master_secret(rt.settings.home), ak),
+                             f"bce-auth-v1/{ak}/{stamp}/{expires}", request.method, request.url.path,
+                             dict(request.query_params), {h: request.headers[h] for h in signed}, signed)
+    if not hmac.compare_digest(expected, signature):
+        raise QianfanError(401, "SignatureDoesNotMatch", "the request signature does not match")
+    return caller
+
+
+@router.post("/v2/eval")
+async def eval_action(request: Request, background: BackgroundTasks) -> JSONResponse:
+    request_id = str(uuid.uuid4())
+    try:
+        caller = _caller(request)
+        action = request.query_params.get("Action")
+        handler = ACTIONS.get(action or "")
+        if handler is None:
+            raise QianfanError(400, "InvalidAction", f"unknown Action {action!r}")
+        try:
+            params = json.loads(await request.body() or b"{}")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise QianfanError(400, "MalformedJSON", "the body is not JSON") from None
+        if not isinstance(params, dict):
+            raise QianfanError(400, "MalformedJSON", "the body must be a JSON object")
+        result = handler(request.app.state.runtime, caller, params, background)
+        return JSONResponse({"requestId": request_id, "result": result})
+    except QianfanError as e:
+        return JSONResponse({"requestId": request_id, "code": e.code, "message": e.message}, status_code=e.status)
+    except EvalPipelineError as e:
+        status = 404 if isinstance(e, NotFound) else 409 if isinstance(e, Conflict) else \
+            400 if isinstance(e, InvalidInput) else 500
+        code = {404: "ResourceNotFound", 409: "Conflict", 400: "InvalidParameter"}.get(status, "InternalError")
+        return JSONResponse({"requestId": request_id, "code": code, "message": str(e)}, status_code=status)
+
+
+def _required(params: dict, name: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(name, "is required")
+    return value
+
+
+def _run_kinds(s, run_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """run id -> (evalType auto|manual, evalMode rule|model|manual|"rule,model") from its tasks."""
+    modes: dict[str, set[str]] = {}
+    for run_id, mode in s.execute(select(t.RunPartition.run_id, t.Task.eval_mode)
+                                  .join(t.Task, t.Task.id == t.RunPartition.task_id)
+                                  .where(t.RunPartition.run_id.in_(run_ids))):
+        modes.setdefault(run_id, set()).update((mode or "rule").split(","))
+    out = {}
+    for run_id in run_ids:
+        m = modes.get(run_id, {"rule"})
+        out[run_id] = ("manual", "manual") if "manual" in m else ("auto", ",".join(x for x in ("rule", "model")
+                                                                                   if x in m))
+    return out
+
+
+def _task_item(run: t.Run, kinds: tuple[str, str]) -> dict:
+    return {"taskId": run.id, "taskName": run.name or run.id, "evalType": kinds[0], "evalMode": kinds[1],
+            "description": run.description or "",
+            "createTime": datetime.fromtimestamp(run.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def describe_eval_tasks(rt, caller: Principal, params: dict, _background) -> dict:
+    eval_type = params.get("evalType")
+    if eval_type not in ("manual", "auto"):
+        raise InvalidInput("evalType", "is required: manual or auto")
+    max_keys = params.get("maxKeys", 10)
+    if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+        raise InvalidInput("maxKeys", "must be a positive integer")
+    max_keys = min(max_keys, 100)
+    key_filter = params.get("keyFilter") or ""
+    marker = params.get("marker") or ""
+    reverse = bool(params.get("pageReverse", False))
+    with rt.catalog.session() as s:
+        order = (t.Run.created_ns.desc(), t.Run.id.desc()) if reverse else (t.Run.created_ns, t.Run.id)
+        rows = list(s.scalars(select(t.Run).where(t.Run.org_id == caller.org_id).order_by(*order)))
+        kinds = _run_kinds(s, [r.id for r in rows])
+        needle = key_filter.lower()
+        matched = [r for r in rows if kinds[r.id][0] == eval_type and (
+            not needle or needle in r.id.lower() or needle in (r.name or "").lower() or key_filter in r.models)]
+        start = 0
+        if marker:
+            ids_ = [r.id for r in matched]
+            if marker not in ids_:
+                raise InvalidInput("marker", "is not a position of this listing")
+            start = ids_.index(marker)
+        chunk = matched[start:start + max_keys]
+        more = start + max_keys < len(matched)
+        return {"evalTaskList": [_task_item(r, kinds[r.id]) for r in chunk],
+                "pageInfo": {"marker": marker, "maxKeys": max_keys, "isTruncated": more,
+                             "nextMarker": matched[start + max_keys].id if more else ""}}
+
+
+def describe_eval_task(rt, caller: Principal, params: dict, _background) -> dict:
+    run = runs.get_run(rt.catalog, _required(params, "taskId"), org_id=caller.org_id)
+    with rt.catalog.session() as s:
+        row = s.get(t.Run, run["id"])
+        item = _task_item(row, _run_kinds(s, [row.id])[row.id])
+    counts = run["request_counts"]
+    return item | {"state": RUN_STATES[run["status"]], "models": run["models"], "metrics": run["metrics"],
+                   "progress": round(100 * (counts["completed"] + counts["failed"]) / counts["total"])
+                   if counts["total"] else 0}
+
+
+def stop_eval_task(rt, caller: Principal, params: dict, _background) -> dict:
+    run = runs.cancel_run(rt.catalog, _required(params, "taskId"), org_id=caller.org_id)
+    return {"taskId": run["id"], "state": RUN_STATES[run["status"]]}
+
+
+def create_export_task(rt, caller: Principal, params: dict, background: BackgroundTasks) -> dict:
+    eval_id = _required(params, "evalId")
+    runs.get_run(rt.catalog, eval_id, org_id=caller.org_id)  # another org's run is not found
+    storage = params.get("storageType", "sysStorage")
+    if storage not in ("BOS", "sysStorage"):
+        raise InvalidInput("storageType", "must be BOS or sysStorage")
+    content = params.get("exportContent")
+    if not isinstance(content, list):
+        raise InvalidInput("exportContent", "is required: a list of prompt, prediction, completion, metrics, system")
+    export = exports.create_export(rt.catalog, {"run_id": eval_id, "content": content, "bucket": params.get("bucket"),
+                                                "storage_type": "object" if storage == "BOS" else "system"})
+    # No daemon needed: the export runs once the answer is sent (the core function the asset calls).
+    background.add_task(_export, rt, export["id"])
+    return {"taskId": export["id"]}
+
+
+def _export(rt, export_id: str) -> None:
+    try:
+        exports.run_export(rt.catalog, rt.lake, export_id, rt.settings.export_s3_endpoint_url)
+    except Exception:  # recorded on the export task (status failed, error); nothing else to tell
+        pass
+
+
+def describe_export_task(rt, caller: Principal, params: dict, _background) -> dict:
+    export = exports.get_export(rt.catalog, _required(params, "taskId"))
+    runs.get_run(rt.catalog, export["run_id"], org_id=caller.org_id)
+    return {"taskId": export["id"], "evalId": export["run_id"], "state": STATES[export["status"]],
+            "storageType": "BOS" if export["storage_type"] == "object" else "sysStorage",
+            "bucket": export["bucket"], "exportContent": export["content"], "downloadUrl": export["location"] or "",
+            "files": export["files"] or [], "errorMessage": (export["error"] or {}).get("message", "")}
+
+
+ACTIONS = {"DescribeEvalTasks": describe_eval_tasks, "DescribeEvalTask": describe_eval_task,
+           "StopEvalTask": stop_eval_task, "CreateEvalResultExportTask": create_export_task,
+           "DescribeEvalResultExportTask": describe_export_task}
