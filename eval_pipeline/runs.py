@@ -250,6 +250,44 @@ def update_run(catalog: Catalog, run_id: str, changes: dict, *, org_id: str | No
         return run_object(s, run)
 
 
+def delete_run(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | None = None) -> dict:
+    """Delete a finished run: its catalog rows (partitions, exports, human grades) and its lake files
+    (generations, grades, metrics, reports). A run still working must be cancelled first."""
+    with catalog.session() as s:
+        run = _run(s, run_id, org_id)
+        if run.status not in TERMINAL:
+            raise Conflict(f"run {run_id} is {run.status}: cancel it before deleting it")
+        report_ids = list(run.artifact_file_ids or [])
+    for prefix in ("generations", "grades", "metrics", "reports"):
+        folder = f"{lake.root}/{prefix}/{run_id}"
+        if lake.fs.exists(folder):
+            lake.fs.rm(folder, recursive=True)
+    with catalog.session() as s:
+        for model in (t.HumanGrade, t.Export, t.RunPartition):
+            s.execute(model.__table__.delete().where(model.run_id == run_id))
+        s.execute(t.File.__table__.delete().where(t.File.id.in_(report_ids)))
+        s.delete(s.get(t.Run, run_id))
+    return {"id": run_id, "object": "eval.run.deleted", "deleted": True}
+
+
+def retry_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> dict:
+    """A failed run queued again for the sensor: chunks already written are kept, the rest is generated."""
+    with catalog.session() as s:
+        run = _run(s, run_id, org_id)
+        if run.status != "failed":
+            raise Conflict(f"run {run_id} is {run.status}; only a failed run is retried")
+    resume_run(catalog, run_id)
+    requeue(catalog, run_id)
+    return get_run(catalog, run_id)
+
+
+def run_artifacts(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> dict:
+    with catalog.session() as s:
+        run = _run(s, run_id, org_id)
+        return {"object": "eval.artifacts", "run_id": run.id, "result_file_id": None, "samples_file_id": None,
+                "artifact_file_ids": list(run.artifact_file_ids or [])}
+
+
 def cancel_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> dict:
     """Stop starting work: a queued run is cancelled at once; a running one is `cancelling` until its
     partitions have stopped (each checks between chunks)."""

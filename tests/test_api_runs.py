@@ -180,3 +180,61 @@ def test_the_sdk_imports_from_the_hub_and_reads_suites(eval_home, api, tmp_path,
     # the caller's Hub token is stored nowhere
     home = eval_home.settings.home
     assert not any(b"hf_caller" in p.read_bytes() for p in home.rglob("*") if p.is_file())
+
+
+def test_samples_artifacts_retry_and_delete(eval_home, api):
+    import dagster as dg
+
+    from eval_pipeline.definitions import defs
+    from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
+
+    key = create_key(eval_home.catalog, "acme")["key"]
+    sdk, who = _sdk(api, key)
+    mc, gen = _task_ids(eval_home)
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id, "models": ["tiny"],
+                                                              "task_ids": [mc, gen], "generation": {"max_gen_toks": 4}},
+                          org_id="acme")
+    execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
+                       defs.resolve_job_def(GENERATION_JOB), run_config={"loggers": {"console": {"config": {
+                           "log_level": "ERROR"}}}})
+    everything = sdk.llm.evals.list_samples(run_id=run["id"], limit=1000)
+    assert len(everything.data) == 22 and not everything.has_more
+    assert {s.task_id for s in everything.data} == {mc, gen} and all(s.status == "completed" for s in everything.data)
+    mc_samples = [s for s in everything.data if s.task_id == mc]
+    assert all(s.dataset_row is not None and "acc,none" in s.scores for s in mc_samples)
+    assert all(s.output_text in ("", None) or isinstance(s.output_text, str) for s in everything.data)
+    pages, after = [], None
+    while True:
+        page = sdk.llm.evals.list_samples(run_id=run["id"], limit=5, after=after)
+        pages += [s.id for s in page.data]
+        if not page.has_more:
+            break
+        after = page.last_id
+    assert pages == [s.id for s in everything.data]
+    right = sdk.llm.evals.list_samples(run_id=run["id"], score_metric="acc", score_min=1)
+    assert {s.id for s in right.data} == {s.id for s in mc_samples if s.scores["acc,none"] == 1.0}
+    only = sdk.llm.evals.list_samples(run_id=run["id"], task_id=gen, sample_index="3", include_dataset_row=False)
+    assert [(s.task_id, s.sample_index, s.dataset_row) for s in only.data] == [(gen, 3, None)]
+    assert sdk.llm.evals.list_samples(run_id=run["id"], model="other").data == []
+    artifacts = sdk.llm.evals.get_artifacts(run_id=run["id"])
+    assert artifacts.artifact_file_ids == runs.get_run(eval_home.catalog, run["id"])["artifact_file_ids"] != []
+    bad = httpx.get(f"{api}/api/v1/llm/evals/runs/{run['id']}/samples?score_min=0.5",
+                    headers={"Authorization": f"Bearer {key}"})
+    assert bad.status_code == 400 and bad.json()["error"]["details"] == {"field": "score_metric"}
+    # retry is for failed runs; a failed one goes back to the queue
+    conflict = httpx.post(f"{api}/api/v1/llm/evals/runs/{run['id']}/retry", headers={"Authorization": f"Bearer {key}"})
+    assert conflict.status_code == 409
+    failing = runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id, "models": ["tiny"]},
+                              org_id="acme")
+    runs.mark_started(eval_home.catalog, failing["id"])
+    runs.fail_run(eval_home.catalog, failing["id"], "dagster_run_failed", "worker lost")
+    retried = sdk.llm.evals.retry_failed_run(run_id=failing["id"])
+    assert retried.status == "queued" and retried.error is None
+    # delete: gone from the catalog and the lake
+    deleted = sdk.llm.evals.delete_run(run_id=run["id"])
+    assert deleted.deleted and deleted.id == run["id"]
+    assert httpx.get(f"{api}/api/v1/llm/evals/runs/{run['id']}", headers={"Authorization": f"Bearer {key}"}
+                     ).status_code == 404
+    assert not [p for p in eval_home.lake.list() if run["id"] in p]
+    queued = httpx.delete(f"{api}/api/v1/llm/evals/runs/{failing['id']}", headers={"Authorization": f"Bearer {key}"})
+    assert queued.status_code == 409

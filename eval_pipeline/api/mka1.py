@@ -132,3 +132,38 @@ def get_suite_version(request: Request, suite_id: str, version: int, caller: Pri
     from eval_pipeline.suites import get_suite_version as core_get
 
     return core_get(request.app.state.runtime.catalog, suite_id, version, org_id=caller.org_id)
+
+
+@router.delete("/runs/{run_id}")
+def delete_run(request: Request, run_id: str, caller: Principal = Caller) -> dict:
+    rt = request.app.state.runtime
+    return runs.delete_run(rt.catalog, rt.lake, run_id, org_id=caller.org_id)
+
+
+@router.post("/runs/{run_id}/retry")
+def retry_run(request: Request, run_id: str, caller: Principal = Caller) -> dict:
+    return runs.retry_run(request.app.state.runtime.catalog, run_id, org_id=caller.org_id)
+
+
+@router.get("/runs/{run_id}/artifacts")
+def get_artifacts(request: Request, run_id: str, caller: Principal = Caller) -> dict:
+    return runs.run_artifacts(request.app.state.runtime.catalog, run_id, org_id=caller.org_id)
+
+
+@router.get("/runs/{run_id}/samples")
+def list_samples(request: Request, run_id: str, after: str | None = None, limit: int = Query(100, ge=1, le=1000),
+                 task_id: str | None = None, model: str | None = None, status: str | None = None,
+                 score_metric: str | None = None, score_min: float | None = None, score_max: float | None = None,
+                 include_dataset_row: bool = True, include_reasoning: bool = False,
+                 sample_index: str | None = None, caller: Principal = Caller) -> dict:
+    from eval_pipeline.samples import list_samples as core_list
+
+    if sample_index is not None and not sample_index.isdigit():  # the SDK sends it as a string
+        raise InvalidInput("sample_index", "must be a non-negative integer")
+    rt = request.app.state.runtime
+    data, more = core_list(rt.catalog, rt.lake, run_id, org_id=caller.org_id, after=after, limit=limit,
+                           task_id=task_id, model=model, status=status, score_metric=score_metric,
+                           score_min=score_min, score_max=score_max, include_dataset_row=include_dataset_row,
+                           sample_index=int(sample_index) if sample_index is not None else None)
+    return {"object": "list", "data": data, "has_more": more, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}

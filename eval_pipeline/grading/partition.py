@@ -88,17 +88,22 @@ class DocAnswer:
     prediction: str | None  # generated text; for multiple choice the highest-loglikelihood choice
     reference: str  # the expected answer (the gold choice's text for multiple choice)
     error: str | None  # a failed generation
+    input_tokens: int = 0
+    output_tokens: int = 0
+    doc: dict | None = None  # the dataset row, when asked for
 
 
-def generation_docs(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str) -> list[DocAnswer]:
+def generation_docs(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str, *,
+                    with_doc: bool = False) -> list[DocAnswer]:
     _, _, rules, inputs_path, chunks = _load(catalog, run_id, model, task_id)
-    columns = ["doc_id", "request_index", "request_kind", "prompt", "output_text", "logprob", "error"]
+    columns = ["doc_id", "request_index", "request_kind", "prompt", "output_text", "logprob", "error",
+               "input_tokens", "output_tokens"]
     by_doc: dict[int, list[dict]] = defaultdict(list)
     for chunk in chunks:
         for r in lake.read_table(chunk, columns=columns).to_pylist():
             by_doc[r["doc_id"]].append(r)
-    inputs = {r["doc_id"]: r for r in lake.read_table(inputs_path, columns=["doc_id", "target", "continuations"])
-              .to_pylist()}
+    input_columns = ["doc_id", "target", "continuations"] + (["doc"] if with_doc else [])
+    inputs = {r["doc_id"]: r for r in lake.read_table(inputs_path, columns=input_columns).to_pylist()}
     out = []
     for doc_id in sorted(by_doc):
         reqs = sorted(by_doc[doc_id], key=lambda r: r["request_index"])
@@ -113,7 +118,9 @@ def generation_docs(catalog: Catalog, lake: Lake, run_id: str, model: str, task_
             if isinstance(gold, int) and gold >= 0:
                 reference = choices[gold]
         out.append(DocAnswer(doc_id, reqs[0]["request_kind"], reqs[0]["prompt"], prediction, reference or "",
-                             _failed(reqs)))
+                             _failed(reqs), sum(r["input_tokens"] or 0 for r in reqs),
+                             sum(r["output_tokens"] or 0 for r in reqs),
+                             loads(inputs[doc_id]["doc"]) if with_doc and doc_id in inputs else None))
     return out
 
 
