@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/grading.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .eval_pipeline

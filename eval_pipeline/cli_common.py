@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 
 import click
 
 from eval_pipeline.errors import INPUT_ERRORS, EvalPipelineError
-from eval_pipeline.runtime import Runtime
+from eval_pipeline.runtime import dagster_instance  # noqa: F401  (the CLI modules import it from here)
 
 
 def _emit(obj) -> None:
@@ -35,13 +34,6 @@ def front_door(fn):
             _fail(e, 1)
 
     return wrapper
-
-
-def dagster_instance(rt: Runtime):
-    os.environ.setdefault("DAGSTER_HOME", str(rt.settings.dagster_home))
-    import dagster as dg
-
-    return dg.DagsterInstance.get()
 
 
 def _metadata(pairs: tuple[str, ...]) -> dict:

@@ -67,6 +67,20 @@ def _runnable_tasks(s: Session, sv: t.SuiteVersion, task_ids: list[str] | None) 
     return [by_id[i] for i in task_ids]
 
 
+def _index_for_search(run: t.Run) -> None:
+    run.search_text = f"{(run.name or '').lower()} {run.id.lower()}"
+    run.model_list = "|" + "|".join(run.models) + "|"
+
+
+def eval_kind(task_modes: list[str | None]) -> tuple[str, str]:
+    """(eval_type, eval_mode) of a run from its tasks' modes: manual if one task is; else the union of
+    rule and model."""
+    modes = {m for mode in task_modes for m in (mode or "rule").split(",")}
+    if "manual" in modes:
+        return "manual", "manual"
+    return "auto", ",".join(m for m in ("rule", "model") if m in modes) or "rule"
+
+
 def _check_graders(s: Session, req: RunRequest, tasks: list[t.Task]) -> None:
     """A judged task needs a judge model; judge and embedding models must resolve."""
     judged = [task.name for task in tasks if "model" in (task.eval_mode or "").split(",")]
@@ -123,6 +137,8 @@ def create_run(catalog: Catalog, lake: Lake, body: dict | RunRequest, *, origin:
                     created_at=now(), created_ns=time.time_ns(),
                     started_at=now() if status == "in_progress" else None, org_id=org_id or DEFAULT_ORG,
                     team_id=team_id or DEFAULT_TEAM, created_by=created_by, idempotency_key=idempotency_key)
+        run.eval_type, run.eval_mode = eval_kind([task.eval_mode for task, _, _ in tasks])
+        _index_for_search(run)
         s.add(run)
         s.flush()
         run.request_total = _plan_partitions(s, lake, run, models, tasks)
@@ -246,6 +262,7 @@ def update_run(catalog: Catalog, run_id: str, changes: dict, *, org_id: str | No
             value = getattr(upd, field)
             if value is not None:
                 setattr(run, field, value)
+        _index_for_search(run)
         s.flush()
         return run_object(s, run)
 

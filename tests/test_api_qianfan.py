@@ -74,6 +74,15 @@ def test_describe_eval_tasks_filters_pages_and_caps(eval_home, qianfan_sdk):
     item = page1["evalTaskList"][0]
     assert item["evalType"] == "auto" and item["evalMode"] == "rule" and len(item["createTime"]) == 19
     assert call("DescribeEvalTasks", {"evalType": "manual"})["result"]["evalTaskList"] == []
+    from eval_pipeline.tasks import set_eval_mode
+
+    with eval_home.catalog.session() as s:
+        manual_task = s.scalar(select(t.Task.id).where(t.Task.name == "ev_gen_b"))
+    set_eval_mode(eval_home.catalog, manual_task, "manual")
+    manual = runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id, "models": ["tiny"]},
+                             org_id="acme")
+    listed = call("DescribeEvalTasks", {"evalType": "manual"})["result"]["evalTaskList"]
+    assert [(x["taskId"], x["evalType"], x["evalMode"]) for x in listed] == [(manual["id"], "manual", "manual")]
     stopped = call("StopEvalTask", {"taskId": ids[0]})["result"]
     assert stopped == {"taskId": ids[0], "state": "Stopped"}
     assert call("DescribeEvalTask", {"taskId": ids[0]})["result"]["state"] == "Stopped"

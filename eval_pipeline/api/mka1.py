@@ -63,7 +63,7 @@ def get_run(request: Request, run_id: str, caller: Principal = Caller) -> dict:
 
 @router.post("/runs/{run_id}/cancel")
 def cancel_run(request: Request, run_id: str, caller: Principal = Caller) -> dict:
-    from eval_pipeline.cli_common import dagster_instance
+    from eval_pipeline.runtime import dagster_instance
     from eval_pipeline.orchestration import stop_dagster_runs
 
     rt = request.app.state.runtime

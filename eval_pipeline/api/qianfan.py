@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 
 from eval_pipeline import exports, runs
 from eval_pipeline.api_keys import Principal, authenticate, master_secret, secret_key_for
@@ -110,28 +110,19 @@ def _required(params: dict, name: str) -> str:
     return value
 
 
-def _run_kinds(s, run_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """run id -> (evalType auto|manual, evalMode rule|model|manual|"rule,model") from its tasks."""
-    modes: dict[str, set[str]] = {}
-    for run_id, mode in s.execute(select(t.RunPartition.run_id, t.Task.eval_mode)
-                                  .join(t.Task, t.Task.id == t.RunPartition.task_id)
-                                  .where(t.RunPartition.run_id.in_(run_ids))):
-        modes.setdefault(run_id, set()).update((mode or "rule").split(","))
-    out = {}
-    for run_id in run_ids:
-        m = modes.get(run_id, {"rule"})
-        out[run_id] = ("manual", "manual") if "manual" in m else ("auto", ",".join(x for x in ("rule", "model")
-                                                                                   if x in m))
-    return out
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _task_item(run: t.Run, kinds: tuple[str, str]) -> dict:
-    return {"taskId": run.id, "taskName": run.name or run.id, "evalType": kinds[0], "evalMode": kinds[1],
+def _task_item(run: t.Run) -> dict:
+    return {"taskId": run.id, "taskName": run.name or run.id, "evalType": run.eval_type, "evalMode": run.eval_mode,
             "description": run.description or "",
             "createTime": datetime.fromtimestamp(run.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def describe_eval_tasks(rt, caller: Principal, params: dict, _background) -> dict:
+    """One indexed query: the org's runs of the type, filtered, from the marker on, one row more than
+    the page to know whether it is truncated."""
     eval_type = params.get("evalType")
     if eval_type not in ("manual", "auto"):
         raise InvalidInput("evalType", "is required: manual or auto")
@@ -140,33 +131,35 @@ def describe_eval_tasks(rt, caller: Principal, params: dict, _background) -> dic
         raise InvalidInput("maxKeys", "must be a positive integer")
     max_keys = min(max_keys, 100)
     key_filter = params.get("keyFilter") or ""
+    if not isinstance(key_filter, str):
+        raise InvalidInput("keyFilter", "must be a string")
     marker = params.get("marker") or ""
     reverse = bool(params.get("pageReverse", False))
     with rt.catalog.session() as s:
-        order = (t.Run.created_ns.desc(), t.Run.id.desc()) if reverse else (t.Run.created_ns, t.Run.id)
-        rows = list(s.scalars(select(t.Run).where(t.Run.org_id == caller.org_id).order_by(*order)))
-        kinds = _run_kinds(s, [r.id for r in rows])
-        needle = key_filter.lower()
-        matched = [r for r in rows if kinds[r.id][0] == eval_type and (
-            not needle or needle in r.id.lower() or needle in (r.name or "").lower() or key_filter in r.models)]
-        start = 0
+        q = select(t.Run).where(t.Run.org_id == caller.org_id, t.Run.eval_type == eval_type)
+        if key_filter:
+            # fuzzy on name and id, exact on a model: two plain LIKEs on columns runs.py keeps
+            q = q.where(t.Run.search_text.like(f"%{_escape_like(key_filter.lower())}%", escape="\\")
+                        | t.Run.model_list.like(f"%|{_escape_like(key_filter)}|%", escape="\\"))
         if marker:
-            ids_ = [r.id for r in matched]
-            if marker not in ids_:
+            anchor = s.get(t.Run, marker)
+            if anchor is None or anchor.org_id != caller.org_id:
                 raise InvalidInput("marker", "is not a position of this listing")
-            start = ids_.index(marker)
-        chunk = matched[start:start + max_keys]
-        more = start + max_keys < len(matched)
-        return {"evalTaskList": [_task_item(r, kinds[r.id]) for r in chunk],
+            position = tuple_(t.Run.created_ns, t.Run.id)
+            q = q.where(position <= (anchor.created_ns, anchor.id) if reverse
+                        else position >= (anchor.created_ns, anchor.id))
+        order = (t.Run.created_ns.desc(), t.Run.id.desc()) if reverse else (t.Run.created_ns, t.Run.id)
+        rows = list(s.scalars(q.order_by(*order).limit(max_keys + 1)))
+        more = len(rows) > max_keys
+        return {"evalTaskList": [_task_item(r) for r in rows[:max_keys]],
                 "pageInfo": {"marker": marker, "maxKeys": max_keys, "isTruncated": more,
-                             "nextMarker": matched[start + max_keys].id if more else ""}}
+                             "nextMarker": rows[max_keys].id if more else ""}}
 
 
 def describe_eval_task(rt, caller: Principal, params: dict, _background) -> dict:
     run = runs.get_run(rt.catalog, _required(params, "taskId"), org_id=caller.org_id)
     with rt.catalog.session() as s:
-        row = s.get(t.Run, run["id"])
-        item = _task_item(row, _run_kinds(s, [row.id])[row.id])
+        item = _task_item(s.get(t.Run, run["id"]))
     counts = run["request_counts"]
     return item | {"state": RUN_STATES[run["status"]], "models": run["models"], "metrics": run["metrics"],
                    "progress": round(100 * (counts["completed"] + counts["failed"]) / counts["total"])

@@ -183,6 +183,12 @@ class Run(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))  # unique per org (migration 0006)
     system_tags: Mapped[list] = mapped_column(JSON, default=list)
     user_tags: Mapped[list] = mapped_column(JSON, default=list)
+    # From its tasks at creation: manual when one is; mode the union (rule, model, "rule,model", manual)
+    eval_type: Mapped[str] = mapped_column(String(16), default="auto")
+    eval_mode: Mapped[str] = mapped_column(String(32), default="rule")
+    # Kept by runs.py for filtered listings: lowercase "name id", and "|model|model|"
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    model_list: Mapped[str] = mapped_column(Text, default="")
     name: Mapped[str | None] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
     suite_id: Mapped[str] = mapped_column(ForeignKey("suites.id"), index=True)
