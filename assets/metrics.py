@@ -8,8 +8,6 @@ from assets.check_results import partition_check_result
 from assets.generations import eval_run_id
 from assets.grades import grades, partition_grades
 from eval_pipeline import runs
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.grading.partition import active_grade_files
 from eval_pipeline.metrics import metrics_path, write_partition_metrics
 from eval_pipeline.partitions import generation_partitions_def, split_key
 from eval_pipeline.quality import check_metrics
@@ -25,9 +23,7 @@ def metrics(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: L
     for key in context.partition_keys:
         mk, tk = split_key(key)
         part = runs.partition_by_keys(catalog.catalog, run_id, mk, tk)
-        with catalog.catalog.session() as s:
-            paths = active_grade_files(lake.lake, s.get(t.Run, run_id), mk, tk)
-        table = write_partition_metrics(catalog.catalog, lake.lake, run_id, part.model, part.task_id, paths)
+        table = write_partition_metrics(catalog.catalog, lake.lake, run_id, part.model, part.task_id)
         rows = [[r["metric"], r["filter"], _fmt(r["value"]), _fmt(r["stderr"]), r["n"], r["failed"]]
                 for r in table.to_pylist()]
         tables[key] = tabulate(rows, headers=["metric", "filter", "value", "stderr", "n", "failed"],

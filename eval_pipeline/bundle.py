@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +19,7 @@ from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
 from eval_pipeline.compare import run_comparisons
-from eval_pipeline.grading.partition import active_grade_files, generation_docs
+from eval_pipeline.grading.partition import doc_scores, generation_docs
 from eval_pipeline.lake import Lake
 
 FORMAT_VERSION = 1
@@ -35,11 +34,7 @@ def samples_schema(content: list[str]) -> pa.Schema:
 
 def _partition_rows(lake: Lake, catalog: Catalog, run: t.Run, part: t.RunPartition, task_name: str,
                     system: str | None) -> list[dict]:
-    scores: dict[int, dict[str, float]] = defaultdict(dict)
-    for path in active_grade_files(lake, run, part.model_key, part.task_key):
-        for g in lake.read_table(path, columns=["doc_id", "metric", "filter", "score", "error"]).to_pylist():
-            if g["error"] is None and g["score"] is not None:
-                scores[g["doc_id"]][f"{g['metric']},{g['filter']}"] = g["score"]
+    scores = doc_scores(lake, run, part.model_key, part.task_key)
     return [{"model": part.model, "task": task_name, "doc_id": d.doc_id, "prompt": d.prompt,
              "prediction": d.prediction, "completion": d.reference, "metrics": scores.get(d.doc_id, {}),
              "system": system}

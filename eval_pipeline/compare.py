@@ -55,14 +55,15 @@ def history_delta(value: float, stderr: float | None, past: float, past_stderr: 
 
 def _doc_scores(lake: Lake, run: t.Run, part: t.RunPartition) -> dict[tuple[str, str], dict[int, float]]:
     from eval_pipeline.grading.corpus import CORPUS_METRICS
-    from eval_pipeline.grading.partition import active_grade_files
+    from eval_pipeline.grading.partition import doc_scores
 
     out: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    for path in active_grade_files(lake, run, part.model_key, part.task_key):
-        for g in lake.read_table(path, columns=["doc_id", "metric", "filter", "score", "error"]).to_pylist():
+    for doc_id, scores in doc_scores(lake, run, part.model_key, part.task_key).items():
+        for key, score in scores.items():
+            metric, filt = key.split(",", 1)
             # corpus metrics are not means of per-doc scores: a per-doc pairing says nothing about them
-            if g["error"] is None and g["score"] is not None and g["metric"] not in CORPUS_METRICS:
-                out[(g["metric"], g["filter"])][g["doc_id"]] = g["score"]
+            if metric not in CORPUS_METRICS:
+                out[(metric, filt)][doc_id] = score
     return out
 
 

@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa
+from sqlalchemy import select
 
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.bootstrap import bootstrap_stderr
@@ -106,15 +107,26 @@ def run_metrics_object(lake: Lake, paths: list[str]) -> dict:
     return out
 
 
-def write_partition_metrics(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str,
-                            grades_paths: list[str]) -> pa.Table:
-    """Aggregate a partition's grades (every grader's file) and publish them (one atomic file; idempotent)."""
+def write_partition_metrics(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str) -> pa.Table:
+    """Aggregate a partition's grades from the run's current graders and publish them (one atomic file;
+    idempotent)."""
+    from eval_pipeline.grading.partition import active_grade_files
+
     with catalog.session() as s:
-        part = s.get(t.RunPartition, (run_id, model, task_id))
+        part, run = s.get(t.RunPartition, (run_id, model, task_id)), s.get(t.Run, run_id)
         task_name, keys = s.get(t.Task, task_id).name, (part.model_key, part.task_key)
-        iters = s.get(t.Run, run_id).settings.get("bootstrap_iters", DEFAULT_BOOTSTRAP_ITERS)
-    grades = pa.concat_tables([lake.read_table(p) for p in grades_paths])
+        iters = run.settings.get("bootstrap_iters", DEFAULT_BOOTSTRAP_ITERS)
+        paths = active_grade_files(lake, run, *keys)
+    grades = pa.concat_tables([lake.read_table(p) for p in paths])
     table = partition_metrics(grades, {"run_id": run_id, "model": model, "task_id": task_id, "task": task_name},
                               iters)
     lake.write_table(metrics_path(run_id, *keys), table)
     return table
+
+
+def refresh_run_metrics(catalog: Catalog, lake: Lake, run_id: str) -> None:
+    """Gather the partitions' metrics files into the run's `metrics` object again (after regrading)."""
+    with catalog.session() as s:
+        parts = s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)).all()
+        s.get(t.Run, run_id).metrics = run_metrics_object(lake, [metrics_path(run_id, p.model_key, p.task_key)
+                                                                 for p in parts])

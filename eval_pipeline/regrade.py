@@ -9,9 +9,8 @@ from eval_pipeline.catalog import tables as t
 from eval_pipeline.errors import Conflict, InvalidInput
 from eval_pipeline.grading.embedding import embedding_partition
 from eval_pipeline.grading.judge import judge_partition
-from eval_pipeline.grading.partition import active_grade_files
 from eval_pipeline.lake import Lake
-from eval_pipeline.metrics import metrics_path, run_metrics_object, write_partition_metrics
+from eval_pipeline.metrics import refresh_run_metrics, write_partition_metrics
 from eval_pipeline.run_request import RunRequest
 from eval_pipeline.validation import parse_model
 
@@ -41,15 +40,11 @@ def regrade_run(catalog: Catalog, lake: Lake, run_id: str, *, judge_model: str |
         _check_graders(s, req, tasks)
         run.judge_model, run.embedding_model = req.judge_model, req.embedding_model
         run.settings = {**run.settings, "judge_rubric": req.judge_rubric}
-        parts = [(p.model, p.task_id, p.model_key, p.task_key) for p in
+        parts = [(p.model, p.task_id) for p in
                  s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id))]
-    for model, task_id, mk, tk in parts:
+    for model, task_id in parts:
         judge_partition(catalog, lake, run_id, model, task_id)
         embedding_partition(catalog, lake, run_id, model, task_id)
-        with catalog.session() as s:
-            paths = active_grade_files(lake, s.get(t.Run, run_id), mk, tk)
-        write_partition_metrics(catalog, lake, run_id, model, task_id, paths)
-    with catalog.session() as s:
-        s.get(t.Run, run_id).metrics = run_metrics_object(lake, [metrics_path(run_id, mk, tk)
-                                                                  for _, _, mk, tk in parts])
+        write_partition_metrics(catalog, lake, run_id, model, task_id)
+    refresh_run_metrics(catalog, lake, run_id)
     return get_run(catalog, run_id)

@@ -104,26 +104,20 @@ def submit_human_grade(catalog: Catalog, lake: Lake, run_id: str, body: dict) ->
     lake.write_table(grades_path(run_id, *keys, grader="human"), table)
     remaining = len(docs) - len(rows)
     if remaining == 0:
-        _finish_partition_grades(catalog, lake, run_id, g.model, g.task_id, keys)
+        _finish_partition_grades(catalog, lake, run_id, g.model, g.task_id)
     return {"object": "eval.human_grade", "run_id": run_id, "model": g.model, "task_id": g.task_id,
             "doc_id": g.doc_id, "score": g.score, "rationale": g.rationale, "grader": g.grader,
             "remaining_in_task": remaining}
 
 
-def _finish_partition_grades(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str,
-                             keys: tuple[str, str]) -> None:
+def _finish_partition_grades(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str) -> None:
     """Every doc graded: the partition's metrics include the human scores; the run may complete."""
-    from eval_pipeline.grading.partition import active_grade_files
-    from eval_pipeline.metrics import metrics_path, run_metrics_object, write_partition_metrics
+    from eval_pipeline.metrics import refresh_run_metrics, write_partition_metrics
     from eval_pipeline.runs import complete_if_done
 
-    with catalog.session() as s:
-        paths = active_grade_files(lake, s.get(t.Run, run_id), *keys)
-    write_partition_metrics(catalog, lake, run_id, model, task_id, paths)
+    write_partition_metrics(catalog, lake, run_id, model, task_id)
     if not complete_if_done(catalog, lake, run_id):
-        with catalog.session() as s:  # a completed run regraded by people: refresh its metrics object
-            run = s.get(t.Run, run_id)
-            if run.status == "completed":
-                parts = s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)).all()
-                run.metrics = run_metrics_object(lake, [metrics_path(run_id, p.model_key, p.task_key)
-                                                        for p in parts])
+        with catalog.session() as s:
+            completed = s.get(t.Run, run_id).status == "completed"
+        if completed:  # a completed run regraded by people: refresh its metrics object
+            refresh_run_metrics(catalog, lake, run_id)

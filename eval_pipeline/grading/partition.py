@@ -93,6 +93,16 @@ class DocAnswer:
     doc: dict | None = None  # the dataset row, when asked for
 
 
+def doc_scores(lake: Lake, run: t.Run, model_key: str, task_key: str) -> dict[int, dict[str, float]]:
+    """doc -> {"metric,filter": score} from the run's current graders (graded samples only)."""
+    out: dict[int, dict[str, float]] = defaultdict(dict)
+    for path in active_grade_files(lake, run, model_key, task_key):
+        for g in lake.read_table(path, columns=["doc_id", "metric", "filter", "score", "error"]).to_pylist():
+            if g["error"] is None and g["score"] is not None:
+                out[g["doc_id"]][f"{g['metric']},{g['filter']}"] = g["score"]
+    return out
+
+
 def generation_docs(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str, *,
                     with_doc: bool = False) -> list[DocAnswer]:
     _, _, rules, inputs_path, chunks = _load(catalog, run_id, model, task_id)
