@@ -116,11 +116,8 @@ def _find_suite(catalog: Catalog, req: ImportRequest, org_id: str) -> t.Suite | 
             if suite is None or suite.org_id != org_id:
                 raise NotFound("suite", req.suite_id)
             return suite
-        suite = s.scalar(select(t.Suite).where(t.Suite.name == (req.suite_name or DEFAULT_SUITE_NAME)))
-        if suite is not None and suite.org_id != org_id:
-            # suite names are unique across orgs (see the README): another org's name cannot be reused
-            raise Conflict(f"suite_name {suite.name!r} is taken; choose another name")
-        return suite
+        return s.scalar(select(t.Suite).where(t.Suite.org_id == org_id,
+                                              t.Suite.name == (req.suite_name or DEFAULT_SUITE_NAME)))
 
 
 def _create_suite(catalog: Catalog, req: ImportRequest, org_id: str, team_id: str,
@@ -135,7 +132,7 @@ def _create_suite(catalog: Catalog, req: ImportRequest, org_id: str, team_id: st
         return suite
     except IntegrityError:  # created concurrently under the same name
         with catalog.session() as s:
-            return s.scalar(select(t.Suite).where(t.Suite.name == name))
+            return s.scalar(select(t.Suite).where(t.Suite.org_id == org_id, t.Suite.name == name))
 
 
 def _read_json(source: Source, f: ListedFile):

@@ -37,9 +37,10 @@ def report_import(instance: dg.DagsterInstance, result: ImportResult, historical
         report_suite_version(instance, result.suite_id, result.suite_version, result.import_id)
 
 
-def report_suite_version(instance: dg.DagsterInstance, suite_id: str, version: int, import_id: str) -> None:
+def report_suite_version(instance: dg.DagsterInstance, suite_id: str, version: int, import_id: str | None) -> None:
     if not instance.has_dynamic_partition(suite_partitions_def.name, suite_id):
         instance.add_dynamic_partitions(suite_partitions_def.name, [suite_id])
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=SUITE_VERSIONS, partition=suite_id,
-        metadata={"suite_id": suite_id, "version": version, "import_id": import_id}))
+        metadata={"suite_id": suite_id, "version": version, "import_id": import_id or "",
+                  "source": "import" if import_id else "manifest"}))

@@ -23,7 +23,7 @@ from eval_pipeline.metrics import metrics_path, run_metrics_object
 from eval_pipeline.model_registry import Model, model_by_key, resolve_in
 from eval_pipeline.run_request import RunRequest
 from eval_pipeline.validation import Strict, parse_model
-from eval_pipeline.suites import latest_version_row
+from eval_pipeline.suites import active_version_row
 
 TERMINAL = ("completed", "failed", "cancelled")
 DEFAULT_ORG, DEFAULT_TEAM = "org_default", "team_default"  # runs made without an API key (CLI, Dagster)
@@ -33,7 +33,7 @@ def _suite_version(s: Session, suite_id: str, version: int | None, org_id: str |
     if suite is None or (org_id is not None and suite.org_id != org_id):
         raise NotFound("suite", suite_id)
     if version is None:
-        sv = latest_version_row(s, suite_id)
+        sv = active_version_row(s, suite)
         if sv is None:
             raise InvalidInput("suite_id", "the suite has no version yet")
         return sv

@@ -18,6 +18,14 @@ def latest_version_row(s, suite_id: str) -> t.SuiteVersion | None:
                     .order_by(t.SuiteVersion.version.desc()).limit(1))
 
 
+def active_version_row(s, suite: t.Suite) -> t.SuiteVersion | None:
+    """The version runs use when they name none: the pinned active one, else the latest."""
+    if suite.active_version is None:
+        return latest_version_row(s, suite.id)
+    return s.scalar(select(t.SuiteVersion).where(t.SuiteVersion.suite_id == suite.id,
+                                                 t.SuiteVersion.version == suite.active_version))
+
+
 def suite_task_pins(catalog: Catalog, suite_id: str) -> dict[str, int]:
     """{task name: task version} of the suite's latest version."""
     with catalog.session() as s:
@@ -34,7 +42,8 @@ def suite_object(s, suite: t.Suite) -> dict:
     return {
         "id": suite.id, "object": "eval.suite", "name": suite.name, "description": suite.description,
         "org_id": suite.org_id, "team_id": suite.team_id, "access": "owner",
-        "active_version": latest or 0, "latest_version": latest or 0, "metadata": suite.metadata_,
+        "active_version": suite.active_version or latest or 0, "latest_version": latest or 0,
+        "metadata": suite.metadata_,
         "created_at": suite.created_at, "updated_at": suite.updated_at,
     }
 
@@ -52,7 +61,8 @@ def version_object(s, sv: t.SuiteVersion) -> dict:
         "id": sv.id, "object": "eval.suite.version", "suite_id": sv.suite_id, "version": sv.version,
         "manifest": {"schema_version": MANIFEST_SCHEMA, "tasks": tasks},
         "dataset_file_ids": [tk["inputs_file_id"] for tk in tasks if tk["inputs_file_id"]],
-        "metadata": {"import_id": sv.import_id} if sv.import_id else {}, "created_at": sv.created_at,
+        "metadata": sv.metadata_ or ({"import_id": sv.import_id} if sv.import_id else {}),
+        "created_at": sv.created_at,
     }
 
 

@@ -11,10 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from eval_pipeline.api_keys import Principal, authenticate
-from eval_pipeline.errors import Conflict, EvalPipelineError, InvalidInput, NotFound, SourceAuthError
+from eval_pipeline.errors import (Conflict, EvalPipelineError, InvalidInput, MalformedFile, NotFound,
+                                  SourceAuthError)
 from eval_pipeline.runtime import Runtime
 
-STATUS = {InvalidInput: 400, SourceAuthError: 400, NotFound: 404, Conflict: 409}
+STATUS = {InvalidInput: 400, SourceAuthError: 400, MalformedFile: 400, NotFound: 404, Conflict: 409}
 
 
 class Unauthorized(EvalPipelineError):
@@ -36,7 +37,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def _core_error(request: Request, exc: EvalPipelineError) -> JSONResponse:
         status = 401 if isinstance(exc, Unauthorized) else next(
             (code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
-        details = {"field": exc.field} if isinstance(exc, InvalidInput) else None
+        details = {"field": exc.field} if isinstance(exc, InvalidInput) else (
+            {"file": exc.path, "line": exc.line} if isinstance(exc, MalformedFile) else None)
         return JSONResponse(error_body(exc.code, str(exc), details), status_code=status)
 
     @app.exception_handler(RequestValidationError)

@@ -88,6 +88,11 @@ async def import_historical_results(request: Request, caller: Principal = Caller
     rt = request.app.state.runtime
     result = import_results(rt.catalog, rt.lake, body, hub_token=token, s3_endpoint_url=rt.settings.s3_endpoint_url,
                             org_id=caller.org_id, team_id=caller.team_id, created_by=caller.user)
+    if not result.dry_run:
+        from eval_pipeline.lineage import report_import
+        from eval_pipeline.runtime import dagster_instance
+
+        report_import(dagster_instance(rt), result)
     out = result.to_dict()
     if out["suite_id"] is None:  # a dry run into a suite not created yet: the SDK's model wants a string
         out["suite_id"] = ""
@@ -104,6 +109,47 @@ def list_suites(request: Request, after: str | None = None, limit: int = Query(2
     items = core_list(request.app.state.runtime.catalog, org_id=caller.org_id, after=after, limit=limit + 1,
                       created_by=caller.user if owned_only else None)
     return page(items, limit)
+
+
+@router.post("/suites")
+async def create_suite(request: Request, caller: Principal = Caller) -> dict:
+    """A suite from a manifest of tasks whose datasets are Hub dataset repos (an `X-HuggingFace-Token`
+    header, if sent, reads private ones, for this call only)."""
+    from eval_pipeline.manifest_suites import create_suite as core_create
+
+    rt = request.app.state.runtime
+    suite = core_create(rt.catalog, rt.lake, await json_body(request), org_id=caller.org_id,
+                        team_id=caller.team_id, created_by=caller.user,
+                        hub_token=request.headers.get("x-huggingface-token") or None)
+    _report_suite_version(rt, suite["id"], suite["latest_version"])
+    return suite
+
+
+@router.delete("/suites/{suite_id}")
+def delete_suite(request: Request, suite_id: str, caller: Principal = Caller) -> dict:
+    from eval_pipeline.manifest_suites import delete_suite as core_delete
+
+    rt = request.app.state.runtime
+    return core_delete(rt.catalog, rt.lake, suite_id, org_id=caller.org_id)
+
+
+@router.post("/suites/{suite_id}/versions")
+async def create_suite_version(request: Request, suite_id: str, caller: Principal = Caller) -> dict:
+    from eval_pipeline.manifest_suites import create_suite_version as core_create
+
+    rt = request.app.state.runtime
+    version = core_create(rt.catalog, rt.lake, suite_id, await json_body(request), org_id=caller.org_id,
+                          created_by=caller.user, hub_token=request.headers.get("x-huggingface-token") or None)
+    _report_suite_version(rt, suite_id, version["version"])
+    return version
+
+
+def _report_suite_version(rt, suite_id: str, version: int) -> None:
+    """The new version as a runless materialization of `suite_versions`, so the UI shows it."""
+    from eval_pipeline.lineage import report_suite_version
+    from eval_pipeline.runtime import dagster_instance
+
+    report_suite_version(dagster_instance(rt), suite_id, version, None)
 
 
 @router.get("/suites/{suite_id}")

@@ -23,13 +23,15 @@ class Base(DeclarativeBase):
 
 class Suite(Base):
     __tablename__ = "suites"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_suites_org_name"),)
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
     org_id: Mapped[str] = mapped_column(String(128), index=True, default="org_default")
     team_id: Mapped[str] = mapped_column(String(128), default="team_default")
     created_by: Mapped[str | None] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    active_version: Mapped[int | None] = mapped_column(Integer)  # None: the latest
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
@@ -43,6 +45,8 @@ class SuiteVersion(Base):
     suite_id: Mapped[str] = mapped_column(ForeignKey("suites.id", ondelete="CASCADE"), index=True)
     version: Mapped[int] = mapped_column(Integer)
     import_id: Mapped[str | None] = mapped_column(ID)
+    metadata_: Mapped[dict | None] = mapped_column("metadata", JSON)
+    created_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -42,6 +42,7 @@ class TaskRules:
 
 
 def _lm_eval():
+    import lm_eval.api.metrics  # noqa: F401  (registers the metric functions)
     import lm_eval.filters  # noqa: F401  (registers the filter classes)
     from lm_eval.api import registry
 
