@@ -10,13 +10,15 @@ from eval_pipeline.runtime import open_runtime
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
-def serve(host: str, port: int) -> None:
+@click.option("--execute", is_flag=True, help="Also execute queued eval runs and exports in this process "
+                                              "(a single machine without a Dagster daemon).")
+def serve(host: str, port: int, execute: bool) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, health at /healthz)."""
     import uvicorn
 
     from eval_pipeline.api.app import create_app
 
-    uvicorn.run(create_app(open_runtime()), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(open_runtime(), execute=execute), host=host, port=port, log_level="info")
 
 
 @click.group("keys")

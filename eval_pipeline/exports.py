@@ -19,14 +19,14 @@ from typing import Literal
 
 import fsspec
 from pydantic import Field, field_validator, model_validator
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from eval_pipeline import ids
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
 from eval_pipeline.errors import Conflict, InvalidInput, NotFound
-from eval_pipeline.lake import Lake
+from eval_pipeline.lake import Lake, StoredFile
 from eval_pipeline.validation import Strict, parse_model
 
 CONTENT = ("prompt", "prediction", "completion", "metrics", "system")
@@ -104,6 +104,13 @@ def queued_exports(catalog: Catalog) -> list[str]:
         return list(s.scalars(select(t.Export.id).where(t.Export.status == "queued").order_by(t.Export.created_ns)))
 
 
+def claim_export(catalog: Catalog, export_id: str) -> bool:
+    """queued -> running for one taker only (the server's worker; the sensor's run key does the same)."""
+    with catalog.session() as s:
+        return s.execute(update(t.Export).where(t.Export.id == export_id, t.Export.status == "queued")
+                         .values(status="running", started_at=now())).rowcount == 1
+
+
 def _set(catalog: Catalog, export_id: str, **values) -> dict:
     with catalog.session() as s:
         row = s.get(t.Export, export_id)
@@ -158,7 +165,7 @@ def run_export(catalog: Catalog, lake: Lake, export_id: str, s3_endpoint_url: st
         if row.status == "succeeded":
             return export_object(row)
         dest = Destination.of(row, lake, s3_endpoint_url)
-        content, run_id = list(row.content), row.run_id
+        content, run_id, system = list(row.content), row.run_id, row.storage_type == "system"
     _set(catalog, export_id, status="running", started_at=now(), error=None)
     try:
         dest.clear()
@@ -174,7 +181,22 @@ def run_export(catalog: Catalog, lake: Lake, export_id: str, s3_endpoint_url: st
         _set(catalog, export_id, status="failed", finished_at=now(),
              error={"code": "export_failed", "message": f"{type(e).__name__}: {e}"})
         raise
+    if system:
+        files = _register_in_lake(catalog, lake, dest, files)
     return _set(catalog, export_id, status="succeeded", finished_at=now(), location=dest.uri, files=files)
+
+
+def _register_in_lake(catalog: Catalog, lake: Lake, dest: Destination, files: list[dict]) -> list[dict]:
+    """A system-storage bundle's files (and manifest) get file ids, served by the files API."""
+    from eval_pipeline.files import register_file
+
+    rel = dest.folder[len(lake.root) + 1:]
+    manifest = lake.read_bytes(f"{rel}/manifest.json")
+    listed = [*files, {"name": "manifest.json", "bytes": len(manifest), "rows": None,
+                       "sha256": hashlib.sha256(manifest).hexdigest()}]
+    with catalog.session() as s:
+        return [f | {"file_id": register_file(s, "export", StoredFile(f"{rel}/{f['name']}", f["bytes"], f["sha256"],
+                                                                      f.get("rows")))} for f in listed]
 
 
 def verify_bundle(fs, folder: str) -> list[str]:

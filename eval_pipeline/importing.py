@@ -12,7 +12,7 @@ from eval_pipeline import ids
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
-from eval_pipeline.errors import Conflict, InvalidInput, NotFound
+from eval_pipeline.errors import InvalidInput, NotFound
 from eval_pipeline.files import register_file
 from eval_pipeline.harness.jsonio import loads
 from eval_pipeline.harness.layout import ListedFile, classify, pair_samples

@@ -22,10 +22,11 @@ class BlockRun:
     run_id: str
     model_key: str
     task_keys: tuple[str, ...]  # contiguous in the task dimension's order
+    attempt: int = 0  # a run queued again needs new run keys: the sensor skips keys it has seen
 
     @property
     def run_key(self) -> str:
-        return f"{self.run_id}:{self.model_key}:{self.task_keys[0]}"
+        return f"{self.run_id}:{self.attempt}:{self.model_key}:{self.task_keys[0]}"
 
     @property
     def tags(self) -> dict[str, str]:
@@ -67,12 +68,13 @@ def plan_block_runs(catalog: Catalog, run_id: str, task_order: list[str]) -> tup
     """The Dagster runs an eval run's unfinished partitions need, plus the model and task keys that
     must exist as dynamic partitions first. Keys not yet in `task_order` are appended in run order."""
     parts = runs.run_partitions(catalog, run_id, unfinished_only=True)
+    attempt = runs.get_run(catalog, run_id)["attempt"]
     model_keys = list(dict.fromkeys(p.model_key for p in parts))
     order = list(task_order) + [k for k in dict.fromkeys(p.task_key for p in parts) if k not in task_order]
     block_runs = []
     for mk in model_keys:
         wanted = [p.task_key for p in parts if p.model_key == mk]
-        block_runs += [BlockRun(run_id, mk, block) for block in contiguous_blocks(wanted, order)]
+        block_runs += [BlockRun(run_id, mk, block, attempt) for block in contiguous_blocks(wanted, order)]
     return block_runs, set(model_keys), {p.task_key for p in parts}
 
 

@@ -176,6 +176,7 @@ def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> dict:
         "created_at": run.created_at, "started_at": run.started_at, "completed_at": run.completed_at,
         "cancelled_at": run.cancelled_at, "failed_at": run.failed_at,
         "settings": run.settings, "system_tags": run.system_tags or [], "user_tags": run.user_tags or [],
+        "attempt": run.attempt or 0,
     }
     if partitions:
         out["partitions"] = [
@@ -238,12 +239,13 @@ def run_partitions(catalog: Catalog, run_id: str, *, unfinished_only: bool = Fal
         return list(s.scalars(q.order_by(t.RunPartition.model, t.RunPartition.task_key)))
 
 
-def mark_started(catalog: Catalog, run_id: str) -> None:
-    """queued -> in_progress (the sensor or --wait has handed the run to Dagster)."""
+def mark_started(catalog: Catalog, run_id: str) -> bool:
+    """queued -> in_progress (the sensor, --wait or the server's worker has handed the run to Dagster);
+    one conditional update, so of two takers only one gets True."""
     with catalog.session() as s:
-        run = _run(s, run_id)
-        if run.status == "queued":
-            run.status, run.started_at = "in_progress", run.started_at or now()
+        taken = s.execute(update(t.Run).where(t.Run.id == run_id, t.Run.status == "queued")
+                          .values(status="in_progress", started_at=func.coalesce(t.Run.started_at, now())))
+        return taken.rowcount == 1
 
 
 class RunUpdate(Strict):
@@ -534,3 +536,4 @@ def requeue(catalog: Catalog, run_id: str) -> None:
         run = _run(s, run_id)
         if run.status == "in_progress":
             run.status = "queued"
+            run.attempt += 1

@@ -51,6 +51,8 @@ def list_samples(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | Non
         if model:
             q = q.where(t.RunPartition.model == model)
         parts = list(s.scalars(q))
+        manual = set(s.scalars(select(t.Task.id).where(t.Task.id.in_({p.task_id for p in parts}),
+                                                       t.Task.eval_type == "manual")))
         for p in parts:
             s.expunge(p)
         s.expunge(run)
@@ -69,7 +71,8 @@ def list_samples(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | Non
                 if sid == after:
                     skipping = False
                 continue
-            sample = _sample(run, part, d, sid, scores.get(d.doc_id, {}), judged.get(d.doc_id))
+            sample = _sample(run, part, d, sid, scores.get(d.doc_id, {}), judged.get(d.doc_id),
+                             awaiting_person=part.task_id in manual)
             if _keep(sample, status, score_metric, score_min, score_max, sample_index):
                 out.append(sample)
                 if len(out) > limit:
@@ -79,8 +82,15 @@ def list_samples(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | Non
     return out, False
 
 
-def _sample(run: t.Run, part: t.RunPartition, d, sid: str, scores: dict, judge: dict | None) -> dict:
-    graded = bool(scores) or d.error is not None
+def _sample(run: t.Run, part: t.RunPartition, d, sid: str, scores: dict, judge: dict | None, *,
+            awaiting_person: bool = False) -> dict:
+    """`ready_to_score`: generated, not graded yet (for a manual task: no human grade yet)."""
+    from eval_pipeline.grading.human import METRIC
+
+    if awaiting_person:
+        graded = any(k.split(",", 1)[0] == METRIC for k in scores) or d.error is not None
+    else:
+        graded = bool(scores) or d.error is not None
     status = "failed" if d.error else ("completed" if graded else "ready_to_score")
     return {
         "id": sid, "object": "eval.sample", "run_id": run.id, "task_id": part.task_id, "model": part.model,

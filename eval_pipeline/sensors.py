@@ -18,6 +18,8 @@ def queued_runs(context: dg.SensorEvaluationContext, catalog: CatalogResource) -
     new_tasks: list[str] = []
     requests = []
     for run in runs.queued_runs(catalog.catalog):
+        if not runs.mark_started(catalog.catalog, run["id"]):
+            continue  # taken meanwhile (a server's --execute worker)
         block_runs, model_keys, task_keys = plan_block_runs(catalog.catalog, run["id"], order)
         for key in sorted(model_keys - known_models - set(new_models)):
             new_models.append(key)
@@ -27,7 +29,6 @@ def queued_runs(context: dg.SensorEvaluationContext, catalog: CatalogResource) -
                     order.append(key)
                     new_tasks.append(key)
         requests += [dg.RunRequest(run_key=br.run_key, tags=br.tags) for br in block_runs]
-        runs.mark_started(catalog.catalog, run["id"])
     partition_requests = []
     if new_models:
         partition_requests.append(model_partitions_def.build_add_request(new_models))

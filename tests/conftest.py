@@ -1,7 +1,11 @@
 import os
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -13,6 +17,7 @@ for _var in ("HF_TOKEN", "EVAL_PIPELINE_HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
 from services import create_database, drop_database, free_port, postgres_server  # noqa: E402
 
 from eval_pipeline.catalog import Catalog  # noqa: E402
+from eval_pipeline.catalog import tables  # noqa: E402
 from eval_pipeline.lake import Lake  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -149,3 +154,46 @@ def eval_home(request, tmp_path, monkeypatch, tiny_model):
     rt.suite_id = result.suite_id
     yield rt
     rt.catalog.dispose()
+
+
+@contextmanager
+def serving(home, *, execute: bool = False):
+    """The service on a loopback port, on the test's home (whose suite belongs to org acme); yields its
+    base URL. With `execute`, its own worker runs what is queued (as `serve --execute`)."""
+    import uvicorn
+    from sqlalchemy import update
+
+    from eval_pipeline.api.app import create_app
+
+    with home.catalog.session() as s:
+        s.execute(update(tables.Suite).where(tables.Suite.id == home.suite_id).values(org_id="acme"))
+
+    port = free_port()
+    app = create_app(home, execute=execute, worker_interval=0.2)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(url + "/healthz", timeout=0.5)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+@pytest.fixture
+def api(eval_home):
+    with serving(eval_home) as url:
+        yield url
+
+
+@pytest.fixture
+def executing_api(eval_home):
+    with serving(eval_home, execute=True) as url:
+        yield url

@@ -2,8 +2,8 @@
 an AK/SK pair), and a raw signed request with a wrong secret, a stale date or no signature."""
 import json
 import time
+from contextlib import contextmanager
 
-import dagster as dg
 import httpx
 import pytest
 from sqlalchemy import select, update
@@ -12,28 +12,41 @@ from eval_pipeline import runs
 from eval_pipeline.api.qianfan import bce_signature
 from eval_pipeline.api_keys import create_key, master_secret
 from eval_pipeline.catalog import tables as t
-from eval_pipeline.definitions import defs
-from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-from test_api_runs import api  # noqa: F401  (the service fixture)
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
-@pytest.fixture
-def qianfan_sdk(eval_home, api):  # noqa: F811
+@contextmanager
+def _qianfan(home, url):
+    """The qianfan SDK's call_action pointed at `url` with a fresh AK/SK pair of org acme."""
     import qianfan
     from qianfan.resources.console.utils import call_action
 
-    pair = create_key(eval_home.catalog, "acme", kind="aksk", master=master_secret(eval_home.settings.home))
+    pair = create_key(home.catalog, "acme", kind="aksk", master=master_secret(home.settings.home))
     config = qianfan.get_config()
     saved = (config.CONSOLE_API_BASE_URL, config.ACCESS_KEY, config.SECRET_KEY)
-    config.CONSOLE_API_BASE_URL, config.ACCESS_KEY, config.SECRET_KEY = api, pair["access_key"], pair["secret_key"]
+    config.CONSOLE_API_BASE_URL, config.ACCESS_KEY, config.SECRET_KEY = url, pair["access_key"], pair["secret_key"]
 
     def call(action, params):
         return call_action("/v2/eval", action, params).body
 
-    yield call, pair
-    config.CONSOLE_API_BASE_URL, config.ACCESS_KEY, config.SECRET_KEY = saved
+    try:
+        yield call, pair
+    finally:
+        config.CONSOLE_API_BASE_URL, config.ACCESS_KEY, config.SECRET_KEY = saved
+
+
+@pytest.fixture
+def qianfan_sdk(eval_home, api):
+    with _qianfan(eval_home, api) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+def qianfan_executing(eval_home, executing_api):
+    """Against a server with its own worker (`serve --execute`): queued exports run without a daemon."""
+    with _qianfan(eval_home, executing_api) as sdk:
+        yield sdk
 
 
 def _runs(home, n, org="acme"):
@@ -88,20 +101,23 @@ def test_describe_eval_tasks_filters_pages_and_caps(eval_home, qianfan_sdk):
     assert call("DescribeEvalTask", {"taskId": ids[0]})["result"]["state"] == "Stopped"
 
 
-def test_export_task_to_system_storage_until_the_bundle_exists(eval_home, qianfan_sdk):
+def test_export_task_to_system_storage_until_the_bundle_exists(eval_home, qianfan_executing):
     from eval_pipeline.exports import bundle_location, verify_bundle
 
-    call, _ = qianfan_sdk
+    call, _ = qianfan_executing
     with eval_home.catalog.session() as s:
         task_id = s.scalar(select(t.Task.id).where(t.Task.name == "ev_gen_a"))
     run = runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id, "models": ["tiny"],
                                                               "task_ids": [task_id],
                                                               "generation": {"max_gen_toks": 4}}, org_id="acme")
-    execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
-                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+    for _ in range(1200):  # queued: the server's worker generates, grades and completes it
+        if call("DescribeEvalTask", {"taskId": run["id"]})["result"]["state"] not in ("Pending", "Running"):
+            break
+        time.sleep(0.2)
+    assert runs.get_run(eval_home.catalog, run["id"])["status"] == "completed"
     made = call("CreateEvalResultExportTask", {"evalId": run["id"], "storageType": "sysStorage",
                                                "exportContent": ["prompt", "prediction", "metrics"]})["result"]
-    for _ in range(100):
+    for _ in range(600):  # the server's worker runs the export job (Dagster, in process)
         state = call("DescribeEvalResultExportTask", {"taskId": made["taskId"]})["result"]
         if state["state"] in ("Succeeded", "Failed"):
             break
@@ -124,7 +140,7 @@ def _signed(url, ak, sk, body, stamp=None, action="DescribeEvalTasks"):
                       headers={**headers, "Authorization": f"{prefix}/{';'.join(sorted(headers))}/{sig}"})
 
 
-def test_signatures_are_checked(eval_home, qianfan_sdk, api):  # noqa: F811
+def test_signatures_are_checked(eval_home, qianfan_sdk, api):
     _, pair = qianfan_sdk
     ok = _signed(api, pair["access_key"], pair["secret_key"], {"evalType": "auto"})
     assert ok.status_code == 200 and "requestId" in ok.json() and ok.json()["result"]["evalTaskList"] == []

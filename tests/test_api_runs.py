@@ -1,6 +1,5 @@
 """The HTTP API on loopback driven by the real `meetkai-mka1` SDK: runs create/get/list/cancel with
 strict response models, idempotent creation, API keys and org isolation, errors as 4xx envelopes."""
-import threading
 import time
 
 import httpx
@@ -10,35 +9,6 @@ from sqlalchemy import select
 from eval_pipeline import runs
 from eval_pipeline.api_keys import create_key, revoke_key
 from eval_pipeline.catalog import tables as t
-from services import free_port
-
-
-@pytest.fixture
-def api(eval_home):
-    """The service on a loopback port, on the test's home (whose suite belongs to org acme); yields its
-    base URL."""
-    import uvicorn
-    from sqlalchemy import update
-
-    from eval_pipeline.api.app import create_app
-
-    with eval_home.catalog.session() as s:
-        s.execute(update(t.Suite).where(t.Suite.id == eval_home.suite_id).values(org_id="acme"))
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(eval_home), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(url + "/healthz", timeout=0.5)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def _sdk(url, key, user=None):
@@ -238,3 +208,26 @@ def test_samples_artifacts_retry_and_delete(eval_home, api):
     assert not [p for p in eval_home.lake.list() if run["id"] in p]
     queued = httpx.delete(f"{api}/api/v1/llm/evals/runs/{failing['id']}", headers={"Authorization": f"Bearer {key}"})
     assert queued.status_code == 409
+
+
+def test_a_server_with_its_own_worker_runs_what_the_sdk_queues(eval_home, executing_api):
+    """`serve --execute`: no daemon; the SDK creates a run and polls it to completion, and the work is
+    recorded in the Dagster instance like the sensor's."""
+    import dagster as dg
+
+    from eval_pipeline.orchestration import RUN_TAG
+    from eval_pipeline.runtime import dagster_instance
+
+    sdk, who = _sdk(executing_api, create_key(eval_home.catalog, "acme")["key"], user="ana")
+    run = sdk.llm.evals.create_run(suite_id=eval_home.suite_id, models=["tiny"], task_ids=_task_ids(eval_home),
+                                   generation={"max_gen_toks": 4}, **who)
+    for _ in range(1200):
+        got = sdk.llm.evals.get_run(run_id=run.id, **who)
+        if got.status in ("completed", "failed"):
+            break
+        time.sleep(0.2)
+    assert got.status == "completed" and got.request_counts.failed == 0 and got.metrics
+    assert got.request_counts.completed == got.request_counts.total
+    dagster_runs = dagster_instance(eval_home).get_runs(dg.RunsFilter(tags={RUN_TAG: run.id}))
+    assert dagster_runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in dagster_runs)
+    assert sdk.llm.evals.get_run_overview(run_id=run.id, **who).trials.completed == got.request_counts.total

@@ -1,12 +1,12 @@
 """ZStack's model-evaluation task PUT and GETs over raw httpx, with `Authorization: OAuth <key>`."""
 import dagster as dg
 import httpx
+import pytest
 
 from eval_pipeline import runs
 from eval_pipeline.api_keys import create_key
 from eval_pipeline.definitions import defs
 from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-from test_api_runs import api  # noqa: F401  (the service fixture)
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 FIELDS = {"uuid", "name", "type", "description", "percentage", "opaque", "status", "modelServiceGroupUuid",
@@ -15,7 +15,7 @@ FIELDS = {"uuid", "name", "type", "description", "percentage", "opaque", "status
           "requestHeaders", "connectTimeout", "readTimeout", "totalScore", "endTime", "createDate", "lastOpDate"}
 
 
-def test_put_and_get_a_task(eval_home, api):  # noqa: F811
+def test_put_and_get_a_task(eval_home, api):
     key = create_key(eval_home.catalog, "acme")["key"]
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": ["tiny"], "max_samples_per_task": 3,
@@ -36,8 +36,10 @@ def test_put_and_get_a_task(eval_home, api):  # noqa: F811
     assert (inv["maxNewTokens"], inv["topK"], inv["temperature"], inv["prompt"], inv["limits"]) == (
         5, 4, 0.0, "Be brief.", 3)
     done = runs.get_run(eval_home.catalog, run["id"])
-    firsts = [next(iter(m.values()))["value"] for tasks in done["metrics"].values() for m in tasks.values()]
-    assert inv["totalScore"] == sum(firsts) / len(firsts) and inv["endTime"] and inv["maxLength"] == 256
+    firsts = [next(iter(m.values())) for tasks in done["metrics"].values() for m in tasks.values()]
+    # sample-weighted over each model and task's first metric
+    expected = sum(f["value"] * f["n"] for f in firsts) / sum(f["n"] for f in firsts)
+    assert inv["totalScore"] == pytest.approx(expected, abs=1e-12) and inv["endTime"] and inv["maxLength"] == 256
     assert (done["name"], done["system_tags"], done["user_tags"]) == ("renamed", ["tier::gold"], ["team-a"])
     got = httpx.get(f"{url}/{run['id']}", headers=auth).json()
     assert got["inventory"] == inv

@@ -5,6 +5,8 @@ another org's object 404, a state conflict 409, a malformed request 422 (all `{"
 "message", "details"}}`), so the SDKs, which retry 5xx, never repeat a request for bad input."""
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import dagster  # noqa: F401  (imported before the app serves: its import is slow and not thread-friendly)
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,10 +14,13 @@ from fastapi.responses import JSONResponse
 
 from eval_pipeline.api_keys import Principal, authenticate
 from eval_pipeline.errors import (Conflict, EvalPipelineError, InvalidInput, MalformedFile, NotFound,
-                                  SourceAuthError)
+                                  SourceAuthError, SourceUnavailable)
 from eval_pipeline.runtime import Runtime
 
-STATUS = {InvalidInput: 400, SourceAuthError: 400, MalformedFile: 400, NotFound: 404, Conflict: 409}
+FILES_PREFIX = "/api/v1/llm/files"
+# A source that cannot be reached is the one 5xx (503: retrying may help); bad input never is.
+STATUS = {InvalidInput: 400, SourceAuthError: 400, MalformedFile: 400, NotFound: 404, Conflict: 409,
+          SourceUnavailable: 503}
 
 
 class Unauthorized(EvalPipelineError):
@@ -26,11 +31,24 @@ def error_body(code: str, message: str, details=None) -> dict:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, *, execute: bool = False, worker_interval: float = 2.0) -> FastAPI:
+    """The service; with `execute`, its own worker runs queued eval runs and exports (no daemon)."""
     from eval_pipeline.api import mka1, qianfan, zstack
 
-    app = FastAPI(title="eval_pipeline", version="1", description="LLM evaluation service (MKA1-compatible "
-                                                                   "evals API)")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker = None
+        if execute:
+            from eval_pipeline.worker import Worker
+
+            worker = Worker(runtime, worker_interval).start()
+        app.state.worker = worker
+        yield
+        if worker is not None:
+            worker.stop()
+
+    app = FastAPI(title="eval_pipeline", version="1", lifespan=lifespan,
+                  description="LLM evaluation service (MKA1-compatible evals API)")
     app.state.runtime = runtime
 
     @app.exception_handler(EvalPipelineError)
@@ -39,7 +57,10 @@ def create_app(runtime: Runtime) -> FastAPI:
             (code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
         details = {"field": exc.field} if isinstance(exc, InvalidInput) else (
             {"file": exc.path, "line": exc.line} if isinstance(exc, MalformedFile) else None)
-        return JSONResponse(error_body(exc.code, str(exc), details), status_code=status)
+        body = error_body(exc.code, str(exc), details)
+        if request.url.path.startswith(FILES_PREFIX):  # the SDK's files errors: an integer code, a type
+            body["error"] |= {"type": exc.code, "code": status}
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -53,6 +74,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(mka1.router)
+    app.include_router(mka1.files_router)
     app.include_router(qianfan.router)
     app.include_router(zstack.router)
     return app

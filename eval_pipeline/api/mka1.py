@@ -7,6 +7,7 @@ import json
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 
 from eval_pipeline import runs
 from eval_pipeline.api.app import Caller
@@ -191,6 +192,26 @@ def retry_run(request: Request, run_id: str, caller: Principal = Caller) -> dict
     return runs.retry_run(request.app.state.runtime.catalog, run_id, org_id=caller.org_id)
 
 
+@router.post("/runs/{run_id}/rerun-failed")
+def rerun_failed(request: Request, run_id: str, caller: Principal = Caller) -> dict:
+    """Queue a finished run again for its failed samples only (409 when it has none)."""
+    from eval_pipeline.rerun import rerun_failed as core_rerun
+
+    rt = request.app.state.runtime
+    return core_rerun(rt.catalog, rt.lake, run_id, org_id=caller.org_id)
+
+
+@router.get("/runs/{run_id}/overview")
+def get_overview(request: Request, run_id: str, metric: str = Query("reward", min_length=1, max_length=128),
+                 caller: Principal = Caller) -> dict:
+    """One score (`metric`: "reward" means each model and task's first metric; else a metric name),
+    the sample counts and tokens."""
+    from eval_pipeline.run_overview import run_overview
+
+    rt = request.app.state.runtime
+    return run_overview(rt.catalog, rt.lake, run_id, metric=metric, org_id=caller.org_id)
+
+
 @router.get("/runs/{run_id}/artifacts")
 def get_artifacts(request: Request, run_id: str, caller: Principal = Caller) -> dict:
     return runs.run_artifacts(request.app.state.runtime.catalog, run_id, org_id=caller.org_id)
@@ -213,3 +234,40 @@ def list_samples(request: Request, run_id: str, after: str | None = None, limit:
                            sample_index=int(sample_index) if sample_index is not None else None)
     return {"object": "list", "data": data, "has_more": more, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None}
+
+
+@router.post("/runs/{run_id}/samples/{sample_index}/grade")
+async def grade_sample(request: Request, run_id: str, sample_index: int, caller: Principal = Caller) -> dict:
+    """A person's grade (score 0-1, rationale) of one generated sample of a manual task, `{"model",
+    "task_id", "score", "rationale"?}`; the grader is X-On-Behalf-Of unless the body names one. The last
+    grade of a run completes it; a later one corrects and refreshes its metrics."""
+    from eval_pipeline.grading.human import submit_human_grade
+
+    rt = request.app.state.runtime
+    runs.get_run(rt.catalog, run_id, org_id=caller.org_id)  # another org's run is 404
+    body = await json_body(request)
+    if "doc_id" in body and body["doc_id"] != sample_index:
+        raise InvalidInput("doc_id", "must match the sample index of the path (or be left out)")
+    body = {"grader": caller.user, **body, "doc_id": sample_index}
+    return submit_human_grade(rt.catalog, rt.lake, run_id, body)
+
+
+files_router = APIRouter(prefix="/api/v1/llm/files", tags=["files"])
+
+
+@files_router.get("/{file_id}")
+def get_file(request: Request, file_id: str, caller: Principal = Caller) -> dict:
+    """A run artifact, a suite's task inputs or a system-storage export file the caller's org owns."""
+    from eval_pipeline.file_access import get_file as core_get
+
+    return core_get(request.app.state.runtime.catalog, file_id, org_id=caller.org_id)
+
+
+@files_router.get("/{file_id}/content")
+def get_file_content(request: Request, file_id: str, caller: Principal = Caller) -> StreamingResponse:
+    from eval_pipeline.file_access import file_content
+
+    rt = request.app.state.runtime
+    pieces, media, name = file_content(rt.catalog, rt.lake, file_id, org_id=caller.org_id)
+    return StreamingResponse(pieces, media_type=media,
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})

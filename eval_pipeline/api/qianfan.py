@@ -15,7 +15,7 @@ import urllib.parse
 import uuid
 from datetime import datetime, timezone
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, tuple_
 
@@ -78,7 +78,7 @@ def _caller(request: Request) -> Principal:
 
 
 @router.post("/v2/eval")
-async def eval_action(request: Request, background: BackgroundTasks) -> JSONResponse:
+async def eval_action(request: Request) -> JSONResponse:
     request_id = str(uuid.uuid4())
     try:
         caller = _caller(request)
@@ -92,7 +92,7 @@ async def eval_action(request: Request, background: BackgroundTasks) -> JSONResp
             raise QianfanError(400, "MalformedJSON", "the body is not JSON") from None
         if not isinstance(params, dict):
             raise QianfanError(400, "MalformedJSON", "the body must be a JSON object")
-        result = handler(request.app.state.runtime, caller, params, background)
+        result = handler(request.app.state.runtime, caller, params)
         return JSONResponse({"requestId": request_id, "result": result})
     except QianfanError as e:
         return JSONResponse({"requestId": request_id, "code": e.code, "message": e.message}, status_code=e.status)
@@ -120,7 +120,7 @@ def _task_item(run: t.Run) -> dict:
             "createTime": datetime.fromtimestamp(run.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def describe_eval_tasks(rt, caller: Principal, params: dict, _background) -> dict:
+def describe_eval_tasks(rt, caller: Principal, params: dict) -> dict:
     """One indexed query: the org's runs of the type, filtered, from the marker on, one row more than
     the page to know whether it is truncated."""
     eval_type = params.get("evalType")
@@ -156,7 +156,7 @@ def describe_eval_tasks(rt, caller: Principal, params: dict, _background) -> dic
                              "nextMarker": rows[max_keys].id if more else ""}}
 
 
-def describe_eval_task(rt, caller: Principal, params: dict, _background) -> dict:
+def describe_eval_task(rt, caller: Principal, params: dict) -> dict:
     run = runs.get_run(rt.catalog, _required(params, "taskId"), org_id=caller.org_id)
     with rt.catalog.session() as s:
         item = _task_item(s.get(t.Run, run["id"]))
@@ -166,12 +166,12 @@ def describe_eval_task(rt, caller: Principal, params: dict, _background) -> dict
                    if counts["total"] else 0}
 
 
-def stop_eval_task(rt, caller: Principal, params: dict, _background) -> dict:
+def stop_eval_task(rt, caller: Principal, params: dict) -> dict:
     run = runs.cancel_run(rt.catalog, _required(params, "taskId"), org_id=caller.org_id)
     return {"taskId": run["id"], "state": RUN_STATES[run["status"]]}
 
 
-def create_export_task(rt, caller: Principal, params: dict, background: BackgroundTasks) -> dict:
+def create_export_task(rt, caller: Principal, params: dict) -> dict:
     eval_id = _required(params, "evalId")
     runs.get_run(rt.catalog, eval_id, org_id=caller.org_id)  # another org's run is not found
     storage = params.get("storageType", "sysStorage")
@@ -182,19 +182,11 @@ def create_export_task(rt, caller: Principal, params: dict, background: Backgrou
         raise InvalidInput("exportContent", "is required: a list of prompt, prediction, completion, metrics, system")
     export = exports.create_export(rt.catalog, {"run_id": eval_id, "content": content, "bucket": params.get("bucket"),
                                                 "storage_type": "object" if storage == "BOS" else "system"})
-    # No daemon needed: the export runs once the answer is sent (the core function the asset calls).
-    background.add_task(_export, rt, export["id"])
+    # queued: the `queued_export_tasks` sensor, or the server's own worker (`serve --execute`), runs it
     return {"taskId": export["id"]}
 
 
-def _export(rt, export_id: str) -> None:
-    try:
-        exports.run_export(rt.catalog, rt.lake, export_id, rt.settings.export_s3_endpoint_url)
-    except Exception:  # recorded on the export task (status failed, error); nothing else to tell
-        pass
-
-
-def describe_export_task(rt, caller: Principal, params: dict, _background) -> dict:
+def describe_export_task(rt, caller: Principal, params: dict) -> dict:
     export = exports.get_export(rt.catalog, _required(params, "taskId"))
     runs.get_run(rt.catalog, export["run_id"], org_id=caller.org_id)
     return {"taskId": export["id"], "evalId": export["run_id"], "state": STATES[export["status"]],

@@ -13,6 +13,7 @@ from eval_pipeline.api.mka1 import json_body
 from eval_pipeline.api_keys import Principal, authenticate
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.errors import Conflict, EvalPipelineError, InvalidInput, NotFound
+from eval_pipeline.run_overview import headline_score
 
 router = APIRouter(prefix="/zstack/v1/model-evaluation-tasks", tags=["zstack"])
 
@@ -54,9 +55,6 @@ def inventory(rt, run: dict) -> dict:
     with rt.catalog.session() as s:
         row = s.get(t.Model, run["models"][0])
         options = dict(row.options) if row is not None else {}
-    firsts = [next(iter(metrics.values()))["value"] for tasks in (run["metrics"] or {}).values()
-              for metrics in tasks.values() if metrics]
-    firsts = [v for v in firsts if v is not None]
     end = run["completed_at"] or run["failed_at"] or run["cancelled_at"]
     done = counts["completed"] + counts["failed"]
     return {
@@ -71,8 +69,8 @@ def inventory(rt, run: dict) -> dict:
         "parallel": settings.get("generation_concurrency"), "logEveryQuery": False,
         "api": options.get("api") or options.get("backend"), "requestHeaders": options.get("headers") or {},
         "connectTimeout": options.get("connect_timeout"), "readTimeout": options.get("read_timeout"),
-        # the mean of each (model, task)'s first metric: one number, as the inventory has one
-        "totalScore": sum(firsts) / len(firsts) if firsts else None,
+        # one number, as the inventory has one: the sample-weighted mean of each (model, task)'s first metric
+        "totalScore": headline_score(run["metrics"]),
         "endTime": _time(end), "createDate": _time(run["created_at"]),
         "lastOpDate": _time(max(x for x in (run["created_at"], run["started_at"], end) if x)),
         "systemTags": run.get("system_tags", []), "userTags": run.get("user_tags", []),

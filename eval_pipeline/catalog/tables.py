@@ -199,6 +199,7 @@ class Run(Base):
     suite_version: Mapped[int] = mapped_column(Integer)
     suite_version_id: Mapped[str] = mapped_column(ForeignKey("suite_versions.id"))
     status: Mapped[str] = mapped_column(String(16), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # times queued again (retry, rerun-failed)
     origin: Mapped[str] = mapped_column(String(255))  # cli, api, backfill:<id>
     models: Mapped[list] = mapped_column(JSON)
     task_ids: Mapped[list | None] = mapped_column(JSON)

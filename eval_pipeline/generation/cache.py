@@ -38,3 +38,25 @@ def cached_outcomes(catalog: Catalog, lake: Lake, *, run_id: str, model_fingerpr
                 found.setdefault(row["cache_key"], outcome_from_row(row))
     return found
 
+
+
+def superseded_dir(folder: str) -> str:
+    """Where rerun-failed moves a partition's chunks that held failures (see rerun.py)."""
+    return f"{folder}/superseded"
+
+
+def superseded_outcomes(lake: Lake, folder: str, wanted: set[str]) -> dict[str, Outcome]:
+    """The run's own earlier answers in chunks rerun-failed set aside: a rerun generates only what
+    failed, whatever the run's use_cache says (these are this run's answers, not another's)."""
+    found: dict[str, Outcome] = {}
+    prefix = superseded_dir(folder)
+    if not wanted or not lake.exists(prefix):
+        return found
+    wanted_keys = pa.array(sorted(wanted), pa.string())
+    for path in sorted(lake.list(prefix)):
+        table = lake.read_table(path, columns=_COLUMNS)
+        table = table.filter(pc.and_(pc.is_null(table.column("error")),
+                                     pc.is_in(table.column("cache_key"), value_set=wanted_keys)))
+        for row in table.to_pylist():
+            found.setdefault(row["cache_key"], outcome_from_row(row))
+    return found

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from eval_pipeline import runs
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
-from eval_pipeline.generation.cache import cached_outcomes
+from eval_pipeline.generation.cache import cached_outcomes, superseded_outcomes
 from eval_pipeline.generation.engines import backend_for
 from eval_pipeline.generation.requests import plan_requests, request_settings
 from eval_pipeline.generation.rows import Outcome, build_rows
@@ -106,8 +106,10 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
     missing = {i for i in range(len(starts)) if not lake.exists(_chunk_path(folder, i))}
     wanted = {k for i in missing for k in keys[starts[i]:starts[i] + size]}
     # One pass over earlier runs' chunks for every request still to answer.
-    hits = cached_outcomes(catalog, lake, run_id=run_id, model_fingerprint=fingerprint, task_id=task_id,
-                           wanted=wanted) if use_cache and wanted else {}
+    hits = superseded_outcomes(lake, folder, wanted)
+    if use_cache and wanted - hits.keys():
+        hits |= cached_outcomes(catalog, lake, run_id=run_id, model_fingerprint=fingerprint, task_id=task_id,
+                                wanted=wanted - hits.keys())
     lease = None
     for index, start in enumerate(starts):
         path = _chunk_path(folder, index)

@@ -1,5 +1,6 @@
 """suite names are unique per org (not across orgs); suites may pin an active version other than the
-latest; suite versions keep their metadata and author (suites created from a manifest over the API)
+latest; suite versions keep their metadata and author (suites created from a manifest over the API);
+runs count how often they were queued (the sensor's run keys must change when a run is queued again)
 
 Revision ID: 0010
 Revises: 0009
@@ -34,9 +35,13 @@ def upgrade() -> None:
     with op.batch_alter_table("suite_versions") as batch:
         batch.add_column(sa.Column("metadata", sa.JSON()))
         batch.add_column(sa.Column("created_by", sa.String(255)))
+    with op.batch_alter_table("eval_runs") as batch:
+        batch.add_column(sa.Column("attempt", sa.Integer(), nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("eval_runs") as batch:
+        batch.drop_column("attempt")
     with op.batch_alter_table("suite_versions") as batch:
         batch.drop_column("created_by")
         batch.drop_column("metadata")

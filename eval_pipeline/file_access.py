@@ -1,0 +1,74 @@
+"""Files the catalog hands out by id (run reports, task inputs, system-storage export bundles), as
+MKA1's files API shows them, to the org that owns what they belong to."""
+from __future__ import annotations
+
+import posixpath
+from typing import Iterator
+
+from sqlalchemy import select
+
+from eval_pipeline.catalog import Catalog
+from eval_pipeline.catalog import tables as t
+from eval_pipeline.errors import NotFound
+from eval_pipeline.lake import Lake
+
+MEDIA_TYPES = {".html": "text/html", ".json": "application/json", ".jsonl": "application/jsonl",
+               ".md": "text/markdown", ".csv": "text/csv", ".txt": "text/plain"}
+PARQUET = "application/vnd.apache.parquet"
+
+
+def _owned(s, f: t.File, org_id: str | None) -> bool:
+    if org_id is None:
+        return True
+    if f.purpose == "run_report":
+        run = s.get(t.Run, f.path.split("/")[1])
+        return run is not None and run.org_id == org_id and f.id in (run.artifact_file_ids or [])
+    if f.purpose == "export":  # exports/[prefix/]<export id>/<name>
+        export = s.get(t.Export, posixpath.basename(posixpath.dirname(f.path)))
+        run = s.get(t.Run, export.run_id) if export is not None else None
+        return run is not None and run.org_id == org_id
+    if f.purpose == "task_inputs":  # readable by an org with a suite version pinning it
+        return s.scalar(select(t.Suite.id)
+                        .join(t.SuiteVersion, t.SuiteVersion.suite_id == t.Suite.id)
+                        .join(t.SuiteVersionTask, t.SuiteVersionTask.suite_version_id == t.SuiteVersion.id)
+                        .join(t.TaskVersion, (t.TaskVersion.task_id == t.SuiteVersionTask.task_id)
+                              & (t.TaskVersion.version == t.SuiteVersionTask.task_version))
+                        .where(t.TaskVersion.inputs_file_id == f.id, t.Suite.org_id == org_id).limit(1)) is not None
+    return False
+
+
+def _file(s, file_id: str, org_id: str | None) -> t.File:
+    f = s.get(t.File, file_id)
+    if f is None or not _owned(s, f, org_id):
+        raise NotFound("file", file_id)
+    return f
+
+
+def file_object(f: t.File) -> dict:
+    return {"id": f.id, "object": "file", "bytes": f.bytes, "created_at": f.created_at,
+            "filename": posixpath.basename(f.path), "purpose": "evals", "status": "processed",
+            "expires_at": None, "sha256": f.sha256}
+
+
+def get_file(catalog: Catalog, file_id: str, *, org_id: str | None = None) -> dict:
+    with catalog.session() as s:
+        return file_object(_file(s, file_id, org_id))
+
+
+def file_content(catalog: Catalog, lake: Lake, file_id: str, *, org_id: str | None = None
+                 ) -> tuple[Iterator[bytes], str, str]:
+    """(the bytes in 1 MiB pieces, media type, file name): a large bundle is never held in memory."""
+    with catalog.session() as s:
+        f = _file(s, file_id, org_id)
+        path = f.path
+    if not lake.exists(path):
+        raise NotFound("file content", file_id, "its lake file is gone")
+    ext = posixpath.splitext(path)[1]
+    media = MEDIA_TYPES.get(ext, PARQUET if ext == ".parquet" else "application/octet-stream")
+
+    def pieces() -> Iterator[bytes]:
+        with lake.fs.open(f"{lake.root}/{path}", "rb") as fh:
+            while piece := fh.read(1 << 20):
+                yield piece
+
+    return pieces(), media, posixpath.basename(path)
