@@ -45,7 +45,8 @@ def test_the_served_process_logs_requests_but_no_secrets(eval_home, tmp_path, mo
             refused = httpx.post(f"{url}/api/v1/llm/evals/imports/huggingface-results", json={**body, "limit_files": 0},
                                  headers=headers)
             assert refused.status_code == 400
-            assert httpx.get(f"{url}/api/v1/llm/evals/runs", headers={"Authorization": "Bearer nope"}).status_code == 401
+            bad_key = httpx.get(f"{url}/api/v1/llm/evals/runs", headers={"Authorization": "Bearer nope"})
+            assert bad_key.status_code == 401
         finally:
             server.terminate()
             log, _ = server.communicate(timeout=60)
