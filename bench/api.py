@@ -73,6 +73,9 @@ def _seed(rt, n_runs: int) -> tuple[str, list[str]]:
                               "created_ns": start + i, "idempotency_key": None,
                               "search_text": f"nightly-{i} {run_id}", "model_list": f"|model-{'abc'[i % 3]}|"})
             conn.execute(t.Run.__table__.insert(), batch)
+    if rt.catalog.engine.dialect.name == "postgresql":  # fresh statistics, as autovacuum would leave them
+        with rt.catalog.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM ANALYZE eval_runs"))
     return suite_id, ids
 
 

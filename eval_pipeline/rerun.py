@@ -13,7 +13,7 @@ from eval_pipeline.catalog.store import now
 from eval_pipeline.errors import Conflict
 from eval_pipeline.generation.cache import superseded_dir
 from eval_pipeline.lake import Lake
-from eval_pipeline.runs import _run, run_object
+from eval_pipeline.runs import run_object, run_row
 
 SUMMED = (("completed", "completed"), ("failed", "failed"), ("input_tokens", "input_tokens"),
           ("output_tokens", "output_tokens"), ("cached", "cached_tokens"))
@@ -21,7 +21,7 @@ SUMMED = (("completed", "completed"), ("failed", "failed"), ("input_tokens", "in
 
 def rerun_failed(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | None = None) -> dict:
     with catalog.session() as s:
-        run = _run(s, run_id, org_id)
+        run = run_row(s, run_id, org_id)
         if run.status not in ("completed", "failed"):
             raise Conflict(f"run {run_id} is {run.status}; only a completed or failed run reruns its failures")
         parts = s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id,

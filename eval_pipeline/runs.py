@@ -188,7 +188,7 @@ def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> dict:
     return out
 
 
-def _run(s: Session, run_id: str, org_id: str | None = None) -> t.Run:
+def run_row(s: Session, run_id: str, org_id: str | None = None) -> t.Run:
     """The run, or NotFound, also when it belongs to another org than `org_id` (when given)."""
     run = s.get(t.Run, run_id)
     if run is None or (org_id is not None and run.org_id != org_id):
@@ -198,7 +198,7 @@ def _run(s: Session, run_id: str, org_id: str | None = None) -> t.Run:
 
 def get_run(catalog: Catalog, run_id: str, *, partitions: bool = False, org_id: str | None = None) -> dict:
     with catalog.session() as s:
-        return run_object(s, _run(s, run_id, org_id), partitions=partitions)
+        return run_object(s, run_row(s, run_id, org_id), partitions=partitions)
 
 
 def list_runs(catalog: Catalog, *, status: str | None = None, suite_id: str | None = None,
@@ -219,7 +219,7 @@ def list_runs(catalog: Catalog, *, status: str | None = None, suite_id: str | No
         if suite_id:
             q = q.where(t.Run.suite_id == suite_id)
         if after:
-            anchor = _run(s, after, org_id)
+            anchor = run_row(s, after, org_id)
             q = q.where((t.Run.created_ns < anchor.created_ns)
                         | ((t.Run.created_ns == anchor.created_ns) & (t.Run.id < anchor.id)))
         return [run_object(s, r) for r in s.scalars(q.limit(limit))]
@@ -259,7 +259,7 @@ def update_run(catalog: Catalog, run_id: str, changes: dict, *, org_id: str | No
     """Rename, describe or tag a run (any state); fields left out keep their values."""
     upd = parse_model(RunUpdate, changes)
     with catalog.session() as s:
-        run = _run(s, run_id, org_id)
+        run = run_row(s, run_id, org_id)
         for field in ("name", "description", "system_tags", "user_tags"):
             value = getattr(upd, field)
             if value is not None:
@@ -273,7 +273,7 @@ def delete_run(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | None 
     """Delete a finished run: its catalog rows (partitions, exports, human grades) and its lake files
     (generations, grades, metrics, reports). A run still working must be cancelled first."""
     with catalog.session() as s:
-        run = _run(s, run_id, org_id)
+        run = run_row(s, run_id, org_id)
         if run.status not in TERMINAL:
             raise Conflict(f"run {run_id} is {run.status}: cancel it before deleting it")
         report_ids = list(run.artifact_file_ids or [])
@@ -292,7 +292,7 @@ def delete_run(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | None 
 def retry_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> dict:
     """A failed run queued again for the sensor: chunks already written are kept, the rest is generated."""
     with catalog.session() as s:
-        run = _run(s, run_id, org_id)
+        run = run_row(s, run_id, org_id)
         if run.status != "failed":
             raise Conflict(f"run {run_id} is {run.status}; only a failed run is retried")
     resume_run(catalog, run_id)
@@ -302,7 +302,7 @@ def retry_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> di
 
 def run_artifacts(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> dict:
     with catalog.session() as s:
-        run = _run(s, run_id, org_id)
+        run = run_row(s, run_id, org_id)
         return {"object": "eval.artifacts", "run_id": run.id, "result_file_id": None, "samples_file_id": None,
                 "artifact_file_ids": list(run.artifact_file_ids or [])}
 
@@ -311,7 +311,7 @@ def cancel_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> d
     """Stop starting work: a queued run is cancelled at once; a running one is `cancelling` until its
     partitions have stopped (each checks between chunks)."""
     with catalog.session() as s:
-        run = _run(s, run_id, org_id)
+        run = run_row(s, run_id, org_id)
         if run.status in TERMINAL:
             raise Conflict(f"run {run_id} is {run.status} already")
         run.status = "cancelling" if run.status != "queued" else "cancelled"
@@ -322,7 +322,7 @@ def cancel_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> d
 def settle_cancel(catalog: Catalog, run_id: str) -> None:
     """cancelling -> cancelled once no partition of the run is running."""
     with catalog.session() as s:
-        run = _run(s, run_id)
+        run = run_row(s, run_id)
         if run.status not in ("cancelling", "cancelled"):
             return
         running = s.scalar(select(func.count()).where(t.RunPartition.run_id == run_id,
@@ -338,7 +338,7 @@ def start_partition(catalog: Catalog, run_id: str, model: str, task_id: str,
                     dagster_run_id: str | None) -> t.RunPartition | None:
     """Claim a partition for execution; None when the run no longer wants work (cancelled, failed...)."""
     with catalog.session() as s:
-        run = _run(s, run_id)
+        run = run_row(s, run_id)
         part = s.get(t.RunPartition, (run_id, model, task_id))
         if part is None:
             raise NotFound("run partition", f"{run_id}/{model}/{task_id}")
@@ -352,7 +352,7 @@ def start_partition(catalog: Catalog, run_id: str, model: str, task_id: str,
 
 def still_wanted(catalog: Catalog, run_id: str) -> bool:
     with catalog.session() as s:
-        return _run(s, run_id).status == "in_progress"
+        return run_row(s, run_id).status == "in_progress"
 
 
 def record_chunk(catalog: Catalog, run_id: str, model: str, task_id: str, chunk: dict) -> None:
@@ -388,7 +388,7 @@ def complete_if_done(catalog: Catalog, lake: Lake, run_id: str) -> bool:
     task has a human grade: finalizing gathers the partitions' metrics into the run's `metrics` object;
     the run's report (HTML with a chart) becomes its artifact."""
     with catalog.session() as s:
-        run = _run(s, run_id)
+        run = run_row(s, run_id)
         parts = s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)).all()
         if run.status != "in_progress" or any(p.status != "done" for p in parts):
             return False
@@ -398,13 +398,13 @@ def complete_if_done(catalog: Catalog, lake: Lake, run_id: str) -> bool:
     if awaiting_human_grades(catalog, lake, run_id):  # manual tasks: the run waits for people
         return False
     with catalog.session() as s:
-        run = _run(s, run_id)
+        run = run_row(s, run_id)
         if run.status != "in_progress":
             return False
         run.status = "finalizing"
     missing = [p for p in paths if not lake.exists(p)]
     with catalog.session() as s:
-        run = _run(s, run_id)
+        run = run_row(s, run_id)
         if missing:  # the job ran without the metrics stage: nothing to finish with
             run.status = "failed"
             run.failed_at = now()
@@ -423,7 +423,7 @@ def fail_run(catalog: Catalog, run_id: str, code: str, message: str, *, model: s
              task: str | None = None) -> bool:
     """Record a failure unless the run has stopped already (cancelled, completed or failed)."""
     with catalog.session() as s:
-        run = _run(s, run_id)
+        run = run_row(s, run_id)
         if run.status not in ("queued", "in_progress", "finalizing"):
             return False
         run.status, run.failed_at = "failed", now()
@@ -457,7 +457,7 @@ def resume_run(catalog: Catalog, run_id: str) -> dict:
     """Take a failed or interrupted run up again: unfinished partitions go back to pending; the chunks
     they wrote already are kept and skipped."""
     with catalog.session() as s:
-        run = _run(s, run_id)
+        run = run_row(s, run_id)
         if run.status in ("completed", "cancelled", "cancelling"):
             raise Conflict(f"run {run_id} is {run.status}; only failed or unfinished runs resume")
         s.execute(update(t.RunPartition).where(t.RunPartition.run_id == run_id,
@@ -533,7 +533,7 @@ def partition_by_keys(catalog: Catalog, run_id: str, model_key: str, task_key: s
 def requeue(catalog: Catalog, run_id: str) -> None:
     """Hand an in_progress run back to the sensor (after resume_run, without --wait)."""
     with catalog.session() as s:
-        run = _run(s, run_id)
+        run = run_row(s, run_id)
         if run.status == "in_progress":
             run.status = "queued"
             run.attempt += 1

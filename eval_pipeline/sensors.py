@@ -2,7 +2,7 @@
 import dagster as dg
 
 from eval_pipeline import runs
-from eval_pipeline.exports import queued_exports
+from eval_pipeline.exports import claim_export, queued_exports
 from eval_pipeline.orchestration import EXPORT_JOB, GENERATION_JOB, after_dagster_run, eval_run_of, plan_block_runs
 from eval_pipeline.partitions import export_partitions_def, model_partitions_def, task_partitions_def
 from resources import CatalogResource, LakeResource
@@ -60,7 +60,8 @@ def generation_failed(context: dg.RunFailureSensorContext, catalog: CatalogResou
 def queued_export_tasks(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
     """Each queued export task: its partition of export_bundles, materialised by one Dagster run (the
     run key is the export id, so a task is launched once)."""
-    pending = queued_exports(catalog.catalog)
+    # claimed here (queued -> running), so a server's --execute worker beside the daemon cannot take it too
+    pending = [e for e in queued_exports(catalog.catalog) if claim_export(catalog.catalog, e)]
     known = set(context.instance.get_dynamic_partitions(export_partitions_def.name))
     new = [e for e in pending if e not in known]
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=e, partition_key=e) for e in pending],

@@ -215,3 +215,6 @@ def test_sensor_launches_each_queued_export_once(eval_home):
         result = queued_export_tasks(ctx)
     assert [(r.run_key, r.partition_key) for r in result.run_requests] == [(export["id"], export["id"])]
     assert result.dynamic_partitions_requests[0].partition_keys == [export["id"]]
+    assert get_export(eval_home.catalog, export["id"])["status"] == "running"  # claimed by the tick
+    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource()}) as ctx:
+        assert queued_export_tasks(ctx).run_requests == []

@@ -130,8 +130,15 @@ async def create_suite(request: Request, caller: Principal = Caller) -> dict:
 def delete_suite(request: Request, suite_id: str, caller: Principal = Caller) -> dict:
     from eval_pipeline.manifest_suites import delete_suite as core_delete
 
+    from eval_pipeline.partitions import suite_partitions_def
+    from eval_pipeline.runtime import dagster_instance
+
     rt = request.app.state.runtime
-    return core_delete(rt.catalog, rt.lake, suite_id, org_id=caller.org_id)
+    deleted = core_delete(rt.catalog, rt.lake, suite_id, org_id=caller.org_id)
+    instance = dagster_instance(rt)
+    if instance.has_dynamic_partition(suite_partitions_def.name, suite_id):
+        instance.delete_dynamic_partition(suite_partitions_def.name, suite_id)
+    return deleted
 
 
 @router.post("/suites/{suite_id}/versions")
