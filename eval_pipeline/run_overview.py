@@ -39,10 +39,9 @@ def headline_score(metrics: dict | None, metric: str = HEADLINE) -> float | None
 def _retried(lake: Lake, run_id: str) -> int:
     """Failed requests that rerun-failed sent again (the failures kept in set-aside chunks)."""
     total = 0
-    for path in lake.list(f"generations/{run_id}"):
-        if "/superseded/" in path:
-            errors = lake.read_table(path, columns=["error"]).column("error")
-            total += len(errors) - pc.sum(pc.cast(pc.is_null(errors), "int64")).as_py()
+    for path in lake.fs.glob(f"{lake.root}/generations/{run_id}/*/*/superseded/*.parquet"):
+        errors = lake.read_table(path[len(lake.root) + 1:], columns=["error"]).column("error")
+        total += len(errors) - pc.sum(pc.cast(pc.is_null(errors), "int64")).as_py()
     return total
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.errors import InvalidInput, NotFound
+from eval_pipeline.grading.human import METRIC as HUMAN_METRIC
 from eval_pipeline.grading.partition import active_grade_files, generation_docs
 from eval_pipeline.lake import Lake
 
@@ -85,10 +86,8 @@ def list_samples(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | Non
 def _sample(run: t.Run, part: t.RunPartition, d, sid: str, scores: dict, judge: dict | None, *,
             awaiting_person: bool = False) -> dict:
     """`ready_to_score`: generated, not graded yet (for a manual task: no human grade yet)."""
-    from eval_pipeline.grading.human import METRIC
-
     if awaiting_person:
-        graded = any(k.split(",", 1)[0] == METRIC for k in scores) or d.error is not None
+        graded = any(k.split(",", 1)[0] == HUMAN_METRIC for k in scores) or d.error is not None
     else:
         graded = bool(scores) or d.error is not None
     status = "failed" if d.error else ("completed" if graded else "ready_to_score")
