@@ -99,6 +99,19 @@ def test_describe_eval_tasks_filters_pages_and_caps(eval_home, qianfan_sdk):
     stopped = call("StopEvalTask", {"taskId": ids[0]})["result"]
     assert stopped == {"taskId": ids[0], "state": "Stopped"}
     assert call("DescribeEvalTask", {"taskId": ids[0]})["result"]["state"] == "Stopped"
+    # the search follows renames and deletes; wildcards in a filter are literal; short filters work too
+
+    def names(key_filter):
+        found = call("DescribeEvalTasks", {"evalType": "auto", "keyFilter": key_filter, "maxKeys": 100})["result"]
+        return {x["taskName"] for x in found["evalTaskList"]}
+
+    runs.update_run(eval_home.catalog, ids[2], {"name": "Renamed run"})
+    assert names("renamed") == {"Renamed run"} and "nightly 2" not in names("nightly 2")
+    runs.delete_run(eval_home.catalog, eval_home.lake, ids[0])
+    assert names(ids[0][-10:]) == set() and names("nightly 0") == set()
+    assert names("nightly%1") == set() and names("nightly_1") == set()
+    short = names("1")  # under 3 characters: no trigram, the index scan (ids hold 1s too)
+    assert {f"nightly {i}" for i in (1, 10, 11)} <= short and "nightly 0" not in short
 
 
 def test_export_task_to_system_storage_until_the_bundle_exists(eval_home, qianfan_executing):

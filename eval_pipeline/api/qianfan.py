@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+import sqlalchemy as sa
 from sqlalchemy import select, tuple_
 
 from eval_pipeline import exports, runs
@@ -120,6 +121,27 @@ def _task_item(run: t.Run) -> dict:
             "createTime": datetime.fromtimestamp(run.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
 
 
+TRIGRAM_CAP = 2000  # more candidates than this: scanning the listing index in order is cheaper
+
+
+def _trigram_candidates(key_filter: str, union: str, limit: str = ""):
+    """Run ids from SQLite's trigram table (migration 0011). FTS5 only uses its index for a LIKE without
+    ESCAPE, so the filter goes in unescaped: a `%` or `_` in it can only widen the candidates, and the
+    escaped LIKEs of the listing keep its answer exact."""
+    return (sa.text(f"SELECT id FROM eval_runs_search WHERE search_text LIKE :fuzzy "
+                    f"{union} SELECT id FROM eval_runs_search WHERE model_list LIKE :model {limit}")
+            .bindparams(fuzzy=f"%{key_filter.lower()}%", model=f"%|{key_filter}|%")
+            .columns(sa.column("id", sa.String)))
+
+
+def _few_trigram_candidates(rt, s, key_filter: str) -> bool:
+    """Whether the trigram table exists, can serve this filter (3+ characters) and finds few runs."""
+    if len(key_filter) < 3 or not rt.catalog.has_table("eval_runs_search"):
+        return False
+    probe = _trigram_candidates(key_filter, "UNION ALL", f"LIMIT {TRIGRAM_CAP + 1}").subquery("probe")
+    return s.scalar(select(sa.func.count()).select_from(probe)) <= TRIGRAM_CAP
+
+
 def describe_eval_tasks(rt, caller: Principal, params: dict) -> dict:
     """One indexed query: the org's runs of the type, filtered, from the marker on, one row more than
     the page to know whether it is truncated."""
@@ -136,7 +158,11 @@ def describe_eval_tasks(rt, caller: Principal, params: dict) -> dict:
     marker = params.get("marker") or ""
     reverse = bool(params.get("pageReverse", False))
     with rt.catalog.session() as s:
-        q = select(t.Run).where(t.Run.org_id == caller.org_id, t.Run.eval_type == eval_type)
+        q = select(t.Run)
+        if key_filter and _few_trigram_candidates(rt, s, key_filter):
+            found = _trigram_candidates(key_filter, "UNION").subquery("found")
+            q = select(t.Run).select_from(found).join(t.Run, t.Run.id == found.c.id)  # the few found first
+        q = q.where(t.Run.org_id == caller.org_id, t.Run.eval_type == eval_type)
         if key_filter:
             # fuzzy on name and id, exact on a model: two plain LIKEs on columns runs.py keeps
             q = q.where(t.Run.search_text.like(f"%{_escape_like(key_filter.lower())}%", escape="\\")

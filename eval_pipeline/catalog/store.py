@@ -8,7 +8,7 @@ from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +34,7 @@ class Catalog:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._tables: dict[str, bool] = {}
 
     def migrate(self) -> "Catalog":
         """Bring the schema to the newest Alembic revision (idempotent)."""
@@ -49,6 +50,12 @@ class Catalog:
         """One transaction: committed on success, rolled back on any error."""
         with self._sessions() as s, s.begin():
             yield s
+
+    def has_table(self, name: str) -> bool:
+        """Whether the schema has `name` (optional tables a migration makes where the database can)."""
+        if name not in self._tables:
+            self._tables[name] = inspect(self.engine).has_table(name)
+        return self._tables[name]
 
     def dispose(self) -> None:
         self.engine.dispose()
