@@ -6,7 +6,6 @@ import click
 from eval_pipeline.cli_common import _emit, dagster_instance, front_door
 from eval_pipeline.runtime import open_runtime
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @click.group("exports")
@@ -32,7 +31,7 @@ def exports_create(run_id, storage_type, bucket, prefix, content, queue) -> None
                                                                       if c.strip()]})
     if not queue:
         from eval_pipeline.definitions import defs
-        from eval_pipeline.orchestration import EXPORT_JOB, execute_export
+        from eval_pipeline.orchestration import EXPORT_JOB, QUIET, execute_export
 
         execute_export(dagster_instance(rt), rt.catalog, export["id"], defs.resolve_job_def(EXPORT_JOB), QUIET)
         export = get_export(rt.catalog, export["id"])

@@ -8,7 +8,6 @@ import click
 from eval_pipeline.cli_common import _emit, _metadata, dagster_instance, front_door
 from eval_pipeline.runtime import open_runtime
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @click.group()
@@ -89,7 +88,7 @@ def _json_option(value: str | None, name: str) -> dict:
 def _execute(rt, run_id: str) -> dict:
     from eval_pipeline import runs
     from eval_pipeline.definitions import defs
-    from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
+    from eval_pipeline.orchestration import GENERATION_JOB, QUIET, execute_in_process
 
     execute_in_process(dagster_instance(rt), rt.catalog, rt.lake, run_id, defs.resolve_job_def(GENERATION_JOB),
                        run_config=QUIET)

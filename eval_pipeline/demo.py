@@ -15,7 +15,6 @@ from eval_pipeline.suites import get_suite
 
 DEMO_SUITE = "demo: arithmetic"
 DEMO_MODEL = "tiny-demo"
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -30,6 +29,7 @@ def _checks(result) -> list[list]:
 
 def run_demo(rt: Runtime, instance, echo: Callable[[str], None]) -> None:
     from eval_pipeline.definitions import defs
+    from eval_pipeline.orchestration import QUIET
 
     home = rt.settings.home
     data = home / "demo-data"
@@ -84,7 +84,7 @@ def _evaluate(rt: Runtime, instance, suite_id: str, echo: Callable[[str], None])
     from eval_pipeline import runs
     from eval_pipeline.definitions import defs
     from eval_pipeline.model_registry import add_model
-    from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
+    from eval_pipeline.orchestration import GENERATION_JOB, QUIET, execute_in_process
     from eval_pipeline.tiny_model import build_tiny_model
 
     folder = build_tiny_model(rt.settings.home / "models" / "tiny-demo")
@@ -122,7 +122,7 @@ def _export(rt: Runtime, instance, run_id: str, echo: Callable[[str], None]) -> 
     """Export the run's bundle to the service's own storage through the Dagster job 'export'."""
     from eval_pipeline.definitions import defs
     from eval_pipeline.exports import CONTENT, create_export, get_export
-    from eval_pipeline.orchestration import EXPORT_JOB
+    from eval_pipeline.orchestration import EXPORT_JOB, QUIET
 
     export = create_export(rt.catalog, {"run_id": run_id, "storage_type": "system", "content": list(CONTENT)})
     instance.add_dynamic_partitions("export", [export["id"]])

@@ -161,8 +161,8 @@ def delete_suite(catalog: Catalog, lake: Lake, suite_id: str, *, org_id: str) ->
     """Delete a suite with its versions, imported history and runs; refused while one of its runs works."""
     from eval_pipeline.runs import TERMINAL, delete_run
 
+    get_suite(catalog, suite_id, org_id=org_id, versions=False)  # 404 for another org's
     with catalog.session() as s:
-        get_suite(catalog, suite_id, org_id=org_id, versions=False)
         runs = s.execute(select(t.Run.id, t.Run.status).where(t.Run.suite_id == suite_id)).all()
     busy = [r for r, status in runs if status not in TERMINAL]
     if busy:

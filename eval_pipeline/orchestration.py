@@ -15,6 +15,7 @@ from eval_pipeline.partitions import model_partitions_def, task_partitions_def
 RUN_TAG = "eval_pipeline/run_id"
 GENERATION_JOB = "generation"
 EXPORT_JOB = "export"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # in-process runs: warnings up
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def plan_block_runs(catalog: Catalog, run_id: str, task_order: list[str]) -> tup
     """The Dagster runs an eval run's unfinished partitions need, plus the model and task keys that
     must exist as dynamic partitions first. Keys not yet in `task_order` are appended in run order."""
     parts = runs.run_partitions(catalog, run_id, unfinished_only=True)
-    attempt = runs.get_run(catalog, run_id)["attempt"]
+    attempt = runs.run_attempt(catalog, run_id)
     model_keys = list(dict.fromkeys(p.model_key for p in parts))
     order = list(task_order) + [k for k in dict.fromkeys(p.task_key for p in parts) if k not in task_order]
     block_runs = []

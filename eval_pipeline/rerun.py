@@ -13,10 +13,7 @@ from eval_pipeline.catalog.store import now
 from eval_pipeline.errors import Conflict
 from eval_pipeline.generation.cache import superseded_dir
 from eval_pipeline.lake import Lake
-from eval_pipeline.runs import run_object, run_row
-
-SUMMED = (("completed", "completed"), ("failed", "failed"), ("input_tokens", "input_tokens"),
-          ("output_tokens", "output_tokens"), ("cached", "cached_tokens"))
+from eval_pipeline.runs import run_object, run_row, set_chunks
 
 
 def rerun_failed(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | None = None) -> dict:
@@ -42,10 +39,8 @@ def rerun_failed(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | Non
                     target = f"{superseded_dir(folder)}/{name.removesuffix('.parquet')}.{stamp}.parquet"
                     lake.fs.makedirs(f"{lake.root}/{superseded_dir(folder)}", exist_ok=True)
                     lake.fs.mv(f"{lake.root}/{chunk['path']}", f"{lake.root}/{target}")
-            part.chunks = keep
-            for column, key in SUMMED:
-                setattr(part, column, sum(c[key] for c in keep))
-            part.status, part.updated_at = "pending", now()
+            set_chunks(part, keep)
+            part.status = "pending"
         run.status, run.error, run.failed_at, run.completed_at = "queued", None, None, None
         run.attempt += 1
         return run_object(s, run)

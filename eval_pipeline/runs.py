@@ -361,11 +361,21 @@ def record_chunk(catalog: Catalog, run_id: str, model: str, task_id: str, chunk:
         part = s.get(t.RunPartition, (run_id, model, task_id), with_for_update=True)
         chunks = {c["index"]: c for c in part.chunks}
         chunks[chunk["index"]] = chunk
-        part.chunks = [chunks[i] for i in sorted(chunks)]
-        for column, key in (("completed", "completed"), ("failed", "failed"), ("input_tokens", "input_tokens"),
-                            ("output_tokens", "output_tokens"), ("cached", "cached_tokens")):
-            setattr(part, column, sum(c[key] for c in part.chunks))
-        part.updated_at = now()
+        set_chunks(part, [chunks[i] for i in sorted(chunks)])
+
+
+def set_chunks(part: t.RunPartition, chunks: list[dict]) -> None:
+    """A partition's chunk list and the counts summed from it."""
+    part.chunks = chunks
+    for column, key in (("completed", "completed"), ("failed", "failed"), ("input_tokens", "input_tokens"),
+                        ("output_tokens", "output_tokens"), ("cached", "cached_tokens")):
+        setattr(part, column, sum(c[key] for c in chunks))
+    part.updated_at = now()
+
+
+def run_attempt(catalog: Catalog, run_id: str) -> int:
+    with catalog.session() as s:
+        return s.scalar(select(t.Run.attempt).where(t.Run.id == run_id)) or 0
 
 
 def partition_chunks(catalog: Catalog, run_id: str, model: str, task_id: str) -> list[dict]:

@@ -12,7 +12,6 @@ from eval_pipeline.exports import claim_export, queued_exports
 from eval_pipeline.runtime import Runtime, dagster_instance
 
 log = logging.getLogger("eval_pipeline.worker")
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 class Worker:
@@ -44,7 +43,7 @@ class Worker:
     def step(self) -> bool:
         """Execute the oldest queued run, else the oldest queued export; False when there was none."""
         from eval_pipeline.definitions import defs
-        from eval_pipeline.orchestration import EXPORT_JOB, GENERATION_JOB, execute_export, execute_in_process
+        from eval_pipeline.orchestration import EXPORT_JOB, GENERATION_JOB, QUIET, execute_export, execute_in_process
 
         catalog, lake = self.rt.catalog, self.rt.lake
         for run in runs.queued_runs(catalog):

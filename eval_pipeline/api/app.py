@@ -42,7 +42,6 @@ def create_app(runtime: Runtime, *, execute: bool = False, worker_interval: floa
             from eval_pipeline.worker import Worker
 
             worker = Worker(runtime, worker_interval).start()
-        app.state.worker = worker
         yield
         if worker is not None:
             worker.stop()

@@ -129,7 +129,6 @@ async def create_suite(request: Request, caller: Principal = Caller) -> dict:
 @router.delete("/suites/{suite_id}")
 def delete_suite(request: Request, suite_id: str, caller: Principal = Caller) -> dict:
     from eval_pipeline.manifest_suites import delete_suite as core_delete
-
     from eval_pipeline.partitions import suite_partitions_def
     from eval_pipeline.runtime import dagster_instance
 

@@ -15,9 +15,9 @@ import urllib.parse
 import uuid
 from datetime import datetime, timezone
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-import sqlalchemy as sa
 from sqlalchemy import select, tuple_
 
 from eval_pipeline import exports, runs

@@ -29,14 +29,18 @@ def cached_outcomes(catalog: Catalog, lake: Lake, *, run_id: str, model_fingerpr
         for chunk in chunks:
             if not wanted - found.keys():
                 return found
-            if not lake.exists(chunk["path"]):
-                continue
-            table = lake.read_table(chunk["path"], columns=_COLUMNS)
-            table = table.filter(pc.and_(pc.is_null(table.column("error")),
-                                         pc.is_in(table.column("cache_key"), value_set=wanted_keys)))
-            for row in table.to_pylist():
-                found.setdefault(row["cache_key"], outcome_from_row(row))
+            if lake.exists(chunk["path"]):
+                _add_answers(lake, chunk["path"], wanted_keys, found)
     return found
+
+
+def _add_answers(lake: Lake, path: str, wanted_keys: pa.Array, found: dict[str, Outcome]) -> None:
+    """The chunk's rows answering a wanted key without an error, kept where no answer was found yet."""
+    table = lake.read_table(path, columns=_COLUMNS)
+    table = table.filter(pc.and_(pc.is_null(table.column("error")),
+                                 pc.is_in(table.column("cache_key"), value_set=wanted_keys)))
+    for row in table.to_pylist():
+        found.setdefault(row["cache_key"], outcome_from_row(row))
 
 
 
@@ -54,9 +58,5 @@ def superseded_outcomes(lake: Lake, folder: str, wanted: set[str]) -> dict[str, 
         return found
     wanted_keys = pa.array(sorted(wanted), pa.string())
     for path in sorted(lake.list(prefix)):
-        table = lake.read_table(path, columns=_COLUMNS)
-        table = table.filter(pc.and_(pc.is_null(table.column("error")),
-                                     pc.is_in(table.column("cache_key"), value_set=wanted_keys)))
-        for row in table.to_pylist():
-            found.setdefault(row["cache_key"], outcome_from_row(row))
+        _add_answers(lake, path, wanted_keys, found)
     return found
