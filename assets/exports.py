@@ -13,11 +13,15 @@ from resources import CatalogResource, LakeResource
           deps=[dg.AssetDep("metrics", partition_mapping=dg.AllPartitionMapping())], group_name="evaluation",
           kinds={"parquet", "s3"})
 def export_bundles(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: LakeResource) -> None:
-    """A run's bundle: samples.parquet, samples.jsonl, metrics.json and manifest.json (written last)."""
+    """A run's bundle: samples.parquet, samples.jsonl, metrics.json (format bundle) or lm-eval's results and
+    samples files per model (format lm-eval), and manifest.json (written last)."""
     export = run_export(catalog.catalog, lake.lake, context.partition_key, lake.export_s3_endpoint)
+    files = export["files"] or []
+    rows = (files[0].get("rows") if export["format"] == "bundle" and files else
+            sum(f.get("rows") or 0 for f in files if f["name"] != "manifest.json"))
     context.add_output_metadata({
         "run_id": export["run_id"], "location": export["location"], "storage_type": export["storage_type"],
-        "content": ", ".join(export["content"]), "rows": (export["files"] or [{}])[0].get("rows"),
+        "format": export["format"], "content": ", ".join(export["content"]), "rows": rows,
         "files": dg.MetadataValue.json({f["name"]: f["sha256"] for f in export["files"] or []})})
 
 

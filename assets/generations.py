@@ -56,6 +56,7 @@ def generations(context: dg.AssetExecutionContext, catalog: CatalogResource, lak
             "chunks_skipped": report.chunks_skipped, "engine_loaded": report.engine_loaded,
             "seconds": round(report.seconds, 3), "generation_seconds": round(report.generation_seconds, 3),
             "path": dg.MetadataValue.path(report.chunk_paths[0].rsplit("/", 1)[0]) if report.chunk_paths else "",
+            "engine": dg.MetadataValue.json(report.engine or {}),
         }, partition_key=key)
 
 

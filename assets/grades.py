@@ -28,7 +28,9 @@ def grades(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: La
         table = tabulate([[m, f, f"{v:.4f}"] for (m, f), v in report.means.items()],
                          headers=["metric", "filter", "mean"], tablefmt="github")
         md = {"eval_run_id": run_id, "docs": report.docs, "rows": report.rows, "failed_docs": report.failed_docs,
-              "path": dg.MetadataValue.path(report.path), "means": dg.MetadataValue.md(table)}
+              "path": dg.MetadataValue.path(report.path), "means": dg.MetadataValue.md(table),
+              # native | lm-eval-registry | predict-only | not-gradable, and why
+              "gradability": report.gradability.status, "gradability_reason": report.gradability.reason or ""}
         if judged:
             md |= {"judge_path": dg.MetadataValue.path(judged.path), "judge_failed": judged.failed}
         if embedded:

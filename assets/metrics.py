@@ -37,12 +37,15 @@ def metrics(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: L
 
 def run_report_so_far(catalog, lake, run_id: str) -> str:
     """The run's report over every partition with metrics yet (all of them by its last Dagster run)."""
-    from eval_pipeline.metrics import run_metrics_object
+    from eval_pipeline.metrics import not_graded, run_metrics_object
     from eval_pipeline.report import markdown
 
     parts = runs.run_partitions(catalog, run_id)
     paths = [p for p in (metrics_path(run_id, q.model_key, q.task_key) for q in parts) if lake.exists(p)]
-    return markdown({**runs.get_run(catalog, run_id), "metrics": run_metrics_object(lake, paths)})
+    with catalog.session() as s:
+        skipped = not_graded(s, parts)
+    return markdown({**runs.get_run(catalog, run_id, partitions=True),
+                     "metrics": run_metrics_object(lake, paths, skipped)})
 
 
 def _fmt(x) -> str:

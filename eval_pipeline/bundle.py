@@ -1,4 +1,5 @@
-"""The rows and files of an export bundle, written into a local staging folder.
+"""The rows and files of an export bundle, written into a local staging folder (format `lm-eval`:
+lm_eval_export.py writes lm-eval's own files instead; the manifest is the same).
 
 One sample row per (model, task, doc): `prompt` is the context the model was given, `prediction` its
 answer (the generated text; for multiple choice the choice with the highest loglikelihood, as acc
@@ -46,15 +47,36 @@ def _file_entry(path: Path, rows: int | None) -> dict:
     return {"name": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "rows": rows}
 
 
-def write_bundle(catalog: Catalog, lake: Lake, run_id: str, export_id: str, content: list[str],
-                 folder: Path) -> list[dict]:
-    """Write the bundle's files into `folder`, manifest.json included; returns the data files' entries."""
+def _run_spec(catalog: Catalog, run_id: str) -> dict:
     from eval_pipeline.runs import run_object
 
+    with catalog.session() as s:
+        return run_object(s, s.get(t.Run, run_id))
+
+
+def write_manifest(folder: Path, export_id: str, fmt: str, content: list[str], columns: list[str], run_spec: dict,
+                   files: list[dict], **extra) -> None:
+    """`manifest.json`: the commit mark of a bundle, listing every other file with its sha256, bytes and rows."""
+    manifest = {"object": "eval.export.manifest", "format_version": FORMAT_VERSION, "format": fmt,
+                "export_id": export_id, "created_at": now(), "content": content, "columns": columns,
+                "suite": {"id": run_spec["suite_id"], "version": run_spec["suite_version"]},
+                "models": run_spec["models"], "run": run_spec, "files": files, **extra}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def write_bundle(catalog: Catalog, lake: Lake, run_id: str, export_id: str, content: list[str],
+                 folder: Path, fmt: str = "bundle") -> list[dict]:
+    """Write the bundle's files into `folder`, manifest.json included; returns the data files' entries."""
+    if fmt == "lm-eval":
+        from eval_pipeline.lm_eval_export import write_lm_eval
+
+        files, layout = write_lm_eval(catalog, lake, run_id, folder)
+        write_manifest(folder, export_id, fmt, [], [], _run_spec(catalog, run_id), files, lm_eval=layout)
+        return files
     schema = samples_schema(content)
+    run_spec = _run_spec(catalog, run_id)
     with catalog.session() as s:
         run = s.get(t.Run, run_id)
-        run_spec = run_object(s, run)
         parts = list(s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)
                                .order_by(t.RunPartition.model, t.RunPartition.task_key)))
         work = [(part, s.get(t.Task, part.task_id).name) for part in parts]
@@ -78,9 +100,5 @@ def write_bundle(catalog: Catalog, lake: Lake, run_id: str, export_id: str, cont
             {"run_id": run_id, "metrics": run_spec["metrics"], "comparisons": run_comparisons(catalog, lake, run_id)},
             indent=2, sort_keys=True, ensure_ascii=False))
         files.append(_file_entry(folder / "metrics.json", None))
-    manifest = {"object": "eval.export.manifest", "format_version": FORMAT_VERSION, "export_id": export_id,
-                "created_at": now(), "content": content, "columns": schema.names,
-                "suite": {"id": run_spec["suite_id"], "version": run_spec["suite_version"]},
-                "models": run_spec["models"], "run": run_spec, "files": files}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
+    write_manifest(folder, export_id, fmt, content, schema.names, run_spec, files)
     return files

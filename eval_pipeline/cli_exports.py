@@ -15,20 +15,25 @@ def exports_group() -> None:
 
 @exports_group.command("create")
 @click.argument("run_id")
-@click.option("--storage", "storage_type", type=click.Choice(["object", "system"]), default="system",
-              show_default=True)
+@click.option("--storage", "storage_type", type=click.Choice(["object", "s3", "system"]), default="system",
+              show_default=True, help="object (alias s3): an S3-compatible bucket; system: the lake, under exports/.")
 @click.option("--bucket", help="object: the bucket (credentials from the standard AWS variables).")
 @click.option("--prefix", help="Key prefix inside the bucket (object) or under exports/ (system).")
-@click.option("--content", required=True, help="Comma-separated: prompt,prediction,completion,metrics,system.")
+@click.option("--content", help="Format bundle (required there): comma-separated prompt,prediction,completion,"
+                                 "metrics,system.")
+@click.option("--format", "fmt", default="bundle", show_default=True,
+              help="bundle, or lm-eval: per model lm-eval 0.4.13's results_<ts>.json and samples_<task>_<ts>.jsonl.")
 @click.option("--queue", is_flag=True, help="Only queue it, for the Dagster daemon's sensor; default: export now.")
 @front_door
-def exports_create(run_id, storage_type, bucket, prefix, content, queue) -> None:
+def exports_create(run_id, storage_type, bucket, prefix, content, fmt, queue) -> None:
     from eval_pipeline.exports import create_export, get_export
 
     rt = open_runtime()
-    export = create_export(rt.catalog, {"run_id": run_id, "storage_type": storage_type, "bucket": bucket,
-                                        "prefix": prefix, "content": [c.strip() for c in content.split(",")
-                                                                      if c.strip()]})
+    body = {"run_id": run_id, "storage_type": "object" if storage_type == "s3" else storage_type, "bucket": bucket,
+            "prefix": prefix, "format": fmt}
+    if content is not None:  # left out, not empty: format lm-eval takes none, bundle says it is required
+        body["content"] = [c.strip() for c in content.split(",") if c.strip()]
+    export = create_export(rt.catalog, body)
     if not queue:
         from eval_pipeline.definitions import defs
         from eval_pipeline.orchestration import EXPORT_JOB, QUIET, execute_export

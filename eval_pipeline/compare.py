@@ -53,6 +53,19 @@ def history_delta(value: float, stderr: float | None, past: float, past_stderr: 
     return {"delta": delta, "stderr": combined, "p_value": p_value}
 
 
+def model_args_dtype(model_args) -> str | None:
+    """The dtype an imported results file's `model_args` names (a dict, or lm-eval's "k=v,k=v" string);
+    None when it names none (then lm-eval's hf backend loaded the checkpoint's own dtype)."""
+    if isinstance(model_args, dict):
+        value = model_args.get("dtype") or model_args.get("torch_dtype")
+    elif isinstance(model_args, str):
+        pairs = dict(p.split("=", 1) for p in model_args.split(",") if "=" in p)
+        value = pairs.get("dtype") or pairs.get("torch_dtype")
+    else:
+        value = None
+    return str(value).removeprefix("torch.") if value else None
+
+
 def _doc_scores(lake: Lake, run: t.Run, part: t.RunPartition) -> dict[tuple[str, str], dict[int, float]]:
     from eval_pipeline.grading.corpus import CORPUS_METRICS
     from eval_pipeline.grading.partition import doc_scores
@@ -80,9 +93,10 @@ def run_comparisons(catalog: Catalog, lake: Lake, run_id: str) -> dict:
         for m in {p.model for p in parts}:
             row = s.get(t.Model, m)
             aliases[m] = {m, (row.options or {}).get("path") if row is not None else None} - {None}
+        engines = {p.model: (p.engine or {}).get("dtype") for p in parts}
         history = s.execute(select(t.HistoricalRun.id, t.HistoricalRun.model, t.HistoricalRun.evaluated_at,
                                    t.HistoricalMetric.task_id, t.HistoricalMetric.metric, t.HistoricalMetric.filter,
-                                   t.HistoricalMetric.value, t.HistoricalMetric.stderr)
+                                   t.HistoricalMetric.value, t.HistoricalMetric.stderr, t.HistoricalRun.model_args)
                             .join(t.HistoricalMetric, t.HistoricalMetric.run_id == t.HistoricalRun.id)
                             .where(t.HistoricalRun.suite_id == run.suite_id,
                                    t.HistoricalMetric.task_id.in_(list(names)))).all()
@@ -100,19 +114,19 @@ def run_comparisons(catalog: Catalog, lake: Lake, run_id: str) -> dict:
                 pairs.append({"task_id": task_id, "task": names[task_id], "metric": key[0], "filter": key[1],
                               "model_a": a, "model_b": b, **paired_difference(scores[a][key], scores[b][key])})
     latest: dict[tuple, tuple] = {}  # newest historical value per (model, task, metric, filter)
-    for hrun_id, hmodel, evaluated_at, task_id, metric, filt, value, stderr in history:
+    for hrun_id, hmodel, evaluated_at, task_id, metric, filt, value, stderr, model_args in history:
         for m, names_of_m in aliases.items():
             if hmodel in names_of_m and value is not None:
                 key = (m, task_id, metric, filt)
                 if key not in latest or (evaluated_at or 0) > (latest[key][0] or 0):
-                    latest[key] = (evaluated_at, hrun_id, value, stderr)
+                    latest[key] = (evaluated_at, hrun_id, value, stderr, model_args_dtype(model_args))
     deltas = []
     metrics = run.metrics or {}
-    for (m, task_id, metric, filt), (_, hrun_id, value, stderr) in sorted(latest.items()):
+    for (m, task_id, metric, filt), (_, hrun_id, value, stderr, dtype) in sorted(latest.items()):
         now_ = (metrics.get(m, {}).get(names[task_id], {}) or {}).get(f"{metric},{filt}")
         if now_ and now_.get("value") is not None:
             deltas.append({"model": m, "task_id": task_id, "task": names[task_id], "metric": metric, "filter": filt,
                            "value": now_["value"], "historical_value": value, "historical_stderr": stderr,
-                           "historical_run_id": hrun_id,
+                           "historical_run_id": hrun_id, "dtype": engines.get(m), "historical_dtype": dtype,
                            **history_delta(now_["value"], now_.get("stderr"), value, stderr)})
     return {"pairs": pairs, "history": deltas}

@@ -1,11 +1,13 @@
 """Export tasks: a finished run's samples and metrics as a bundle in object storage or the lake.
 
-queued -> running -> succeeded | failed. A bundle is the folder `<prefix>/<export id>/` holding
-`samples.parquet` and `samples.jsonl` (model, task, doc_id and exactly the selected content columns),
-`metrics.json` when metrics are selected, and `manifest.json`, written last, listing every file with
-its sha256, size and rows. The manifest is the commit mark: on the lake's local disk the folder is
-staged and renamed into place in one step; on S3 the files go up one object at a time, the manifest
-after them, and a failure deletes what was written, so a bundle is complete or absent.
+queued -> running -> succeeded | failed. A bundle is the folder `<prefix>/<export id>/` holding, in format
+`bundle`, `samples.parquet` and `samples.jsonl` (model, task, doc_id and exactly the selected content
+columns) and `metrics.json` when metrics are selected; in format `lm-eval`, per model
+`<model_name_sanitized>/results_<ts>.json` and `samples_<task>_<ts>.jsonl` as lm-eval 0.4.13 writes them
+(lm_eval_export.py); in both, `manifest.json`, written last, listing every file with its sha256, size and
+rows. The manifest is the commit mark: on the lake's local disk the folder is staged and renamed into place
+in one step; on S3 the files go up one object at a time, the manifest after them, and a failure deletes
+what was written, so a bundle is complete or absent.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from eval_pipeline.lake import Lake, StoredFile
 from eval_pipeline.validation import Strict, parse_model
 
 CONTENT = ("prompt", "prediction", "completion", "metrics", "system")
+FORMATS = ("bundle", "lm-eval")
 EXPORTABLE_RUN_STATUSES = ("completed",)
 
 
@@ -38,11 +41,16 @@ class ExportRequest(Strict):
     storage_type: Literal["object", "system"] = "system"
     bucket: str | None = Field(None, min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
     prefix: str | None = Field(None, max_length=512)
-    content: list[Literal["prompt", "prediction", "completion", "metrics", "system"]] = Field(min_length=1)
+    content: list[Literal["prompt", "prediction", "completion", "metrics", "system"]] | None = Field(
+        None, min_length=1)
+    # bundle: the columns of `content`; lm-eval: the run as lm-eval's own results and samples files
+    format: Literal["bundle", "lm-eval"] = "bundle"
 
     @field_validator("content")
     @classmethod
     def _distinct(cls, v):
+        if v is None:
+            return v
         if len(set(v)) != len(v):
             raise ValueError("the same content is listed twice")
         return [c for c in CONTENT if c in v]
@@ -56,6 +64,16 @@ class ExportRequest(Strict):
         if any(p in ("", ".", "..") for p in v.split("/")) and v:
             raise ValueError("must be a relative key prefix without empty, '.' or '..' parts")
         return v or None
+
+    @model_validator(mode="after")
+    def _content_for_format(self):
+        if self.format == "bundle" and self.content is None:
+            raise InvalidInput("content", "is required for format bundle: a list of prompt, prediction, completion, "
+                                          "metrics, system")
+        if self.format == "lm-eval" and self.content is not None:
+            raise InvalidInput("content", "is only for format bundle: an lm-eval export always holds lm-eval's "
+                                          "results and samples files (samples, metrics and configs)")
+        return self
 
     @model_validator(mode="after")
     def _bucket(self):
@@ -77,8 +95,8 @@ def create_export(catalog: Catalog, request: dict) -> dict:
         if run.status not in EXPORTABLE_RUN_STATUSES:
             raise Conflict(f"run {run.id} is {run.status}; only a completed run can be exported")
         row = t.Export(id=ids.new_id("export"), run_id=run.id, storage_type=req.storage_type, bucket=req.bucket,
-                       prefix=req.prefix, content=req.content, status="queued", created_at=now(),
-                       created_ns=time.time_ns())
+                       prefix=req.prefix, content=req.content or [], format=req.format, status="queued",
+                       created_at=now(), created_ns=time.time_ns())
         s.add(row)
         s.flush()
         return export_object(row)
@@ -86,7 +104,8 @@ def create_export(catalog: Catalog, request: dict) -> dict:
 
 def export_object(row: t.Export) -> dict:
     return {"id": row.id, "object": "eval.export", "run_id": row.run_id, "storage_type": row.storage_type,
-            "bucket": row.bucket, "prefix": row.prefix, "content": list(row.content), "status": row.status,
+            "bucket": row.bucket, "prefix": row.prefix, "content": list(row.content),
+            "format": row.format or "bundle", "status": row.status,
             "location": row.location, "files": row.files, "error": row.error, "created_at": row.created_at,
             "started_at": row.started_at, "finished_at": row.finished_at}
 
@@ -166,6 +185,7 @@ def run_export(catalog: Catalog, lake: Lake, export_id: str, s3_endpoint_url: st
             return export_object(row)
         dest = Destination.of(row, lake, s3_endpoint_url)
         content, run_id, system = list(row.content), row.run_id, row.storage_type == "system"
+        fmt = row.format or "bundle"
     _set(catalog, export_id, status="running", started_at=now(), error=None)
     try:
         dest.clear()
@@ -175,7 +195,7 @@ def run_export(catalog: Catalog, lake: Lake, export_id: str, s3_endpoint_url: st
         with tempfile.TemporaryDirectory(prefix=".tmp-export-", dir=parent) as tmp:
             staged = Path(tmp) / "bundle"
             staged.mkdir()
-            files = write_bundle(catalog, lake, run_id, export_id, content, staged)
+            files = write_bundle(catalog, lake, run_id, export_id, content, staged, fmt)
             dest.publish(staged, [f["name"] for f in files] + ["manifest.json"])
     except Exception as e:
         _set(catalog, export_id, status="failed", finished_at=now(),

@@ -23,8 +23,8 @@ def _owned(s, f: t.File, org_id: str | None) -> bool:
     if f.purpose == "run_report":
         run = s.get(t.Run, f.path.split("/")[1])
         return run is not None and run.org_id == org_id and f.id in (run.artifact_file_ids or [])
-    if f.purpose == "export":  # exports/[prefix/]<export id>/<name>
-        export = s.get(t.Export, posixpath.basename(posixpath.dirname(f.path)))
+    if f.purpose == "export":  # exports/[prefix/]<export id>/<name> (format lm-eval: <model folder>/<name>)
+        export = _export_of(s, f.path)
         run = s.get(t.Run, export.run_id) if export is not None else None
         return run is not None and run.org_id == org_id
     if f.purpose == "task_inputs":  # readable by an org with a suite version pinning it
@@ -35,6 +35,18 @@ def _owned(s, f: t.File, org_id: str | None) -> bool:
                               & (t.TaskVersion.version == t.SuiteVersionTask.task_version))
                         .where(t.TaskVersion.inputs_file_id == f.id, t.Suite.org_id == org_id).limit(1)) is not None
     return False
+
+
+def _export_of(s, path: str) -> t.Export | None:
+    """The export whose bundle folder holds `path`: the nearest folder named after an export whose own
+    folder (exports/[prefix/]<id>) the path is in."""
+    parts = path.split("/")[:-1]
+    for i in range(len(parts) - 1, 0, -1):
+        export = s.get(t.Export, parts[i])
+        if export is not None and "/".join(parts[:i + 1]) == "/".join(
+                p for p in ("exports", export.prefix, export.id) if p):
+            return export
+    return None
 
 
 def _file(s, file_id: str, org_id: str | None) -> t.File:

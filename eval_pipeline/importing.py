@@ -14,9 +14,10 @@ from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
 from eval_pipeline.errors import InvalidInput, NotFound
 from eval_pipeline.files import register_file
+from eval_pipeline.grading.gradability import BYPASS
 from eval_pipeline.harness.jsonio import loads
 from eval_pipeline.harness.layout import ListedFile, classify, pair_samples
-from eval_pipeline.harness.results import ParsedResults, TaskResult, parse_results
+from eval_pipeline.harness.results import ParsedResults, TaskResult, is_results_document, parse_results
 from eval_pipeline.import_request import (
     DEFAULT_LISTING_LIMIT, DEFAULT_SUITE_NAME, HubSourceSpec, ImportRequest, ImportResult,
 )
@@ -167,8 +168,8 @@ def _parse_candidate(source: Source, f: ListedFile, must_be_results: bool,
         doc = _read_json(source, f)
     except ValueError as e:  # not JSON (json.JSONDecodeError), or not UTF-8
         return reject(f"invalid JSON: {e}")
-    if not must_be_results and not (isinstance(doc, dict) and isinstance(doc.get("results"), dict)):
-        return None  # some other JSON file, not an lm-eval results file
+    if not must_be_results and not is_results_document(doc):
+        return None  # some other JSON file, not an lm-eval results file (nor its bare results mapping)
     try:
         parsed = parse_results(doc, f.path)
     except ValueError as e:
@@ -343,7 +344,9 @@ def _metric_rows(run_id: str, parsed: ParsedResults, ingested: IngestedRun,
             rows.append(t.HistoricalMetric(
                 run_id=run_id, task_name=task.name, is_group=task.is_group,
                 task_id=None if task.is_group else task_ids.get(task.name),
-                metric=m.metric, filter=m.filter, value=m.value, stderr=m.stderr,
+                # lm-eval's --predict_only placeholder (999) is kept as a metric without a value
+                metric=m.metric, filter=m.filter, value=None if m.metric == BYPASS else m.value,
+                stderr=None if m.metric == BYPASS else m.stderr,
                 n_samples=stat.n if stat is not None and stat.n else task.n_samples,
                 recomputed=recomputed, recomputed_matches=matches,
             ))

@@ -14,12 +14,14 @@ from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 from sqlalchemy import select
 
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.bootstrap import bootstrap_stderr
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.grading.corpus import CORPUS_METRICS, corpus_value
+from eval_pipeline.grading.gradability import PREDICT_ONLY, REFUSED
 from eval_pipeline.lake import Lake
 from eval_pipeline.run_request import DEFAULT_BOOTSTRAP_ITERS
 
@@ -65,6 +67,8 @@ def summarise_corpus(name: str, stats: np.ndarray, iters: int) -> dict:
     if n == 0:
         return {"value": None, "stderr": None, "ci_low": None, "ci_high": None, "n": 0}
     value = corpus_value(name, stats)
+    if not metric.bootstrap:  # lm-eval reports no stderr here ("N/A"): neither do we, nor an interval from one
+        return {"value": value, "stderr": None, "ci_low": None, "ci_high": None, "n": n}
     iters = min(iters, metric.max_iters or iters)
     stderr = bootstrap_stderr(stats, metric.value_of_sums, iters)
     low, high = value - Z95 * stderr, value + Z95 * stderr
@@ -97,13 +101,19 @@ def partition_metrics(grades: pa.Table, ident: dict, bootstrap_iters: int) -> pa
     return pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
 
 
-def run_metrics_object(lake: Lake, paths: list[str]) -> dict:
-    """model -> task -> "metric,filter" -> {value, stderr, ci_low, ci_high, n} (lm-eval's key style)."""
+def run_metrics_object(lake: Lake, paths: list[str], not_graded: list[dict] = ()) -> dict:
+    """model -> task -> "metric,filter" -> {value, stderr, ci_low, ci_high, n} (lm-eval's key style). A task
+    graded by no rule has instead the key "not_gradable" (no comma: never a metric) -> {status, reason}."""
     out: dict = {}
     for path in paths:
+        if not lake.exists(path):
+            continue
         for r in lake.read_table(path).to_pylist():
             out.setdefault(r["model"], {}).setdefault(r["task"], {})[f"{r['metric']},{r['filter']}"] = {
                 k: r[k] for k in ("value", "stderr", "ci_low", "ci_high", "n", "failed")}
+    for entry in not_graded:
+        out.setdefault(entry["model"], {}).setdefault(entry["task"], {})["not_gradable"] = {
+            "status": entry["status"], "reason": entry["reason"]}
     return out
 
 
@@ -117,7 +127,10 @@ def write_partition_metrics(catalog: Catalog, lake: Lake, run_id: str, model: st
         task_name, keys = s.get(t.Task, task_id).name, (part.model_key, part.task_key)
         iters = run.settings.get("bootstrap_iters", DEFAULT_BOOTSTRAP_ITERS)
         paths = active_grade_files(lake, run, *keys)
+        refused = (part.grading or {}).get("status") == REFUSED
     grades = pa.concat_tables([lake.read_table(p) for p in paths])
+    if refused:  # no number under lm-eval's metric names: the task's reason stands in the metrics object
+        grades = grades.filter(pa.compute.field("grader") != "rule")
     table = partition_metrics(grades, {"run_id": run_id, "model": model, "task_id": task_id, "task": task_name},
                               iters)
     lake.write_table(metrics_path(run_id, *keys), table)
@@ -128,5 +141,17 @@ def refresh_run_metrics(catalog: Catalog, lake: Lake, run_id: str) -> None:
     """Gather the partitions' metrics files into the run's `metrics` object again (after regrading)."""
     with catalog.session() as s:
         parts = s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)).all()
-        s.get(t.Run, run_id).metrics = run_metrics_object(lake, [metrics_path(run_id, p.model_key, p.task_key)
-                                                                 for p in parts])
+        s.get(t.Run, run_id).metrics = run_metrics_object(
+            lake, [metrics_path(run_id, p.model_key, p.task_key) for p in parts], not_graded(s, parts))
+
+
+def not_graded(s, parts) -> list[dict]:
+    """{model, task, task_id, status, reason} of the partitions whose task no rule grades (predict-only
+    or not gradable), from what their grading recorded."""
+    out = []
+    for p in parts:
+        status = (p.grading or {}).get("status")
+        if status in (REFUSED, PREDICT_ONLY):
+            out.append({"model": p.model, "task": s.get(t.Task, p.task_id).name, "task_id": p.task_id,
+                        "status": status, "reason": p.grading.get("reason")})
+    return out

@@ -47,6 +47,11 @@ class OpenAIOptions(Strict):
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # a NAME, never a key
     connect_timeout: float = Field(10.0, gt=0, le=600)
     read_timeout: float = Field(600.0, gt=0, le=86_400)
+    # Loglikelihood requests are tokenised here, as lm-eval does: the model's Hugging Face tokenizer (a
+    # folder or id; default: the model folder a vLLM server names as `root` in /v1/models, else served_name)
+    tokenizer: str | None = None
+    max_length: int | None = Field(None, ge=16)  # the window; default the server's max_model_len, else 2048
+    add_bos_token: bool | None = None  # as VllmOptions; lm-eval's local-completions uses False
 
 
 class SentenceTransformersOptions(Strict):
@@ -91,6 +96,8 @@ class Model:
             ident |= {"path": o.path, "local": _folder_digest(Path(o.path)) if Path(o.path).is_dir() else None}
         else:
             ident |= {"base_url": o.base_url, "api": o.api, "served_name": o.served_name}
+            ident |= {k: v for k, v in (("tokenizer", o.tokenizer), ("max_length", o.max_length),
+                                         ("bos", o.add_bos_token)) if v is not None}
         return hashlib.sha256(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def to_dict(self) -> dict:

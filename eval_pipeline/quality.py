@@ -4,9 +4,11 @@ Each returns a Validation the Dagster asset checks turn into results; GX is impo
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pandas as pd
 
@@ -16,11 +18,26 @@ class Validation:
     success: bool
     evaluated: int
     failures: list[dict] = field(default_factory=list)
+    note: str | None = None  # why a check was failed or skipped without running its expectations
 
     def summary(self) -> str:
+        if self.note:
+            return self.note
         if self.success:
             return f"all {self.evaluated} expectations met"
         return "; ".join(f"{f['expectation']} failed ({f['unexpected']} unexpected)" for f in self.failures)
+
+
+def never_raises(check: Callable[..., Validation]) -> Callable[..., Validation]:
+    """A check that meets a frame it cannot evaluate fails with the reason instead of raising: an asset
+    check's exception would hide every other partition's result."""
+    @functools.wraps(check)
+    def guarded(*args, **kwargs) -> Validation:
+        try:
+            return check(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            return Validation(False, 0, note=f"{check.__name__} could not evaluate the data: {type(e).__name__}: {e}")
+    return guarded
 
 
 def _validate(df: pd.DataFrame, expectations: list) -> Validation:
@@ -47,6 +64,7 @@ def _validate(df: pd.DataFrame, expectations: list) -> Validation:
     return Validation(bool(result.success), len(result.results), failures)
 
 
+@never_raises
 def check_samples(samples: pd.DataFrame) -> Validation:
     """Imported samples: doc_id present, one row per (run, task, doc, filter), targets, finite scores."""
     import great_expectations as gx
@@ -62,6 +80,7 @@ def check_samples(samples: pd.DataFrame) -> Validation:
     ])
 
 
+@never_raises
 def check_agreement(metrics: pd.DataFrame) -> Validation:
     """Reported mean metrics equal the mean of their per-sample values (within 1e-6)."""
     import great_expectations as gx
@@ -73,6 +92,7 @@ def check_agreement(metrics: pd.DataFrame) -> Validation:
                                                                       value_set=[True])])
 
 
+@never_raises
 def check_suite_inputs(tasks: pd.DataFrame, inputs: pd.DataFrame) -> Validation:
     """A suite version: every task has inputs, prompts are non-empty, doc ids are unique per task."""
     import great_expectations as gx
@@ -92,6 +112,7 @@ def _merge(a: Validation, b: Validation) -> Validation:
     return Validation(a.success and b.success, a.evaluated + b.evaluated, a.failures + b.failures)
 
 
+@never_raises
 def check_generations(rows: pd.DataFrame, planned: int) -> Validation:
     """A partition's generations: exactly one row per planned request."""
     import great_expectations as gx
@@ -104,6 +125,7 @@ def check_generations(rows: pd.DataFrame, planned: int) -> Validation:
     ])
 
 
+@never_raises
 def check_generation_health(rows: pd.DataFrame, max_failed_rate: float, max_empty_rate: float) -> Validation:
     """Failed requests and empty outputs stay under their thresholds (fractions of the partition)."""
     import great_expectations as gx
@@ -125,10 +147,12 @@ SCORE_RANGES = {
     **{m: (0, 1) for m in ["acc", "acc_norm", "acc_bytes", "exact_match", "numeric_match", "f1", "mcc",
                            "judge_score", "human_score"]},
     "bleu": (0, 100), "chrf": (0, 100), "chrf++": (0, 100), "ter": (0, None), "perplexity": (None, 0),
-    "embedding_similarity": (-1, 1),
+    "embedding_similarity": (-1, 1), "word_perplexity": (1, None), "byte_perplexity": (1, None),
+    "bits_per_byte": (0, None),
 }
 
 
+@never_raises
 def check_grades(grades: pd.DataFrame) -> Validation:
     """A partition's grades: one per (doc, filter, metric); scores within their metric's range; a
     rubric hash on every judge grade."""
@@ -136,7 +160,15 @@ def check_grades(grades: pd.DataFrame) -> Validation:
 
     ex = gx.expectations
     if grades.empty:
-        return Validation(True, 0)
+        return Validation(True, 0, note="no grades: nothing was graded by rule (predict-only task, or no samples)")
+    numbers = pd.to_numeric(grades["score"], errors="coerce")
+    if (numbers.isna() & grades["score"].notna()).any():
+        return Validation(False, 0, note="scores that are not numbers: "
+                                         f"{grades['score'][numbers.isna() & grades['score'].notna()].iloc[0]!r}")
+    grades = grades.assign(score=numbers)
+    if numbers.isna().all():
+        return Validation(True, 0, note=f"no scores to check: all {len(grades)} grades carry an error "
+                                        f"({grades['error'].dropna().iloc[0] if grades['error'].notna().any() else 'none given'})")
     scored = grades[grades["score"].notna()]
     low = scored["metric"].map(lambda m: SCORE_RANGES.get(m, (None, None))[0])
     high = scored["metric"].map(lambda m: SCORE_RANGES.get(m, (None, None))[1])
@@ -151,6 +183,7 @@ def check_grades(grades: pd.DataFrame) -> Validation:
         if not judged.empty else Validation(True, 0))
 
 
+@never_raises
 def check_metrics(metrics: pd.DataFrame, grades: pd.DataFrame) -> Validation:
     """A partition's metrics: stderr >= 0, n equals the graded rows, the 95% interval holds the value."""
     import great_expectations as gx
@@ -165,6 +198,10 @@ def check_metrics(metrics: pd.DataFrame, grades: pd.DataFrame) -> Validation:
     df = df.assign(n_matches=df["n"] == df["graded"])
     checks = [ex.ExpectColumnValuesToBeInSet(column="n_matches", value_set=[True])]
     result = _validate(df, checks)
+    if scored.empty:
+        return result
+    # lm-eval gives some aggregates no stderr (weighted perplexities): no interval to hold them then
+    scored = scored[scored["ci_low"].notna() & scored["ci_high"].notna()]
     if scored.empty:
         return result
     scored = scored.assign(ci_holds=(scored["ci_low"] <= scored["value"]) & (scored["value"] <= scored["ci_high"]))

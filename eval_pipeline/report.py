@@ -27,6 +27,8 @@ def metric_rows(metrics: dict) -> list[list]:
     for model, tasks in sorted(metrics.items()):
         for task, values in sorted(tasks.items()):
             for key, v in sorted(values.items()):
+                if key == "not_gradable":
+                    continue
                 rows.append([model, task, key, _fmt(v["value"]), _fmt(v["stderr"]),
                              f"[{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]" if v["value"] is not None else "",
                              v["n"], v.get("failed", 0)])
@@ -38,16 +40,32 @@ def markdown(run: dict, comparisons: dict | None = None) -> str:
            tabulate(metric_rows(run.get("metrics") or {}),
                     headers=["model", "task", "metric,filter", "value", "stderr", "95% CI", "n", "failed"],
                     tablefmt="github")]
+    skipped = [[m, task, v["not_gradable"]["status"], v["not_gradable"]["reason"]]
+               for m, tasks in sorted((run.get("metrics") or {}).items()) for task, v in sorted(tasks.items())
+               if "not_gradable" in v]
+    if skipped:
+        out += ["", "Not graded by rule (no number is shown for these):",
+                tabulate(skipped, headers=["model", "task", "status", "reason"], tablefmt="github")]
+    engines = {p["model"]: p["engine"] for p in run.get("partitions") or [] if p.get("engine")}
+    if engines:
+        out += ["", "What ran:", tabulate(
+            [[m, e.get("backend"), e.get("dtype", ""), e.get("max_model_len", ""), e.get("tokenizer", "")]
+             for m, e in sorted(engines.items())], headers=["model", "backend", "dtype", "max_model_len", "tokenizer"],
+            tablefmt="github")]
     if comparisons and comparisons["pairs"]:
         out += ["", "Paired differences (model_a - model_b, same docs):", tabulate(
             [[p["task"], f"{p['metric']},{p['filter']}", p["model_a"], p["model_b"], _fmt(p["difference"]),
               _fmt(p["stderr"]), _fmt(p["p_value"]), p["n"]] for p in comparisons["pairs"]],
             headers=["task", "metric,filter", "a", "b", "difference", "stderr", "p", "n"], tablefmt="github")]
     if comparisons and comparisons["history"]:
-        out += ["", "Against imported history:", tabulate(
+        out += ["", "Against imported history (dtype now / then: vLLM's auto dtype downcasts float32 checkpoints, "
+                "lm-eval's hf backend keeps them):", tabulate(
             [[h["model"], h["task"], f"{h['metric']},{h['filter']}", _fmt(h["value"]), _fmt(h["historical_value"]),
-              _fmt(h["delta"]), _fmt(h["stderr"]), _fmt(h["p_value"])] for h in comparisons["history"]],
-            headers=["model", "task", "metric,filter", "now", "then", "delta", "stderr", "p"], tablefmt="github")]
+              _fmt(h["delta"]), _fmt(h["stderr"]), _fmt(h["p_value"]),
+              f"{h.get('dtype') or '?'} / {h.get('historical_dtype') or 'not recorded'}"]
+             for h in comparisons["history"]],
+            headers=["model", "task", "metric,filter", "now", "then", "delta", "stderr", "p", "dtype"],
+            tablefmt="github")]
     return "\n".join(out)
 
 
@@ -57,7 +75,7 @@ def _chart(metrics: dict) -> str:
     tasks = sorted({task for m in models for task in metrics[m]})
     bars = []
     for task in tasks:
-        keys = sorted({k for m in models for k in (metrics[m].get(task) or {})})
+        keys = sorted({k for m in models for k in (metrics[m].get(task) or {}) if "," in k})
         if not keys:
             continue
         for i, m in enumerate(models):
@@ -103,7 +121,7 @@ def write_report(catalog: Catalog, lake: Lake, run_id: str) -> str:
     from eval_pipeline.files import register_file
     from eval_pipeline.runs import get_run
 
-    run = get_run(catalog, run_id)
+    run = get_run(catalog, run_id, partitions=True)
     page = html_page(run, run_comparisons(catalog, lake, run_id))
     stored = lake.write_bytes(f"reports/{run_id}/report.html", page.encode())
     with catalog.session() as s:

@@ -16,6 +16,7 @@ def metric_entries(metrics: dict | None, metric: str = HEADLINE) -> list[dict]:
     out = []
     for tasks in (metrics or {}).values():
         for by_key in tasks.values():
+            by_key = {k: v for k, v in by_key.items() if "," in k}  # "not_gradable" is a reason, not a metric
             if metric == HEADLINE:
                 entry = next(iter(by_key.values()), None)
             else:

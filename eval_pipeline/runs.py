@@ -7,6 +7,7 @@ token totals are summed from, so concurrent partitions never contend for one cou
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 from pydantic import Field
 from sqlalchemy import func, select, update
@@ -17,9 +18,9 @@ from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
 from eval_pipeline.errors import Conflict, InvalidInput, NotFound
-from eval_pipeline.generation.requests import count_requests
+from eval_pipeline.generation.requests import count_requests, task_repeats
 from eval_pipeline.lake import Lake
-from eval_pipeline.metrics import metrics_path, run_metrics_object
+from eval_pipeline.metrics import metrics_path, not_graded, run_metrics_object
 from eval_pipeline.model_registry import Model, model_by_key, resolve_in
 from eval_pipeline.run_request import RunRequest
 from eval_pipeline.validation import Strict, parse_model
@@ -98,7 +99,8 @@ def _check_graders(s: Session, req: RunRequest, tasks: list[t.Task]) -> None:
 def _plan_partitions(s: Session, lake: Lake, run: t.Run, models: list[Model], tasks: list[tuple]) -> int:
     total = 0
     max_samples = run.settings.get("max_samples_per_task")
-    counts = {task.id: count_requests(lake, path, max_samples) for task, _, path in tasks}
+    counts = {task.id: count_requests(lake, path, max_samples, task_repeats(task.grading))
+              for task, _, path in tasks}
     for model in models:
         for task, version, _ in tasks:
             s.add(t.RunPartition(run_id=run.id, model=model.name, task_id=task.id, task_version=version,
@@ -156,6 +158,17 @@ def _totals(s: Session, run_id: str) -> dict:
             "cached": int(row[4])}
 
 
+def _engines_and_task_errors(s: Session, run_id: str) -> dict:
+    """`engines`: per model, what answered (backend, resolved dtype, max_model_len, tokenizer);
+    `task_errors`: per (model, task) a task no rule grades, with the reason (the run still completes)."""
+    rows = s.execute(select(t.RunPartition.model, t.RunPartition.task_id, t.RunPartition.engine,
+                            t.RunPartition.grading).where(t.RunPartition.run_id == run_id)).all()
+    errors = not_graded(s, [SimpleNamespace(model=m, task_id=tid, grading=g) for m, tid, _, g in rows])
+    return {"engines": {m: e for m, _, e, _ in rows if e},
+            "task_errors": [{"model": e["model"], "task_id": e["task_id"], "task": e["task"], "code": e["status"],
+                             "message": e["reason"]} for e in errors]}
+
+
 def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> dict:
     """The brief's `eval.run`, every field present."""
     totals = _totals(s, run.id)
@@ -177,12 +190,13 @@ def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> dict:
         "cancelled_at": run.cancelled_at, "failed_at": run.failed_at,
         "settings": run.settings, "system_tags": run.system_tags or [], "user_tags": run.user_tags or [],
         "attempt": run.attempt or 0,
+        **_engines_and_task_errors(s, run.id),
     }
     if partitions:
         out["partitions"] = [
             {"model": p.model, "task_id": p.task_id, "partition_key": f"{p.model_key}|{p.task_key}",
              "status": p.status, "planned": p.planned, "completed": p.completed, "failed": p.failed,
-             "chunks": len(p.chunks)}
+             "chunks": len(p.chunks), "engine": p.engine, "grading": p.grading}
             for p in s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run.id)
                                .order_by(t.RunPartition.model, t.RunPartition.task_key))]
     return out
@@ -384,6 +398,18 @@ def partition_chunks(catalog: Catalog, run_id: str, model: str, task_id: str) ->
         return list(part.chunks) if part else []
 
 
+def set_partition_engine(catalog: Catalog, run_id: str, model: str, task_id: str, engine: dict) -> None:
+    """Record what answered a partition (backend, resolved dtype, window, tokenizer)."""
+    with catalog.session() as s:
+        s.get(t.RunPartition, (run_id, model, task_id)).engine = dict(engine)
+
+
+def set_partition_grading(catalog: Catalog, run_id: str, model: str, task_id: str, grading: dict) -> None:
+    """Record how a partition's task was graded: {status, reason} (grading/gradability.py)."""
+    with catalog.session() as s:
+        s.get(t.RunPartition, (run_id, model, task_id)).grading = dict(grading)
+
+
 def finish_partition(catalog: Catalog, run_id: str, model: str, task_id: str, status: str = "done") -> None:
     """Mark a partition done (or cancelled). The run itself completes in complete_if_done, once the
     Dagster run holding its last partition has passed its blocking checks too."""
@@ -421,7 +447,8 @@ def complete_if_done(catalog: Catalog, lake: Lake, run_id: str) -> bool:
             run.error = {"code": "metrics_missing", "message": f"no metrics at {missing[0]}", "model": None,
                          "task": None}
             return False
-        run.metrics = run_metrics_object(lake, paths)
+        parts = s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)).all()
+        run.metrics = run_metrics_object(lake, paths, not_graded(s, parts))
         run.status, run.completed_at = "completed", now()
     from eval_pipeline.report import write_report
 

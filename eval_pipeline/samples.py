@@ -12,6 +12,7 @@ from eval_pipeline.catalog import tables as t
 from eval_pipeline.errors import InvalidInput, NotFound
 from eval_pipeline.grading.human import METRIC as HUMAN_METRIC
 from eval_pipeline.grading.partition import active_grade_files, generation_docs
+from eval_pipeline.grading.gradability import PREDICT_ONLY, REFUSED
 from eval_pipeline.lake import Lake
 
 STATUSES = ("queued", "generating", "ready_to_score", "scoring", "running", "completed", "failed")
@@ -90,16 +91,21 @@ def _sample(run: t.Run, part: t.RunPartition, d, sid: str, scores: dict, judge: 
         graded = any(k.split(",", 1)[0] == HUMAN_METRIC for k in scores) or d.error is not None
     else:
         graded = bool(scores) or d.error is not None
-    status = "failed" if d.error else ("completed" if graded else "ready_to_score")
+    grading = part.grading or {}
+    not_gradable = grading.get("status") in (REFUSED, PREDICT_ONLY) and not graded
+    status = "failed" if d.error else ("completed" if graded or not_gradable else "ready_to_score")
+    error = {"message": d.error} if d.error else (
+        {"type": grading["status"], "message": grading.get("reason")} if not_gradable else None)
     return {
         "id": sid, "object": "eval.sample", "run_id": run.id, "task_id": part.task_id, "model": part.model,
         "sample_index": d.doc_id, "status": status, "dataset_row": d.doc, "prompt": d.prompt or "",
         "target": d.reference, "response_id": None, "output_text": d.prediction, "reasoning": None,
         "extracted_output": None, "scores": scores, "judge": judge,
-        "error": {"message": d.error} if d.error else None, "cost_usd": None, "input_tokens": d.input_tokens,
+        "error": error, "cost_usd": None, "input_tokens": d.input_tokens,
         "output_tokens": d.output_tokens, "cached_tokens": None, "reasoning_tokens": None,
         "tokens_estimated": False, "phase_timings": None, "created_at": run.created_at,
         "started_at": run.started_at, "completed_at": part.updated_at if part.status == "done" else None,
+        "engine": part.engine,  # what answered: backend, resolved dtype, window, tokenizer
     }
 
 

@@ -13,6 +13,7 @@ from eval_pipeline.catalog import tables as t
 from eval_pipeline.catalog.store import now
 from eval_pipeline.errors import InvalidInput, NotFound
 from eval_pipeline.files import register_file
+from eval_pipeline.grading.gradability import Gradability, decide
 from eval_pipeline.harness.results import MEAN_METRICS, TaskResult
 from eval_pipeline.ingest import TaskInputs
 
@@ -48,12 +49,13 @@ def task_spec(task: TaskResult) -> TaskSpec:
         filter_spec=filter_spec,
         generation_defaults=cfg.get("generation_kwargs") or {},
         version_label=None if task.version is None else str(task.version),
-        grading={k: cfg[k] for k in GRADING_KEYS if k in cfg},
+        grading={k: cfg[k] for k in GRADING_KEYS if k in cfg} | {"gradability": decide(
+            task.name, task.output_type, cfg, sorted({m.metric for m in task.metrics})).to_dict()},
     )
 
 
 # What rule grading reads from a task's lm-eval config besides its metric_list and filter_list.
-GRADING_KEYS = ("output_type", "target_delimiter", "fewshot_delimiter", "repeats")
+GRADING_KEYS = ("output_type", "target_delimiter", "fewshot_delimiter", "repeats", "doc_to_choice")
 
 
 def _has_inputs(s: Session, task: t.Task) -> bool:
@@ -100,11 +102,19 @@ def ensure_tasks(s: Session, specs: Iterable[TaskSpec]) -> dict[str, str]:
             _add_version(s, task, 1, sp.inputs)
         elif sp.inputs is not None and not _has_inputs(s, task):
             _add_version(s, task, task.current_version + 1, sp.inputs)
-        if not task.grading and sp.grading:  # tasks created before the catalog kept these
-            task.grading = sp.grading
+        if sp.grading and not (task.grading or {}).get("gradability"):  # tasks created before these were kept
+            task.grading = {**sp.grading, **(task.grading or {}), "gradability": sp.grading.get("gradability")}
         out[sp.name] = task.id
     s.flush()
     return out
+
+
+def task_gradability(task: t.Task) -> Gradability:
+    """As decided at import; tasks imported before it was recorded are decided from what they kept."""
+    grading = task.grading or {}
+    return Gradability.from_dict(grading.get("gradability")) or decide(
+        task.name, grading.get("output_type") or task.type, {},
+        [m["metric"] for m in task.metric_spec or [] if isinstance(m, dict) and isinstance(m.get("metric"), str)])
 
 
 EVAL_MODES = ("rule", "model", "rule,model", "manual")
@@ -163,6 +173,7 @@ def task_object(task: t.Task, tv: t.TaskVersion | None) -> dict:
         "eval_type": task.eval_type, "eval_mode": task.eval_mode, "request_kind": task.request_kind,
         "metrics": task.metric_spec, "filters": task.filter_spec,
         "generation_defaults": task.generation_defaults, "version": task.current_version,
+        "gradability": task_gradability(task).to_dict(),
         "inputs_file_id": tv.inputs_file_id if tv else None, "n_docs": tv.n_docs if tv else 0,
         "system_tags": task.system_tags, "user_tags": task.user_tags,
         "created_at": task.created_at, "updated_at": task.updated_at,

@@ -20,18 +20,34 @@ from eval_pipeline.catalog import Catalog  # noqa: E402
 from eval_pipeline.catalog import tables  # noqa: E402
 from eval_pipeline.lake import Lake  # noqa: E402
 
+# The pinned lm_eval CLI's session-wide runs and vLLM's OpenAI server (session fixtures, shared by the
+# files that compare the product with the CLI).
+pytest_plugins = ["lm_eval_cli"]
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = SHARED / "fixtures" / "lm-eval-real"
+CASES = SHARED / "fixtures" / "lm-eval-cases"
+
+
+def shared_folder(folder: Path) -> Path:
+    """A folder of ../shared (never copied here). Absent: skip, or fail in CI."""
+    if not folder.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{folder} is missing; CI must run with ../shared beside the checkout")
+        pytest.skip(f"{folder} is missing")
+    return folder
 
 
 @pytest.fixture(scope="session")
 def real_fixtures() -> Path:
-    """The third-party lm-eval outputs in ../shared (never copied here). Absent: skip, or fail in CI."""
-    if not FIXTURES.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{FIXTURES} is missing; CI must run with ../shared beside the checkout")
-        pytest.skip(f"{FIXTURES} is missing")
-    return FIXTURES
+    """The third-party lm-eval outputs in ../shared."""
+    return shared_folder(FIXTURES)
+
+
+@pytest.fixture(scope="session")
+def cases() -> Path:
+    """../shared/fixtures/lm-eval-cases: situations real lm-eval users hit, each with its right value."""
+    return shared_folder(CASES)
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,12 @@ import json
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from services import LoopbackHTTP
 
 
-class FlakyOpenAI:
+class FlakyOpenAI(LoopbackHTTP):
     def __init__(self, slow_seconds: float = 2.5, delay: float = 0.0, reply=None):
         self.attempts: Counter = Counter()
         self.reply, self.bodies = reply, []
@@ -24,18 +26,7 @@ class FlakyOpenAI:
         self.max_in_flight = 0
         self.slow_seconds, self.delay = slow_seconds, delay
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(self._handler(), "/v1")
 
     def _handler(self):
         fake = self
@@ -47,6 +38,8 @@ class FlakyOpenAI:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 prompt = body.get("prompt") or body["messages"][-1]["content"]
+                if not isinstance(prompt, str):  # token ids
+                    prompt = json.dumps(prompt)
                 with fake._lock:
                     fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                     fake.bodies.append(body)

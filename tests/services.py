@@ -1,4 +1,5 @@
-"""Real services for tests: PostgreSQL (the machine's, or a throwaway server) and moto's S3 server."""
+"""Real services for tests: PostgreSQL (the machine's, or a throwaway server), moto's S3 server, and a
+loopback HTTP server base for the protocol fakes."""
 from __future__ import annotations
 
 import glob
@@ -7,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 
 import psycopg2
@@ -87,3 +89,25 @@ def drop_database(admin_url: str, url: str) -> None:
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     conn.close()
+
+
+class LoopbackHTTP:
+    """A threaded HTTP server on a free loopback port, serving `handler` while in a `with` block; `url` is
+    its base URL with `path` appended."""
+
+    def __init__(self, handler, path: str = ""):
+        from http.server import ThreadingHTTPServer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+

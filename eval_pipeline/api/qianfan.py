@@ -203,11 +203,21 @@ def create_export_task(rt, caller: Principal, params: dict) -> dict:
     storage = params.get("storageType", "sysStorage")
     if storage not in ("BOS", "sysStorage"):
         raise InvalidInput("storageType", "must be BOS or sysStorage")
+    fmt = params.get("exportFormat", "bundle")
+    if fmt not in exports.FORMATS:
+        raise InvalidInput("exportFormat", f"must be one of {', '.join(exports.FORMATS)} (lm-eval: the run as "
+                                           "lm-eval 0.4.13's results and samples files)")
     content = params.get("exportContent")
-    if not isinstance(content, list):
+    body = {"run_id": eval_id, "bucket": params.get("bucket"), "format": fmt,
+            "storage_type": "object" if storage == "BOS" else "system"}
+    if fmt == "bundle" and not isinstance(content, list):
         raise InvalidInput("exportContent", "is required: a list of prompt, prediction, completion, metrics, system")
-    export = exports.create_export(rt.catalog, {"run_id": eval_id, "content": content, "bucket": params.get("bucket"),
-                                                "storage_type": "object" if storage == "BOS" else "system"})
+    if content is not None:
+        if fmt != "bundle":
+            raise InvalidInput("exportContent", "is only for exportFormat bundle: an lm-eval export holds lm-eval's "
+                                                "own results and samples files")
+        body["content"] = content
+    export = exports.create_export(rt.catalog, body)
     # queued: the `queued_export_tasks` sensor, or the server's own worker (`serve --execute`), runs it
     return {"taskId": export["id"]}
 
@@ -217,7 +227,8 @@ def describe_export_task(rt, caller: Principal, params: dict) -> dict:
     runs.get_run(rt.catalog, export["run_id"], org_id=caller.org_id)
     return {"taskId": export["id"], "evalId": export["run_id"], "state": STATES[export["status"]],
             "storageType": "BOS" if export["storage_type"] == "object" else "sysStorage",
-            "bucket": export["bucket"], "exportContent": export["content"], "downloadUrl": export["location"] or "",
+            "bucket": export["bucket"], "exportContent": export["content"], "exportFormat": export["format"],
+            "downloadUrl": export["location"] or "",
             "files": export["files"] or [], "errorMessage": (export["error"] or {}).get("message", "")}
 
 

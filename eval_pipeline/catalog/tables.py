@@ -242,6 +242,10 @@ class RunPartition(Base):
     chunks: Mapped[list] = mapped_column(JSON, default=list)
     dagster_run_id: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    # What ran: the backend's resolved settings (dtype, max_model_len, tokenizer...), set when it answers.
+    engine: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # How the task was graded: {"status": native | lm-eval-registry | predict-only | not-gradable, "reason"}.
+    grading: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class Export(Base):
@@ -254,6 +258,8 @@ class Export(Base):
     bucket: Mapped[str | None] = mapped_column(String(255))
     prefix: Mapped[str | None] = mapped_column(Text)
     content: Mapped[list] = mapped_column(JSON)
+    # bundle (samples.parquet/jsonl, metrics.json) or lm-eval (lm-eval 0.4.13's results and samples files)
+    format: Mapped[str] = mapped_column(String(16), default="bundle", server_default="bundle")
     status: Mapped[str] = mapped_column(String(16), index=True)  # queued, running, succeeded, failed
     location: Mapped[str | None] = mapped_column(Text)
     files: Mapped[list | None] = mapped_column(JSON)

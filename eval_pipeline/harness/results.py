@@ -39,7 +39,8 @@ class TaskResult:
     @property
     def request_kind(self) -> str:
         if self.output_type:
-            return "generate_until" if self.output_type == "generate_until" else "loglikelihood"
+            return (self.output_type if self.output_type in ("generate_until", "loglikelihood_rolling")
+                    else "loglikelihood")
         names = {m.metric for m in self.metrics}
         return "loglikelihood" if names and names <= LOGLIKELIHOOD_METRICS else "generate_until"
 
@@ -113,12 +114,87 @@ def _group_names(doc: dict) -> set[str]:
     return groups
 
 
+def _is_metric_key(key: str) -> bool:
+    name, comma, filt = key.partition(",")
+    return bool(comma and name.strip() and filt.strip())
+
+
+def _is_metric_value(value: Any) -> bool:
+    return value is None or value == "N/A" or isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def results_mapping_problem(doc: Any) -> str | None:
+    """Why `doc` is not a bare results mapping (lm-eval's `results` object kept in a file of its own), or None.
+
+    A results mapping is a non-empty JSON object whose every value is an object (a task or group entry)
+    in which every key is either a `"metric,filter"` key (text on both sides of the first comma) whose
+    value is a number, "N/A" or null, or one of lm-eval's descriptive keys (NON_METRIC_KEYS and the
+    " " placeholder of a group that aggregates nothing); at least one metric value is a number.
+    """
+    if not isinstance(doc, dict) or not doc:
+        return "not a non-empty JSON object"
+    numeric = False
+    for name, entry in doc.items():
+        if not isinstance(entry, dict):
+            return f"entry {name!r} is not an object"
+        for key, value in entry.items():
+            if key in NON_METRIC_KEYS or key == " ":
+                continue
+            if not _is_metric_key(key):
+                return f"entry {name!r} has {key!r}, not a 'metric,filter' key"
+            if not _is_metric_value(value):
+                return f"{name!r}[{key!r}] is not a number or 'N/A'"
+            numeric = numeric or value is not None and value != "N/A"
+    return None if numeric else "no 'metric,filter' key with a number"
+
+
+def is_results_document(doc: Any) -> bool:
+    """Whether `doc` is worth parsing as results: a `results` object, or a bare results mapping."""
+    return isinstance(doc, dict) and (isinstance(doc.get("results"), dict) or results_mapping_problem(doc) is None)
+
+
+_INDENT = re.compile(r"^( *)- ")
+
+
+def _alias_depth(entry: dict) -> int:
+    """lm-eval indents a subtask's alias as `" " * depth + "- "` below its group."""
+    alias = entry.get("alias")
+    m = _INDENT.match(alias) if isinstance(alias, str) else None
+    return len(m.group(1)) if m else 0
+
+
+def _mapping_groups(results: dict) -> set[str]:
+    """Groups of a mapping that has no `groups`/`group_subtasks` beside it: an entry with no metric (a
+    group that aggregates nothing: alias/name/sample_len, or the " " placeholder), with `sample_count`
+    (lm-eval counts samples per metric for group aggregates only), or whose next entry's alias is indented
+    deeper (its first subtask, in the order lm-eval writes results)."""
+    names = list(results)
+    groups = set()
+    for i, name in enumerate(names):
+        entry = results[name]
+        deeper = i + 1 < len(names) and _alias_depth(results[names[i + 1]]) > _alias_depth(entry)
+        if "sample_count" in entry or deeper or not any(_is_metric_key(k) for k in entry):
+            groups.add(name)
+    return groups
+
+
 def parse_results(doc: Any, path: str) -> ParsedResults:
-    """Raise ValueError with the reason when `doc` is not an lm-eval results document."""
+    """Raise ValueError with the reason when `doc` is not an lm-eval results document.
+
+    A bare results mapping (see results_mapping_problem) is a results file of unknown vintage: no config,
+    the model from the folder, harness version None.
+    """
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
     results = doc.get("results")
-    if not isinstance(results, dict) or not results:
+    mapping = False
+    if not isinstance(results, dict):
+        problem = results_mapping_problem(doc)
+        if problem is not None:
+            raise ValueError(f"no 'results' object with at least one task, nor a bare results mapping ({problem})")
+        results, mapping = doc, True
+        doc = {}
+    if not results:
         raise ValueError("no 'results' object with at least one task")
     if not isinstance(doc.get("config", {}), dict):
         raise ValueError("'config' is not an object")
@@ -127,7 +203,7 @@ def parse_results(doc: Any, path: str) -> ParsedResults:
     versions = doc.get("versions") or {}
     n_samples = doc.get("n-samples") or {}
     hib = doc.get("higher_is_better") or {}
-    groups = _group_names(doc)
+    groups = _mapping_groups(results) if mapping else _group_names(doc)
 
     tasks = []
     for name, entry in results.items():
@@ -152,7 +228,7 @@ def parse_results(doc: Any, path: str) -> ParsedResults:
     model = (doc.get("model_name") or _model_from_args(model_args) or config.get("model")
              or folder or "unknown")
     harness = doc.get("lm_eval_version")
-    if not harness:
+    if not harness and not mapping:
         harness = "0.4.x" if any("," in k for e in results.values() for k in e) else "0.3.x"
     date = doc.get("date")
     git_hash = doc.get("git_hash")

@@ -134,6 +134,8 @@ def request_of(sample: Sample) -> tuple[str, str, list[str], dict]:
     prompt = first[0] if first else ""
     if len(first) > 1 and isinstance(first[1], dict):
         return "generate_until", str(prompt), [], first[1]
+    if len(first) == 1:  # lm-eval's loglikelihood_rolling request has the one argument
+        return "loglikelihood_rolling", str(prompt), [], {}
     continuations = [str(a[1]) for a in args if len(a) > 1]
     return "loglikelihood", str(prompt), continuations, {}
 

@@ -1,0 +1,108 @@
+"""Which of a task's scores this product computes, and how: natively (lm-eval's filters and metric functions
+fed as lm-eval's ConfigurableTask feeds them), through the installed lm-eval's own task code (a task whose
+scoring is Python, found in `lm_eval.tasks.TaskManager`), not at all (lm-eval's `--predict_only` output),
+or refused with the reason. Decided at import, recorded on the task, shown before a run and obeyed by
+grading: no number computed another way is ever shown under lm-eval's metric name.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable
+
+NATIVE = "native"
+REGISTRY = "lm-eval-registry"
+PREDICT_ONLY = "predict-only"
+REFUSED = "not-gradable"
+BYPASS = "bypass"  # lm-eval's placeholder metric of --predict_only runs (bypass_agg returns 999)
+OUTPUT_TYPES = ("generate_until", "multiple_choice", "loglikelihood", "loglikelihood_rolling")
+
+
+@dataclass(frozen=True)
+class Gradability:
+    """`status`: native | lm-eval-registry | predict-only | not-gradable; `reason` says why for the last
+    two and what ran for the registry (task version of the installed lm-eval)."""
+
+    status: str
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Gradability | None":
+        return cls(data["status"], data.get("reason")) if isinstance(data, dict) and data.get("status") else None
+
+
+def _python_scored(config: dict) -> str | None:
+    """What in an imported task config is Python in lm-eval's task code, or None."""
+    if config.get("process_results"):
+        return "process_results"
+    for entry in config.get("metric_list") or []:
+        if not isinstance(entry, dict):
+            continue
+        for key in ("metric", "aggregation"):
+            value = entry.get(key)
+            if isinstance(value, str) and (value.startswith(("def ", "<function", "!function")) or "\n" in value):
+                return f"a custom metric_list {key}"
+    return None
+
+
+def decide(name: str, output_type: str | None, config: dict, metric_names: list[str]) -> Gradability:
+    """The gradability of task `name` from its imported lm-eval config (its `configs` entry; {} when the
+    results file had none) and the metric names it reported."""
+    if metric_names and all(m == BYPASS for m in metric_names):
+        return Gradability(PREDICT_ONLY, "lm-eval --predict_only output: its 'bypass' metric is a placeholder "
+                                         "(999), not a score; runs generate and grade nothing")
+    if output_type and output_type not in OUTPUT_TYPES and output_type != "unknown":
+        return Gradability(REFUSED, f"output_type {output_type!r} is not one lm-eval 0.4.13 defines")
+    python = _python_scored(config)
+    if python is None:
+        return Gradability(NATIVE)
+    task = registry_task(name) if python == "process_results" else None
+    if task is not None and callable(task.get("process_results")):
+        version = (task.get("metadata") or {}).get("version")
+        return Gradability(REGISTRY, f"{python} of lm-eval {lm_eval_version()}'s task {name!r}"
+                                     + (f" (task version {version})" if version is not None else ""))
+    if python != "process_results":
+        return Gradability(REFUSED, f"its scoring is Python in lm-eval's task code ({python}), which this product "
+                                    "does not run")
+    return Gradability(REFUSED, f"its scoring is Python in lm-eval's task code ({python}) and {name!r} is not a "
+                                f"task of the installed lm-eval {lm_eval_version()}'s registry")
+
+
+def lm_eval_version() -> str:
+    return metadata.version("lm-eval")
+
+
+@functools.cache
+def _task_manager():
+    # Deferred: indexing lm-eval's ~13,000 task configs takes seconds, and only Python-scored tasks need it.
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+@functools.cache
+def registry_task(name: str) -> dict | None:
+    """The installed lm-eval's config of task `name` with its `!function`s resolved to callables, or None
+    when the registry has no YAML task of that name (its dataset is not loaded)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = _task_manager().task_index.get(name)
+    if entry is None or entry.yaml_path is None:
+        return None
+    try:
+        return load_yaml(entry.yaml_path, resolve_func=True)
+    except Exception:  # noqa: BLE001  a task whose code cannot be imported here is simply not available
+        return None
+
+
+def registry_process_results(name: str) -> Callable[[dict, list], dict[str, Any]]:
+    """lm-eval's own `process_results(doc, results)` of a registry task (KeyError when it has none)."""
+    task = registry_task(name)
+    fn = (task or {}).get("process_results")
+    if not callable(fn):
+        raise KeyError(f"task {name!r} has no process_results in lm-eval's registry")
+    return fn
