@@ -17,12 +17,12 @@ from eval_pipeline import runs
 from eval_pipeline.catalog import tables as t
 from eval_pipeline.definitions import defs
 from eval_pipeline.importing import import_results
-from eval_pipeline.metrics import metrics_path
 from eval_pipeline.model_registry import add_model
 from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
 from eval_pipeline.samples import list_samples
 from eval_pipeline.suites import suite_task_pins
 from eval_pipeline.tasks import list_tasks
+from lm_eval_cli import (aggregates, generations, grade_rows, grades, lls_by_doc, outputs_by_doc, task_id)
 from lm_eval_cli import lm_eval as _lm_eval
 from lm_eval_cli import task_folder as _task_folder
 
@@ -57,11 +57,6 @@ def add_tiny(rt, tiny_model, name="tiny", **extra):
                                  "max_model_len": 256, **extra})
 
 
-def task_id(rt, name: str) -> str:
-    with rt.catalog.session() as s:
-        return s.scalar(select(t.Task.id).where(t.Task.name == name))
-
-
 def run_eval(rt, suite_id: str, models: list[str], tasks: list[str] | None = None, **body) -> dict:
     req = {"suite_id": suite_id, "models": models, **body}
     if tasks is not None:
@@ -72,56 +67,9 @@ def run_eval(rt, suite_id: str, models: list[str], tasks: list[str] | None = Non
     return runs.get_run(rt.catalog, run["id"])
 
 
-def _partition(rt, run_id, model, task):
-    tid = task_id(rt, task)
-    return next(p for p in runs.run_partitions(rt.catalog, run_id) if p.model == model and p.task_id == tid)
-
-
-def generations(rt, run_id, model, task) -> list[dict]:
-    part = _partition(rt, run_id, model, task)
-    return sorted((r for c in part.chunks for r in rt.lake.read_table(c["path"]).to_pylist()),
-                  key=lambda r: r["request_index"])
-
-
-def grades(rt, run_id, model, task) -> dict[tuple, float | None]:
-    """{(doc_id, metric, filter): score} of the rules grader."""
-    part = _partition(rt, run_id, model, task)
-    path = f"grades/{run_id}/{part.model_key}/{part.task_key}/rules.parquet"
-    return {(g["doc_id"], g["metric"], g["filter"]): g["score"] for g in rt.lake.read_table(path).to_pylist()}
-
-
-def grade_rows(rt, run_id, model, task) -> list[dict]:
-    part = _partition(rt, run_id, model, task)
-    path = f"grades/{run_id}/{part.model_key}/{part.task_key}/rules.parquet"
-    return rt.lake.read_table(path).to_pylist() if rt.lake.exists(path) else []
-
-
 def per_doc(rt, run_id, model, task, metric, filt="none") -> list[float | None]:
     g = grades(rt, run_id, model, task)
     return [g[k] for k in sorted(k for k in g if k[1:] == (metric, filt))]
-
-
-def aggregates(rt, run_id, model, task) -> dict[str, dict]:
-    """{"metric,filter": metrics row}; {} when the partition wrote no metrics."""
-    part = _partition(rt, run_id, model, task)
-    path = metrics_path(run_id, part.model_key, part.task_key)
-    if not rt.lake.exists(path):
-        return {}
-    return {f"{m['metric']},{m['filter']}": m for m in rt.lake.read_table(path).to_pylist()}
-
-
-def lls_by_doc(gens) -> dict[int, list[float]]:
-    out: dict[int, list] = {}
-    for g in gens:
-        out.setdefault(g["doc_id"], []).append(g["logprob"])
-    return out
-
-
-def outputs_by_doc(gens) -> dict[int, list[str]]:
-    out: dict[int, list] = {}
-    for g in gens:
-        out.setdefault(g["doc_id"], []).append(g["output_text"])
-    return out
 
 
 def historical(rt, task: str | None = None) -> list[t.HistoricalMetric]:
