@@ -26,7 +26,7 @@ def models() -> None:
 @click.option("--gpu-memory-utilization", type=float)
 @click.option("--chat", is_flag=True, help="vllm: apply the tokenizer's chat template to prompts.")
 @click.option("--add-bos-token/--no-add-bos-token", default=None,
-              help="vllm: force BOS on or off (lm-eval's add_bos_token; default: the tokenizer's own choice).")
+              help="Force BOS on or off (lm-eval's add_bos_token; default: the tokenizer's own choice).")
 @click.option("--skip-special-tokens", is_flag=True,
               help="vllm: drop special tokens from generated text (as lm-eval's hf backend does).")
 @click.option("--base-url", help="openai: the endpoint, e.g. http://host:8000/v1.")
@@ -34,6 +34,8 @@ def models() -> None:
 @click.option("--served-name", help="openai: the model name the endpoint knows (default NAME).")
 @click.option("--header", "headers", multiple=True, help="openai: K=V request header (repeatable).")
 @click.option("--api-key-env", help="openai: NAME of the environment variable holding the API key.")
+@click.option("--tokenizer", help="openai: the model's tokenizer (folder or Hub id) for loglikelihood requests.")
+@click.option("--max-length", type=int, help="openai: the model's window in tokens (default: the server's).")
 @click.option("--connect-timeout", type=float)
 @click.option("--read-timeout", type=float)
 @click.option("--default", "is_default", is_flag=True, help="What `auto` means from now on.")

@@ -193,3 +193,58 @@ def test_openai_backend_sends_token_ids_left_truncated_to_the_window(tiny_model)
     (body,) = server.bodies
     # lm-eval's TemplateAPI keeps max_length - 1 as its window, less max_gen_toks for the prompt
     assert body["prompt"] == tok(prompt).input_ids[-(64 - 1 - 16):]
+
+
+def test_malformed_configs_are_bad_input_naming_the_field(tmp_path, sqlite_catalog, lake):
+    cases = {"list_config": ({"configs": {"t": [1]}}, "configs['t'] is not an object"),
+             "list_samples": ({"n-samples": [1]}, "'n-samples' is not an object"),
+             "huge_repeats": ({"configs": {"t": {"repeats": 10 ** 9}}}, "configs['t'].repeats is 1000000000"),
+             "text_repeats": ({"configs": {"t": {"repeats": "64"}}}, "configs['t'].repeats is '64'")}
+    for name, (extra, reason) in cases.items():
+        folder = tmp_path / name / "org__m"
+        folder.mkdir(parents=True)
+        (folder / "results_2026-01-01T00-00-00.000001.json").write_text(
+            json.dumps({"results": {"t": {"acc,none": 0.5}}, **extra}))
+        result = import_results(sqlite_catalog, lake, {"source": {"type": "path", "url": str(folder.parent)},
+                                                       "suite_name": name})
+        assert result.imported_runs == 0 and result.suite_id is None, name
+        assert [e["reason"] for e in result.errors] and reason in result.errors[0]["reason"], (name, result.errors)
+
+
+def test_gradability_sees_python_wherever_lm_eval_writes_it():
+    from eval_pipeline.grading.gradability import decide
+
+    # no config kept (a legacy file, a bare results mapping): the registry says truthfulqa_mc2 is Python-scored
+    assert decide("truthfulqa_mc2", "multiple_choice", {}, ["acc"]).status == "lm-eval-registry"
+    assert decide("lambada_openai", None, {}, ["acc", "perplexity"]).status == "native"
+    for config in ({"metric_list": [{"metric": "acc", "aggregation": "<built-in function max>"}]},
+                   {"metric_list": [{"metric": "functools.partial(<function f at 0x1>)"}]},
+                   {"filter_list": [{"name": "x", "filter": [{"function": "custom", "filter_fn": "def f(x):\n  x"}]}]}):
+        assert decide("my_task", "generate_until", config, ["exact_match"]).status == "not-gradable", config
+
+
+def test_edge_inputs_get_lm_evals_answer_or_a_reason(tiny_model):
+    from transformers import AutoTokenizer
+
+    from eval_pipeline.grading.rules import TaskRules, multiple_choice_scores
+    from eval_pipeline.harness.results import results_mapping_problem
+
+    rules = TaskRules("multiple_choice", [{"metric": "acc"}, {"metric": "acc_norm"}, {"metric": "acc_bytes"}])
+    # an empty choice: lm-eval divides with numpy (-inf), it does not fail
+    assert multiple_choice_scores(rules, [-1.0, -2.0], [False, False], ["", "b"], 1) == {
+        "acc": 0.0, "acc_norm": 1.0, "acc_bytes": 1.0}
+    assert results_mapping_problem({"t": {"acc,none": float("nan")}}) is not None
+    assert results_mapping_problem({"t": {"acc_stderr,none": 0.1}}) is not None
+    tokens = Tokenization(AutoTokenizer.from_pretrained(tiny_model), max_length=32)
+    with pytest.raises(Unservable, match="only whitespace"):
+        tokens.loglikelihood_span("  \n", " yes", window=31)
+
+
+def test_cli_registers_an_openai_model_with_its_tokenizer(tmp_path, tiny_model):
+    from helpers import run_cli
+
+    out = run_cli(tmp_path / "home", "models", "add", "served", "--backend", "openai", "--base-url",
+                  "http://127.0.0.1:9/v1", "--tokenizer", str(tiny_model), "--max-length", "256", "--no-add-bos-token")
+    assert out.returncode == 0, out.stderr
+    model = json.loads(out.stdout)
+    assert (model["tokenizer"], model["max_length"], model["add_bos_token"]) == (str(tiny_model), 256, False)

@@ -75,6 +75,9 @@ class Tokenization:
             if cont and cont[0] == self.prefix_token_id:
                 return cont[:1], cont[1:]
             return [self.prefix_token_id], cont
+        if not context.strip():  # lm-eval would score from an empty context encoding (it fails there)
+            raise Unservable("the context is only whitespace: once its whitespace moves into the continuation "
+                             "nothing is left to condition on")
         n_spaces = len(context) - len(context.rstrip())
         if n_spaces:
             context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation

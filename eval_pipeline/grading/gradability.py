@@ -35,6 +35,14 @@ class Gradability:
         return cls(data["status"], data.get("reason")) if isinstance(data, dict) and data.get("status") else None
 
 
+# How lm-eval writes a Python callable into a results file's configs (its source, or its repr).
+_CODE = ("def ", "lambda", "<function", "<built-in", "<bound method", "functools.partial(", "!function")
+
+
+def _is_code(value) -> bool:
+    return isinstance(value, str) and (value.lstrip().startswith(_CODE) or "\n" in value)
+
+
 def _python_scored(config: dict) -> str | None:
     """What in an imported task config is Python in lm-eval's task code, or None."""
     if config.get("process_results"):
@@ -43,9 +51,12 @@ def _python_scored(config: dict) -> str | None:
         if not isinstance(entry, dict):
             continue
         for key in ("metric", "aggregation"):
-            value = entry.get(key)
-            if isinstance(value, str) and (value.startswith(("def ", "<function", "!function")) or "\n" in value):
+            if _is_code(entry.get(key)):
                 return f"a custom metric_list {key}"
+    for entry in config.get("filter_list") or []:
+        for step in (entry.get("filter") or []) if isinstance(entry, dict) else []:
+            if isinstance(step, dict) and (step.get("function") == "custom" or any(map(_is_code, step.values()))):
+                return "a custom filter function"
     return None
 
 
@@ -58,6 +69,11 @@ def decide(name: str, output_type: str | None, config: dict, metric_names: list[
     if output_type and output_type not in OUTPUT_TYPES and output_type != "unknown":
         return Gradability(REFUSED, f"output_type {output_type!r} is not one lm-eval 0.4.13 defines")
     python = _python_scored(config)
+    if python is None and not config:
+        # no config kept (legacy files, bare results mappings): the registry says how lm-eval scores the task
+        known = registry_task(name)
+        if known is not None and callable(known.get("process_results")):
+            python = "process_results"
     if python is None:
         return Gradability(NATIVE)
     task = registry_task(name) if python == "process_results" else None

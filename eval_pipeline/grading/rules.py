@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Sequence
 
+import numpy as np
+
 NON_KWARGS = {"metric", "aggregation", "higher_is_better"}
 DEFAULT_FILTERS = [{"name": "none", "filter": [{"function": "take_first"}]}]
 
@@ -97,8 +99,11 @@ def multiple_choice_scores(rules: TaskRules, lls: Sequence[float], is_greedy: Se
         return max(range(len(values)), key=values.__getitem__)  # first of ties, as numpy's argmax
 
     pred = argmax(list(lls))
-    pred_norm = argmax([ll / float(len(c)) for ll, c in zip(lls, choices)])
-    pred_bytes = argmax([ll / float(len(c.encode("utf-8"))) for ll, c in zip(lls, choices)])
+    with np.errstate(divide="ignore", invalid="ignore"):  # an empty choice: lm-eval's numpy gives +-inf/nan
+        lengths = np.array([len(c) for c in choices], dtype=float)
+        byte_lengths = np.array([len(c.encode("utf-8")) for c in choices], dtype=float)
+        pred_norm = int(np.argmax(np.asarray(lls, dtype=float) / lengths))
+        pred_bytes = int(np.argmax(np.asarray(lls, dtype=float) / byte_lengths))
     golds = gold if isinstance(gold, list) else [gold]
     scores = {
         "acc": float(pred in golds), "acc_norm": float(pred_norm in golds), "acc_bytes": float(pred_bytes in golds),

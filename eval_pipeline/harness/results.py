@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+# More copies of each request than any lm-eval task asks for (gsm8k_cot_self_consistency: 64) is a mistake.
+MAX_REPEATS = 1024
 # Entries of results[task] that are not metrics.
 NON_METRIC_KEYS = {"alias", "name", "sample_len", "sample_count", "samples"}
 # Metrics whose lm-eval aggregation is the mean of per-sample values, for files that carry no configs.
@@ -144,7 +146,9 @@ def results_mapping_problem(doc: Any) -> str | None:
                 return f"entry {name!r} has {key!r}, not a 'metric,filter' key"
             if not _is_metric_value(value):
                 return f"{name!r}[{key!r}] is not a number or 'N/A'"
-            numeric = numeric or value is not None and value != "N/A"
+            # a stderr alone, or NaN/Infinity, is not a value of the task's
+            numeric = numeric or (isinstance(value, (int, float)) and math.isfinite(value)
+                                  and "_stderr," not in key)
     return None if numeric else "no 'metric,filter' key with a number"
 
 
@@ -196,8 +200,21 @@ def parse_results(doc: Any, path: str) -> ParsedResults:
         doc = {}
     if not results:
         raise ValueError("no 'results' object with at least one task")
-    if not isinstance(doc.get("config", {}), dict):
-        raise ValueError("'config' is not an object")
+    for key in ("config", "configs", "versions", "n-samples", "higher_is_better", "groups", "group_subtasks"):
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise ValueError(f"'{key}' is not an object")
+    for name, cfg in (doc.get("configs") or {}).items():
+        if cfg is not None and not isinstance(cfg, dict):
+            raise ValueError(f"configs[{name!r}] is not an object")
+        repeats = (cfg or {}).get("repeats")
+        if repeats is not None and not (isinstance(repeats, int) and not isinstance(repeats, bool)
+                                        and 1 <= repeats <= MAX_REPEATS):
+            raise ValueError(f"configs[{name!r}].repeats is {repeats!r}: lm-eval's repeats is a whole number "
+                             f"from 1 (at most {MAX_REPEATS} here)")
+    for key in ("higher_is_better", "n-samples"):
+        for name, value in (doc.get(key) or {}).items():
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"{key}[{name!r}] is not an object")
     config = doc.get("config") or {}
     configs = doc.get("configs") or {}
     versions = doc.get("versions") or {}
