@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from eval_pipeline import runs
@@ -44,10 +44,13 @@ async def create_run(request: Request, caller: Principal = Caller) -> dict:
                            idempotency_key=request.headers.get("idempotency-key") or None)
 
 
+MAX_INT32 = 2 ** 31 - 1  # version columns are 32-bit integers: a larger number names no version
+
+
 @router.get("/runs")
 def list_runs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
               owned_only: bool = False, suite_id: str | None = None,
-              suite_version: int | None = Query(None, ge=1), status: RunStatus | None = None,
+              suite_version: int | None = Query(None, ge=1, le=MAX_INT32), status: RunStatus | None = None,
               caller: Principal = Caller) -> dict:
     if owned_only and not caller.user:
         raise InvalidInput("owned_only", "needs X-On-Behalf-Of naming the user whose runs to list")
@@ -181,7 +184,8 @@ def list_suite_versions(request: Request, suite_id: str, after: str | None = Non
 
 
 @router.get("/suites/{suite_id}/versions/{version}")
-def get_suite_version(request: Request, suite_id: str, version: int, caller: Principal = Caller) -> dict:
+def get_suite_version(request: Request, suite_id: str, version: int = Path(ge=1, le=MAX_INT32),
+                      caller: Principal = Caller) -> dict:
     from eval_pipeline.suites import get_suite_version as core_get
 
     return core_get(request.app.state.runtime.catalog, suite_id, version, org_id=caller.org_id)
