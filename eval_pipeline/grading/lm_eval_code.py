@@ -11,7 +11,9 @@ import ast
 import math
 from typing import Any
 
-from eval_pipeline.grading.corpus import CORPUS_METRICS
+import numpy as np
+
+from eval_pipeline.grading.corpus import CORPUS_METRICS, corpus_value
 from eval_pipeline.grading.gradability import registry_process_results
 from eval_pipeline.grading.rules import TaskRules, filtered_predictions
 from eval_pipeline.harness.jsonio import loads
@@ -91,16 +93,10 @@ def _item_row(doc_id: int, filter_name: str, metric: str, value: Any) -> tuple:
     if (corpus is not None and corpus.kind == "weighted" and isinstance(value, (list, tuple)) and len(value) == 2
             and all(isinstance(v, (int, float)) for v in value)):
         stats = [float(value[0]), float(value[1])]
-        score = float(corpus.value_of_sums(_as_sums(stats))[0]) if stats[1] else None
+        score = corpus_value(metric, np.array([stats])) if stats[1] else None
         return (doc_id, filter_name, metric, score, "rule", None if score is not None else "zero weight", stats)
     return (doc_id, filter_name, metric, None, "rule",
             f"lm-eval's item for {metric} is a {type(value).__name__}: its aggregation is not computed here", None)
-
-
-def _as_sums(stats: list[float]):
-    import numpy as np
-
-    return np.array([stats], dtype=float)
 
 
 def grade_rolling(rules: TaskRules, by_doc: dict, inputs: dict, rows: list) -> None:
