@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,15 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/eval-pipeline demo
 
-# pytest exits 5 when it collected no tests; make fails on any non-zero exit, so that cannot pass.
-test: $(STAMP)
+# Lint (with docstring rules), the import layers, strict types, then the tests. pytest exits 5 when it
+# collected no tests; make fails on any non-zero exit, so that cannot pass.
+test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check eval_pipeline assets resources tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/import.py

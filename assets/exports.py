@@ -2,8 +2,8 @@
 an S3-compatible bucket or the lake, with a check that the manifest's checksums verify."""
 import dagster as dg
 
-from eval_pipeline.exports import bundle_location, run_export, verify_bundle
-from eval_pipeline.partitions import export_partitions_def
+from eval_pipeline.exports.tasks import bundle_location, run_export, verify_bundle
+from eval_pipeline.service.partitions import export_partitions_def
 from resources import CatalogResource, LakeResource
 
 

@@ -4,13 +4,13 @@ import warnings
 import dagster as dg
 import pandas as pd
 
+from assets.check_results import partition_check_result
 from assets.suites import suite_versions
 from eval_pipeline import runs
-from eval_pipeline.generation.partition import generate_partition
-from eval_pipeline.orchestration import eval_run_of, origin_of
-from eval_pipeline.partitions import generation_partitions_def, split_key
-from assets.check_results import partition_check_result
-from eval_pipeline.quality import check_generation_health, check_generations
+from eval_pipeline.execution.generate import generate_partition
+from eval_pipeline.quality.checks import check_generation_health, check_generations
+from eval_pipeline.service.launching import eval_run_of, origin_of
+from eval_pipeline.service.partitions import generation_partitions_def, split_key
 from resources import CatalogResource, GenerationThresholds, LakeResource
 
 # Where this step runs in deployment: the Celery queue of GPU workers, or its own pod with one GPU.
@@ -87,6 +87,6 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
     def generations_healthy(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
                             lake: LakeResource, thresholds: GenerationThresholds) -> dg.AssetCheckResult:
         """Failed requests and empty outputs under the configured rates."""
-        limits = (thresholds.max_failed_rate, thresholds.max_empty_rate)
+        limits = thresholds.limits()
         return partition_check_result([(key, check_generation_health(rows, *limits))
                                        for key, _, rows in _partition_rows(context, catalog, lake)])

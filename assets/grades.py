@@ -2,16 +2,19 @@
 import warnings
 
 import dagster as dg
+import pyarrow as pa
 from tabulate import tabulate
 
 from assets.check_results import partition_check_result
 from assets.generations import eval_run_id, generations
 from eval_pipeline import runs
 from eval_pipeline.grading.embedding import embedding_partition
+from eval_pipeline.grading.grade_files import active_grade_files
 from eval_pipeline.grading.judge import judge_partition
-from eval_pipeline.grading.partition import active_grade_files, grade_partition
-from eval_pipeline.partitions import generation_partitions_def, split_key
-from eval_pipeline.quality import check_grades
+from eval_pipeline.grading.rule_grades import grade_partition
+from eval_pipeline.quality.checks import check_grades
+from eval_pipeline.service.partitions import generation_partitions_def, split_key
+from eval_pipeline.stores.catalog import tables as t
 from resources import CatalogResource, LakeResource
 
 
@@ -54,9 +57,7 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
 
 def partition_grades(catalog: CatalogResource, lake: LakeResource, run_id: str, key: str):
     """Every grade that counts for a partition (rules, current judge, embedding, human)."""
-    import pyarrow as pa
 
-    from eval_pipeline.catalog import tables as t
 
     with catalog.catalog.session() as s:
         run = s.get(t.Run, run_id)

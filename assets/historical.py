@@ -7,20 +7,23 @@ import dagster as dg
 from tabulate import tabulate
 
 from eval_pipeline.errors import EvalPipelineError
-from eval_pipeline.history import latest_import_id, metrics_frame, samples_frame
-from eval_pipeline.importing import import_results
-from eval_pipeline.lineage import import_metadata, report_import
-from eval_pipeline.quality import Validation, check_agreement, check_samples
-from eval_pipeline.settings import Settings
-from eval_pipeline.source_config import load_import_requests
+from eval_pipeline.historical.importer import import_results
+from eval_pipeline.historical.reading import latest_import_id, metrics_frame, samples_frame
+from eval_pipeline.historical.source_config import load_import_requests
+from eval_pipeline.quality.checks import Validation, check_agreement, check_samples
+from eval_pipeline.service.lineage import import_metadata, report_import
+from eval_pipeline.stores.settings import Settings
 from resources import CatalogResource, HubResource, LakeResource
 
 
 class HistoricalImportConfig(dg.Config):
+    """Run config of `historical_results`: the YAML file listing the sources to import."""
+
     sources_file: Optional[str] = None  # default: $EVAL_PIPELINE_SOURCES, else <home>/sources.yaml
 
 
 def sources_path(config: HistoricalImportConfig) -> Path:
+    """The sources file: run config, else $EVAL_PIPELINE_SOURCES, else <home>/sources.yaml."""
     return Path(config.sources_file or os.environ.get("EVAL_PIPELINE_SOURCES")
                 or Settings.from_env().home / "sources.yaml")
 

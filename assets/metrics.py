@@ -8,9 +8,11 @@ from assets.check_results import partition_check_result
 from assets.generations import eval_run_id
 from assets.grades import grades, partition_grades
 from eval_pipeline import runs
-from eval_pipeline.metrics import metrics_path, write_partition_metrics
-from eval_pipeline.partitions import generation_partitions_def, split_key
-from eval_pipeline.quality import check_metrics
+from eval_pipeline.quality.checks import check_metrics
+from eval_pipeline.results.metrics import metrics_path, run_metrics_object, write_partition_metrics
+from eval_pipeline.results.report import markdown
+from eval_pipeline.runs.records import not_graded
+from eval_pipeline.service.partitions import generation_partitions_def, split_key
 from resources import CatalogResource, LakeResource
 
 
@@ -37,9 +39,6 @@ def metrics(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: L
 
 def run_report_so_far(catalog, lake, run_id: str) -> str:
     """The run's report over every partition with metrics yet (all of them by its last Dagster run)."""
-    from eval_pipeline.metrics import not_graded, run_metrics_object
-    from eval_pipeline.report import markdown
-
     parts = runs.run_partitions(catalog, run_id)
     paths = [p for p in (metrics_path(run_id, q.model_key, q.task_key) for q in parts) if lake.exists(p)]
     with catalog.session() as s:

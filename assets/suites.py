@@ -4,11 +4,11 @@ import warnings
 import dagster as dg
 from tabulate import tabulate
 
-from eval_pipeline.history import suite_inputs_frames
-from eval_pipeline.partitions import suite_partitions_def
-from eval_pipeline.quality import check_suite_inputs
-from eval_pipeline.suites import publish_manifest
 from assets.historical import historical_results
+from eval_pipeline.historical.reading import suite_inputs_frames
+from eval_pipeline.quality.checks import check_suite_inputs
+from eval_pipeline.service.partitions import suite_partitions_def
+from eval_pipeline.suites.versions import publish_manifest
 from resources import CatalogResource, LakeResource
 
 

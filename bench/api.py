@@ -44,11 +44,11 @@ def _pg_database() -> tuple[str, callable]:
 
 def _seed(rt, n_runs: int) -> tuple[str, list[str]]:
     """A small imported suite in org acme, a model, and n_runs runs copied from one real run."""
-    from eval_pipeline.catalog import tables as t
-    from eval_pipeline.harness.synthetic import SyntheticTask, write_run
-    from eval_pipeline.importing import import_results
-    from eval_pipeline.model_registry import add_model
+    from eval_pipeline.demo.synthetic import SyntheticTask, write_run
+    from eval_pipeline.historical.importer import import_results
+    from eval_pipeline.models.registry import add_model
     from eval_pipeline.runs import create_run
+    from eval_pipeline.stores.catalog import tables as t
 
     data = rt.settings.home / "data"
     write_run(data, "org/model-a", [SyntheticTask("bench_mc", "multiple_choice", 20)], seed=0,
@@ -129,9 +129,9 @@ def _timed(fn, n: int) -> tuple[float, float]:
 
 
 def bench(backend: str, n_runs: int, n_requests: int) -> dict:
-    from eval_pipeline.api_keys import create_key, master_secret
-    from eval_pipeline.runtime import open_runtime
-    from eval_pipeline.settings import Settings
+    from eval_pipeline.stores.keys import create_key, master_secret
+    from eval_pipeline.stores.runtime import open_runtime
+    from eval_pipeline.stores.settings import Settings
 
     drop = None
     with tempfile.TemporaryDirectory() as home:

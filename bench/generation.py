@@ -34,16 +34,17 @@ def main() -> None:
         import dagster as dg
 
         from eval_pipeline import runs
-        from eval_pipeline.definitions import defs
-        from eval_pipeline.generation.engines import backend_for
-        from eval_pipeline.generation.partition import generate_partition
+        from eval_pipeline.demo.synthetic import SyntheticTask, write_run
+        from eval_pipeline.demo.tiny_model import build_tiny_model
+        from eval_pipeline.execution.generate import generate_partition
+        from eval_pipeline.generation.backends import backend_for
         from eval_pipeline.generation.requests import plan_requests
-        from eval_pipeline.harness.synthetic import SyntheticTask, write_run
-        from eval_pipeline.importing import import_results
-        from eval_pipeline.model_registry import add_model, resolve_model
-        from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-        from eval_pipeline.runtime import open_runtime
-        from eval_pipeline.tiny_model import build_tiny_model
+        from eval_pipeline.historical.importer import import_results
+        from eval_pipeline.models.registry import add_model, resolve_model
+        from eval_pipeline.orchestration.definitions import defs
+        from eval_pipeline.orchestration.job_names import GENERATION_JOB
+        from eval_pipeline.service.launching import execute_in_process
+        from eval_pipeline.stores.runtime import open_runtime
 
         rt = open_runtime()
         write_run(Path(tmp) / "data", "bench/model", [SyntheticTask("bench_gen", "generate_until", args.requests)],
@@ -62,7 +63,7 @@ def main() -> None:
         part = runs.run_partitions(rt.catalog, probe["id"])[0]
         from sqlalchemy import select
 
-        from eval_pipeline.catalog import tables as t
+        from eval_pipeline.stores.catalog import tables as t
         with rt.catalog.session() as s:
             inputs = s.scalar(select(t.File.path).join(t.TaskVersion, t.TaskVersion.inputs_file_id == t.File.id)
                               .where(t.TaskVersion.task_id == part.task_id))

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from eval_pipeline.bootstrap import bootstrap_stderr  # noqa: E402
-from eval_pipeline.grading.corpus import CORPUS_METRICS, label_stats, text_stats  # noqa: E402
-from eval_pipeline.grading.rules import TaskRules, exact_match_scores, filtered_predictions  # noqa: E402
+from eval_pipeline.results.bootstrap import bootstrap_stderr  # noqa: E402
+from eval_pipeline.scoring.corpus import CORPUS_METRICS, label_stats, text_stats  # noqa: E402
+from eval_pipeline.scoring.rules import TaskRules, exact_match_scores, filtered_predictions  # noqa: E402
 
 RULES = TaskRules("generate_until", metrics=[
     {"metric": "exact_match", "ignore_case": True, "ignore_punctuation": False,
@@ -102,12 +102,12 @@ def bench_rolling(args) -> None:
     import pyarrow as pa
     from transformers import AutoTokenizer
 
+    from eval_pipeline.demo.tiny_model import build_tiny_model
     from eval_pipeline.generation.tokens import Tokenization
-    from eval_pipeline.grading.lm_eval_code import grade_rolling
-    from eval_pipeline.grading.partition import grades_table
-    from eval_pipeline.grading.rules import TaskRules
-    from eval_pipeline.metrics import partition_metrics
-    from eval_pipeline.tiny_model import build_tiny_model
+    from eval_pipeline.grading.grade_files import grades_table
+    from eval_pipeline.results.metrics import partition_metrics
+    from eval_pipeline.scoring.lm_eval_code import grade_rolling
+    from eval_pipeline.scoring.rules import TaskRules
 
     folder = build_tiny_model(Path(tempfile.gettempdir()) / "eval-pipeline-bench-tiny")
     tokens = Tokenization(AutoTokenizer.from_pretrained(folder), max_length=256)

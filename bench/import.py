@@ -20,10 +20,10 @@ from pathlib import Path
 
 import orjson
 
-from eval_pipeline.catalog import Catalog
-from eval_pipeline.harness.synthetic import SyntheticTask, write_run
-from eval_pipeline.importing import import_results
-from eval_pipeline.lake import Lake
+from eval_pipeline.demo.synthetic import SyntheticTask, write_run
+from eval_pipeline.historical.importer import import_results
+from eval_pipeline.stores.catalog import Catalog
+from eval_pipeline.stores.lake import Lake
 
 
 def generate(root: Path, files: int, samples: int) -> None:

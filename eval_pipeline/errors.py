@@ -3,6 +3,8 @@ from __future__ import annotations
 
 
 class EvalPipelineError(Exception):
+    """Base of the project's errors; `code` is the machine-readable error code the front doors answer with."""
+
     code = "internal_error"
 
 
@@ -18,6 +20,8 @@ class InvalidInput(EvalPipelineError):
 
 
 class NotFound(EvalPipelineError):
+    """No object of `kind` (e.g. "run") has the id `ident`; `detail` adds why, when known."""
+
     code = "not_found"
 
     def __init__(self, kind: str, ident: str, detail: str = ""):

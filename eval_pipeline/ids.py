@@ -19,6 +19,7 @@ PREFIXES = {
 
 
 def new_id(kind: str) -> str:
+    """A fresh id for `kind` (a key of PREFIXES): its prefix and 32 random hex digits; KeyError for other kinds."""
     return PREFIXES[kind] + uuid.uuid4().hex
 
 

@@ -1,7 +1,7 @@
 """Request validation shared by the front doors: pydantic models whose errors name the bad field."""
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -16,8 +16,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def parse_model(cls: type[M], data, *, skip_loc: tuple[str, ...] = ()) -> M:
-    """Validate `data`, turning pydantic's first error into InvalidInput naming its field path."""
+def parse_model(cls: type[M], data: Any, *, skip_loc: tuple[str, ...] = ()) -> M:
+    """Validate `data` (parsed JSON or a mapping) as `cls` and return the model.
+
+    Raises InvalidInput for pydantic's first error, naming its field path (`a.b[0]`, or "body"); the path
+    parts in `skip_loc` (e.g. a union's tag) are left out of it.
+    """
     try:
         return cls.model_validate(data)
     except ValidationError as e:

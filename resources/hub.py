@@ -1,3 +1,4 @@
+"""Hugging Face Hub access as a Dagster resource."""
 import os
 from typing import Optional
 
@@ -13,4 +14,5 @@ class HubResource(dg.ConfigurableResource):
 
     @property
     def resolved_endpoint(self) -> Optional[str]:
+        """The Hub endpoint: config, else HF_ENDPOINT, else None (huggingface.co)."""
         return self.endpoint or os.environ.get("HF_ENDPOINT") or None

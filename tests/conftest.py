@@ -16,9 +16,8 @@ for _var in ("HF_TOKEN", "EVAL_PIPELINE_HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
 
 from services import create_database, drop_database, free_port, postgres_server  # noqa: E402
 
-from eval_pipeline.catalog import Catalog  # noqa: E402
-from eval_pipeline.catalog import tables  # noqa: E402
-from eval_pipeline.lake import Lake  # noqa: E402
+from eval_pipeline.stores.catalog import Catalog, tables  # noqa: E402
+from eval_pipeline.stores.lake import Lake  # noqa: E402
 
 # The pinned lm_eval CLI's session-wide runs and vLLM's OpenAI server (session fixtures, shared by the
 # files that compare the product with the CLI).
@@ -48,6 +47,16 @@ def real_fixtures() -> Path:
 def cases() -> Path:
     """../shared/fixtures/lm-eval-cases: situations real lm-eval users hit, each with its right value."""
     return shared_folder(CASES)
+
+
+@pytest.fixture
+def quiet_run_config() -> dict:
+    """Run config for in-process Dagster runs: console logs at ERROR only (a fresh copy per test)."""
+    import copy
+
+    from helpers import QUIET_RUN_CONFIG
+
+    return copy.deepcopy(QUIET_RUN_CONFIG)
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +147,7 @@ def s3_bucket(s3_endpoint):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random Llama with a BPE tokenizer and a chat template, built here (no hub access)."""
-    from eval_pipeline.tiny_model import build_tiny_model
+    from eval_pipeline.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
@@ -148,11 +157,12 @@ def eval_home(request, tmp_path, monkeypatch, tiny_model):
     """A home with a suite imported from generated lm-eval results and the tiny model registered as
     `tiny` (the default); the environment points the Dagster resources at it. The catalog is SQLite,
     or PostgreSQL when the test parametrizes this fixture indirectly with "postgresql"."""
-    from eval_pipeline.importing import import_results
-    from eval_pipeline.model_registry import add_model
-    from eval_pipeline.runtime import open_runtime
-    from eval_pipeline.settings import Settings
     from helpers import EVAL_TASKS, generated_folder
+
+    from eval_pipeline.historical.importer import import_results
+    from eval_pipeline.models.registry import add_model
+    from eval_pipeline.stores.runtime import open_runtime
+    from eval_pipeline.stores.settings import Settings
 
     home = tmp_path / "home"
     for var in [v for v in os.environ if v.startswith(("EVAL_PIPELINE_", "DAGSTER_HOME"))]:

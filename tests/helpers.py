@@ -10,12 +10,16 @@ from pathlib import Path
 
 from sqlalchemy import MetaData, select
 
-from eval_pipeline.harness.synthetic import SyntheticTask, write_run
+from eval_pipeline.demo.synthetic import SyntheticTask, write_run
 
 TASKS = [SyntheticTask("gen_mc", "multiple_choice", 12), SyntheticTask("gen_math", "generate_until", 9)]
 # Four tasks for eval runs: both request kinds, small enough for the tiny model on a CPU.
 EVAL_TASKS = [SyntheticTask("ev_mc_a", "multiple_choice", 10), SyntheticTask("ev_gen_a", "generate_until", 12),
               SyntheticTask("ev_mc_b", "multiple_choice", 8), SyntheticTask("ev_gen_b", "generate_until", 10)]
+# Run config for in-process Dagster runs in tests: the console logger at ERROR only. Tests take it as the
+# `quiet_run_config` fixture (conftest.py); module-level helpers that are not fixtures import it from here.
+# (The product's eval_pipeline.service.launching.QUIET keeps warnings; the tests have always logged errors only.)
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 def snapshot(catalog, lake) -> tuple:
@@ -49,7 +53,7 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "eval_pipeline.cli", *args]
+    return [sys.executable, "-m", "eval_pipeline.cli.main", *args]
 
 
 def run_cli(home: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from services import free_port
 
 LM_EVAL = str(Path(sys.executable).parent / "lm_eval")
@@ -503,7 +502,7 @@ def lm_eval_completions(tiny_model, vllm_server, tmp_path_factory) -> dict:
 def task_id(rt, name: str) -> str:
     from sqlalchemy import select
 
-    from eval_pipeline.catalog import tables as t
+    from eval_pipeline.stores.catalog import tables as t
 
     with rt.catalog.session() as s:
         return s.scalar(select(t.Task.id).where(t.Task.name == name))
@@ -535,7 +534,7 @@ def grades(rt, run_id, model, task) -> dict[tuple, float | None]:
 
 def aggregates(rt, run_id, model, task) -> dict[str, dict]:
     """{"metric,filter": metrics row}; {} when the partition wrote no metrics."""
-    from eval_pipeline.metrics import metrics_path
+    from eval_pipeline.results.metrics import metrics_path
 
     part = _partition(rt, run_id, model, task)
     path = metrics_path(run_id, part.model_key, part.task_key)

@@ -6,17 +6,16 @@ import dagster as dg
 import httpx
 import pytest
 from sqlalchemy import select
-
-from eval_pipeline import runs
-from eval_pipeline.api_keys import create_key
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.definitions import defs
-from eval_pipeline.exports import create_export, run_export
-from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-from eval_pipeline.tasks import set_eval_mode
 from test_api_runs import _sdk
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+from eval_pipeline import runs
+from eval_pipeline.exports.tasks import create_export, run_export
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import GENERATION_JOB
+from eval_pipeline.service.launching import execute_in_process
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.keys import create_key
+from eval_pipeline.suites.tasks import set_eval_mode
 
 
 def _task_id(home, name):
@@ -24,7 +23,7 @@ def _task_id(home, name):
         return s.scalar(select(t.Task.id).where(t.Task.name == name))
 
 
-def test_people_grade_samples_over_the_api_and_files_are_served(eval_home, api):
+def test_people_grade_samples_over_the_api_and_files_are_served(eval_home, api, quiet_run_config):
     from mka1 import errors as mka1_errors
 
     key = create_key(eval_home.catalog, "acme")["key"]
@@ -35,7 +34,7 @@ def test_people_grade_samples_over_the_api_and_files_are_served(eval_home, api):
     run = sdk.llm.evals.create_run(suite_id=eval_home.suite_id, models=["tiny"], task_ids=[manual, mc],
                                    generation={"max_gen_toks": 6}, **who)
     execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run.id,
-                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                       defs.resolve_job_def(GENERATION_JOB), run_config=quiet_run_config)
     assert sdk.llm.evals.get_run(run_id=run.id).status == "in_progress"
     todo = sdk.llm.evals.list_samples(run_id=run.id, status="ready_to_score", limit=100).data
     assert len(todo) == 10 and {s.task_id for s in todo} == {manual}

@@ -4,7 +4,7 @@ directly: schemathesis' pytest fixture integration does not load under this pyte
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from eval_pipeline.api_keys import create_key
+from eval_pipeline.stores.keys import create_key
 
 
 def test_no_operation_answers_5xx(eval_home):

@@ -10,10 +10,8 @@ from sqlalchemy import select, update
 
 from eval_pipeline import runs
 from eval_pipeline.api.qianfan import bce_signature
-from eval_pipeline.api_keys import create_key, master_secret
-from eval_pipeline.catalog import tables as t
-
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.keys import create_key, master_secret
 
 
 @contextmanager
@@ -87,7 +85,7 @@ def test_describe_eval_tasks_filters_pages_and_caps(eval_home, qianfan_sdk):
     item = page1["evalTaskList"][0]
     assert item["evalType"] == "auto" and item["evalMode"] == "rule" and len(item["createTime"]) == 19
     assert call("DescribeEvalTasks", {"evalType": "manual"})["result"]["evalTaskList"] == []
-    from eval_pipeline.tasks import set_eval_mode
+    from eval_pipeline.suites.tasks import set_eval_mode
 
     with eval_home.catalog.session() as s:
         manual_task = s.scalar(select(t.Task.id).where(t.Task.name == "ev_gen_b"))
@@ -115,7 +113,7 @@ def test_describe_eval_tasks_filters_pages_and_caps(eval_home, qianfan_sdk):
 
 
 def test_export_task_to_system_storage_until_the_bundle_exists(eval_home, qianfan_executing):
-    from eval_pipeline.exports import bundle_location, verify_bundle
+    from eval_pipeline.exports.tasks import bundle_location, verify_bundle
 
     call, _ = qianfan_executing
     with eval_home.catalog.session() as s:

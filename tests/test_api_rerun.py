@@ -4,22 +4,21 @@ overview's score, counts and retries follow."""
 import dagster as dg
 import httpx
 import pytest
-from sqlalchemy import select
-
-from eval_pipeline import runs
-from eval_pipeline.api_keys import create_key
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.definitions import defs
-from eval_pipeline.generation.requests import plan_requests
-from eval_pipeline.model_registry import add_model
-from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-from eval_pipeline.run_overview import headline_score
-from eval_pipeline.sensors import queued_runs
 from openai_server import FlakyOpenAI
-from resources import CatalogResource
+from sqlalchemy import select
 from test_api_runs import _sdk
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+from eval_pipeline import runs
+from eval_pipeline.generation.requests import plan_requests
+from eval_pipeline.models.registry import add_model
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import GENERATION_JOB
+from eval_pipeline.orchestration.sensors import queued_runs
+from eval_pipeline.results.overview import headline_score
+from eval_pipeline.service.launching import execute_in_process
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.keys import create_key
+from resources import CatalogResource
 
 
 def _gen_task(home):
@@ -30,7 +29,7 @@ def _gen_task(home):
     return task_id, [r.context for r in plan_requests(home.lake, path, {}, None)]
 
 
-def test_rerun_failed_regenerates_only_the_failures(eval_home, api):
+def test_rerun_failed_regenerates_only_the_failures(eval_home, api, quiet_run_config):
     from mka1 import errors as mka1_errors
 
     key = create_key(eval_home.catalog, "acme")["key"]
@@ -46,7 +45,7 @@ def test_rerun_failed_regenerates_only_the_failures(eval_home, api):
             sdk.llm.evals.rerun_failed_samples(run_id=run.id)  # still queued
         assert e.value.status_code == 409
         (result,) = execute_in_process(instance, eval_home.catalog, eval_home.lake, run.id,
-                                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                                       defs.resolve_job_def(GENERATION_JOB), run_config=quiet_run_config)
         assert not result.success  # 2 of 12 failed: over the 5% the blocking check allows
         failed = sdk.llm.evals.get_run(run_id=run.id)
         assert failed.status == "failed" and failed.request_counts.failed == 2
@@ -61,7 +60,7 @@ def test_rerun_failed_regenerates_only_the_failures(eval_home, api):
             requests = queued_runs(ctx).run_requests
         assert [r.run_key.split(":")[1] for r in requests] == ["1"]  # a new key: the first was used
         (result,) = execute_in_process(instance, eval_home.catalog, eval_home.lake, run.id,
-                                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                                       defs.resolve_job_def(GENERATION_JOB), run_config=quiet_run_config)
         assert result.success
         sent = {p: n - attempts.get(p, 0) for p, n in server.attempts.items() if n != attempts.get(p, 0)}
         assert sent == {prompts[0]: 1, prompts[5]: 1}  # only the failures went to the endpoint again

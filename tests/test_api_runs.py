@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select
 
 from eval_pipeline import runs
-from eval_pipeline.api_keys import create_key, revoke_key
-from eval_pipeline.catalog import tables as t
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.keys import create_key, revoke_key
 
 
 def _sdk(url, key, user=None):
@@ -100,10 +100,9 @@ def test_keys_orgs_and_error_envelopes(eval_home, api):
 
 
 def test_the_sdk_imports_from_the_hub_and_reads_suites(eval_home, api, tmp_path, monkeypatch):
-    from mka1 import errors as mka1_errors
-
     from helpers import generated_folder
     from hub_server import HubRepo, HubServer
+    from mka1 import errors as mka1_errors
 
     gen = generated_folder(tmp_path / "gen")
     repo = HubRepo(private=True)
@@ -155,8 +154,9 @@ def test_the_sdk_imports_from_the_hub_and_reads_suites(eval_home, api, tmp_path,
 def test_samples_artifacts_retry_and_delete(eval_home, api):
     import dagster as dg
 
-    from eval_pipeline.definitions import defs
-    from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
+    from eval_pipeline.orchestration.definitions import defs
+    from eval_pipeline.orchestration.job_names import GENERATION_JOB
+    from eval_pipeline.service.launching import execute_in_process
 
     key = create_key(eval_home.catalog, "acme")["key"]
     sdk, who = _sdk(api, key)
@@ -215,8 +215,8 @@ def test_a_server_with_its_own_worker_runs_what_the_sdk_queues(eval_home, execut
     recorded in the Dagster instance like the sensor's."""
     import dagster as dg
 
-    from eval_pipeline.orchestration import RUN_TAG
-    from eval_pipeline.runtime import dagster_instance
+    from eval_pipeline.service.instance import dagster_instance
+    from eval_pipeline.service.launching import RUN_TAG
 
     sdk, who = _sdk(executing_api, create_key(eval_home.catalog, "acme")["key"], user="ana")
     run = sdk.llm.evals.create_run(suite_id=eval_home.suite_id, models=["tiny"], task_ids=_task_ids(eval_home),

@@ -5,13 +5,13 @@ import time
 
 import dagster as dg
 import httpx
-
-from eval_pipeline.api_keys import create_key
-from eval_pipeline.lineage import HISTORICAL_RESULTS
-from eval_pipeline.runtime import dagster_instance
 from helpers import cli_command, cli_env, generated_folder
 from hub_server import HubRepo, HubServer
 from services import free_port
+
+from eval_pipeline.service.instance import dagster_instance
+from eval_pipeline.service.lineage import HISTORICAL_RESULTS
+from eval_pipeline.stores.keys import create_key
 
 HUB_TOKEN = "hf_caller_secret_5b1f0c"
 

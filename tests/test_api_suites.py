@@ -6,15 +6,16 @@ import json
 import dagster as dg
 import httpx
 import pytest
+from hub_server import HubRepo, HubServer
 from sqlalchemy import func, select
+from test_api_runs import _sdk
 
 from eval_pipeline import runs
-from eval_pipeline.api_keys import create_key
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.definitions import defs
-from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-from hub_server import HubRepo, HubServer
-from test_api_runs import _sdk
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import GENERATION_JOB
+from eval_pipeline.service.launching import execute_in_process
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.keys import create_key
 
 CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Peru", "Lima"), ("Kenya", "Nairobi")]
 SUMS = [(2, 3), (10, 5), (7, 8), (1, 1), (4, 9)]

@@ -4,25 +4,25 @@ import httpx
 import pytest
 
 from eval_pipeline import runs
-from eval_pipeline.api_keys import create_key
-from eval_pipeline.definitions import defs
-from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import GENERATION_JOB
+from eval_pipeline.service.launching import execute_in_process
+from eval_pipeline.stores.keys import create_key
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 FIELDS = {"uuid", "name", "type", "description", "percentage", "opaque", "status", "modelServiceGroupUuid",
           "evaluatedServiceGroupUuid", "datasetUuid", "limits", "maxNewTokens", "topK", "temperature", "topP",
           "prompt", "repetitionPenalty", "maxLength", "model", "url", "parallel", "logEveryQuery", "api",
           "requestHeaders", "connectTimeout", "readTimeout", "totalScore", "endTime", "createDate", "lastOpDate"}
 
 
-def test_put_and_get_a_task(eval_home, api):
+def test_put_and_get_a_task(eval_home, api, quiet_run_config):
     key = create_key(eval_home.catalog, "acme")["key"]
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": ["tiny"], "max_samples_per_task": 3,
         "generation": {"max_gen_toks": 5, "top_k": 4, "temperature": 0.0, "instructions": "Be brief."}},
         org_id="acme")
     execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
-                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                       defs.resolve_job_def(GENERATION_JOB), run_config=quiet_run_config)
     url, auth = f"{api}/zstack/v1/model-evaluation-tasks", {"Authorization": f"OAuth {key}"}
     put = httpx.put(f"{url}/{run['id']}", headers=auth, json={
         "updateModelEvaluationTask": {"name": "renamed", "description": "after review"},

@@ -4,8 +4,8 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from eval_pipeline import ids
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.catalog.store import now
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.catalog.store import now
 
 
 def _suite(s, name="s"):

@@ -7,20 +7,19 @@ import statistics
 import dagster as dg
 import numpy as np
 import pytest
+from helpers import run_cli
 from sqlalchemy import select
 
-from eval_pipeline import runs
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.compare import history_delta, paired_difference, run_comparisons
-from eval_pipeline.definitions import defs
+from eval_pipeline import runs, service
 from eval_pipeline.errors import Conflict, InvalidInput
-from eval_pipeline.grading.human import submit_human_grade, ungraded
-from eval_pipeline.model_registry import add_model
-from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-from eval_pipeline.tasks import set_eval_mode
-from helpers import run_cli
-
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+from eval_pipeline.grading.human import ungraded
+from eval_pipeline.models.registry import add_model
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import GENERATION_JOB
+from eval_pipeline.results.comparisons import history_delta, paired_difference, run_comparisons
+from eval_pipeline.service.launching import execute_in_process
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.suites.tasks import set_eval_mode
 
 
 def _task_ids(home, *names):
@@ -48,8 +47,8 @@ def test_paired_difference_by_hand():
         {"delta": 0.1, "stderr": 0.05, "p_value": 0.0455002638963584})
 
 
-def test_two_models_history_report_and_metadata(eval_home, tmp_path):
-    from eval_pipeline.tiny_model import build_tiny_model
+def test_two_models_history_report_and_metadata(eval_home, tmp_path, quiet_run_config):
+    from eval_pipeline.demo.tiny_model import build_tiny_model
 
     other = build_tiny_model(tmp_path / "tiny-b", seed=1)
     # named like the imported model, so its historical results are its baseline
@@ -61,7 +60,7 @@ def test_two_models_history_report_and_metadata(eval_home, tmp_path):
         "generation": {"max_gen_toks": 6}, "name": "two models"})
     instance = dg.DagsterInstance.ephemeral()
     execute_in_process(instance, eval_home.catalog, eval_home.lake, run["id"], defs.resolve_job_def(GENERATION_JOB),
-                       run_config=QUIET)
+                       run_config=quiet_run_config)
     run = runs.get_run(eval_home.catalog, run["id"])
     assert run["status"] == "completed"
     comparisons = run_comparisons(eval_home.catalog, eval_home.lake, run["id"])
@@ -100,31 +99,31 @@ def test_two_models_history_report_and_metadata(eval_home, tmp_path):
     assert compared == json.loads(json.dumps(comparisons))
 
 
-def test_manual_tasks_wait_for_human_grades(eval_home):
+def test_manual_tasks_wait_for_human_grades(eval_home, quiet_run_config):
     manual, mc = _task_ids(eval_home, "ev_gen_b", "ev_mc_a")
     set_eval_mode(eval_home.catalog, manual, "manual")
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [manual, mc],
         "generation": {"max_gen_toks": 6}})
     execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
-                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                       defs.resolve_job_def(GENERATION_JOB), run_config=quiet_run_config)
     assert runs.get_run(eval_home.catalog, run["id"])["status"] == "in_progress"
     todo = ungraded(eval_home.catalog, eval_home.lake, run["id"])
     assert len(todo) == 10 and {x["task_id"] for x in todo} == {manual}
     assert all(x["prompt"] and x["reference"] is not None for x in todo)
     with pytest.raises(Conflict, match="automatically"):
-        submit_human_grade(eval_home.catalog, eval_home.lake, run["id"],
+        service.grade_sample(eval_home, run["id"],
                            {"model": "tiny", "task_id": mc, "doc_id": 0, "score": 1})
     for body, field in [({"doc_id": todo[0]["doc_id"], "score": 1.5}, "score"),
                         ({"doc_id": 10_000, "score": 1}, "doc_id"), ({"doc_id": 0, "score": 1, "x": 1}, "x")]:
         with pytest.raises(InvalidInput) as e:
-            submit_human_grade(eval_home.catalog, eval_home.lake, run["id"], {"model": "tiny", "task_id": manual,
+            service.grade_sample(eval_home, run["id"], {"model": "tiny", "task_id": manual,
                                                                                **body})
         assert e.value.field == field
     scores = {}
     for i, item in enumerate(todo[:-1]):
         scores[item["doc_id"]] = (i % 3) / 2
-        out = submit_human_grade(eval_home.catalog, eval_home.lake, run["id"], {
+        out = service.grade_sample(eval_home, run["id"], {
             "model": "tiny", "task_id": manual, "doc_id": item["doc_id"], "score": scores[item["doc_id"]],
             "grader": "ana"})
         assert out["remaining_in_task"] == len(todo) - 1 - i
@@ -140,7 +139,7 @@ def test_manual_tasks_wait_for_human_grades(eval_home):
     assert human["n"] == 10 and human["value"] == pytest.approx(np.mean(list(scores.values())))
     assert ungraded(eval_home.catalog, eval_home.lake, run["id"]) == []
     # a correction after completion replaces the grade and refreshes the run's metrics
-    submit_human_grade(eval_home.catalog, eval_home.lake, run["id"],
+    service.grade_sample(eval_home, run["id"],
                        {"model": "tiny", "task_id": manual, "doc_id": last, "score": 0})
     scores[last] = 0.0
     again = runs.get_run(eval_home.catalog, run["id"])["metrics"]["tiny"]["ev_gen_b"]["human_score,none"]

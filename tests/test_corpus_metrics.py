@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from lm_eval.api import metrics as lm
 
-from eval_pipeline.bootstrap import bootstrap_stderr
-from eval_pipeline.grading.corpus import CORPUS_METRICS, corpus_value, label_stats, text_stats
-from eval_pipeline.metrics import summarise_corpus
+from eval_pipeline.results.bootstrap import bootstrap_stderr
+from eval_pipeline.results.metrics import summarise_corpus
+from eval_pipeline.scoring.corpus import CORPUS_METRICS, corpus_value, label_stats, text_stats
 
 WORDS = "the cat sat on a mat while dogs ran across green fields under grey skies".split()
 

@@ -5,11 +5,12 @@ import sqlite3
 import subprocess
 import time
 
-from eval_pipeline.catalog import Catalog
-from eval_pipeline.harness.synthetic import SyntheticTask
-from eval_pipeline.lake import Lake
-from eval_pipeline.suites import list_suites
 from helpers import cli_command, cli_env, generated_folder
+
+from eval_pipeline.demo.synthetic import SyntheticTask
+from eval_pipeline.stores.catalog import Catalog
+from eval_pipeline.stores.lake import Lake
+from eval_pipeline.suites.versions import list_suites
 
 MODELS = tuple(f"o/m{i:02d}" for i in range(12))
 

@@ -5,12 +5,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from helpers import generated_folder
 from sqlalchemy import create_engine, text
 
 from assets.historical import historical_metrics_agree, historical_results, historical_samples_valid
 from assets.suites import suite_inputs_valid, suite_versions
-from eval_pipeline.definitions import defs
-from helpers import generated_folder
+from eval_pipeline.orchestration.definitions import defs
 from resources import CatalogResource, HubResource, LakeResource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_definitions_load_and_validate():
     dg.Definitions.validate_loadable(defs)
     assert yaml.safe_load((ROOT / "workspace.yaml").read_text()) == {"load_from": [{"python_module": {
-        "module_name": "eval_pipeline.definitions", "attribute": "defs"}}]}
+        "module_name": "eval_pipeline.orchestration.definitions", "attribute": "defs"}}]}
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "historical_results", "suite_versions", "generations", "grades", "metrics", "export_bundles"}
@@ -48,7 +48,8 @@ def test_workspace_loads_with_the_dagster_cli(tmp_path):
                          env=cli_env(tmp_path, DAGSTER_HOME=str(tmp_path)), capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "Validation successful for code location eval_pipeline.definitions:defs" in out.stdout + out.stderr
+    location = "eval_pipeline.orchestration.definitions:defs"
+    assert f"Validation successful for code location {location}" in out.stdout + out.stderr
 
 
 @pytest.fixture
@@ -128,8 +129,8 @@ def test_checks_fail_on_bad_data(tmp_path, real_fixtures):
 
 
 def test_one_bad_source_fails_the_run_but_not_the_others(tmp_path):
-    from eval_pipeline.catalog import Catalog
-    from eval_pipeline.suites import list_suites
+    from eval_pipeline.stores.catalog import Catalog
+    from eval_pipeline.suites.versions import list_suites
 
     good = generated_folder(tmp_path / "good", models=("o/m",))
     sources = tmp_path / "sources.yaml"

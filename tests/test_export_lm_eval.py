@@ -14,22 +14,22 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import s3fs
+from helpers import QUIET_RUN_CONFIG, run_cli
 from sqlalchemy import select, update
-
-from eval_pipeline import runs
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.definitions import defs
-from eval_pipeline.errors import InvalidInput, NotFound
-from eval_pipeline.file_access import file_content, get_file
-from eval_pipeline.exports import bundle_location, create_export, get_export, run_export, verify_bundle
-from eval_pipeline.importing import import_results
-from eval_pipeline.lm_eval_export import file_timestamp
-from eval_pipeline.model_registry import add_model
-from eval_pipeline.orchestration import EXPORT_JOB, GENERATION_JOB, execute_in_process
-from helpers import run_cli
 from test_exports import _completed_run
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+from eval_pipeline import runs
+from eval_pipeline.errors import InvalidInput, NotFound
+from eval_pipeline.exports.lm_eval_format import file_timestamp
+from eval_pipeline.exports.tasks import bundle_location, create_export, get_export, run_export, verify_bundle
+from eval_pipeline.historical.importer import import_results
+from eval_pipeline.models.registry import add_model
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import EXPORT_JOB, GENERATION_JOB
+from eval_pipeline.service.launching import execute_in_process
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.file_access import file_content, get_file
+
 TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(\.\d+)?$")
 SAMPLE_KEYS = ["doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics", "doc_hash",
                "prompt_hash", "target_hash"]
@@ -197,7 +197,7 @@ def test_lm_eval_export_to_the_lake_is_lm_evals_layout_and_round_trips(eval_home
     assert again.imported_runs == 0 and again.skipped_runs == 1
 
 
-def test_lm_eval_export_to_s3_by_the_cli_and_the_dagster_job(eval_home, s3_endpoint, s3_bucket):
+def test_lm_eval_export_to_s3_by_the_cli_and_the_dagster_job(eval_home, s3_endpoint, s3_bucket, quiet_run_config):
     run = _completed_run(eval_home)
     home = eval_home.settings.home
     env = {"EVAL_PIPELINE_EXPORT_S3_ENDPOINT_URL": s3_endpoint}
@@ -228,7 +228,7 @@ def test_lm_eval_export_to_s3_by_the_cli_and_the_dagster_job(eval_home, s3_endpo
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("export", [queued["id"]])
     job = defs.resolve_job_def(EXPORT_JOB).execute_in_process(instance=instance, partition_key=queued["id"],
-                                                               run_config=QUIET)
+                                                               run_config=quiet_run_config)
     (check,) = job.get_asset_check_evaluations()
     assert job.success and check.passed and check.check_name == "bundle_checksums_valid"
     (materialization,) = job.asset_materializations_for_node("export_bundles")
@@ -252,8 +252,9 @@ def test_bad_lm_eval_export_requests_name_the_field(eval_home, body, field):
 
 def test_lm_eval_export_through_qianfans_api(eval_home):
     from conftest import serving
-    from eval_pipeline.api_keys import create_key, master_secret
     from test_api_qianfan import _signed
+
+    from eval_pipeline.stores.keys import create_key, master_secret
 
     run = _completed_run(eval_home)  # before the server: its worker would take a queued run too
     with eval_home.catalog.session() as s:  # the API serves org acme (see conftest.serving)
@@ -302,7 +303,7 @@ def _run(home, suite_id: str, models: list[str], tasks: list[str], **body) -> di
     run = runs.create_run(home.catalog, home.lake, {"suite_id": suite_id, "models": models, "task_ids": task_ids,
                                                     **body})
     execute_in_process(dg.DagsterInstance.ephemeral(), home.catalog, home.lake, run["id"],
-                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET_RUN_CONFIG)
     run = runs.get_run(home.catalog, run["id"])
     assert run["status"] == "completed", run["error"]
     return run

@@ -8,23 +8,23 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 import s3fs
-
-from eval_pipeline import runs
-from eval_pipeline.definitions import defs
-from eval_pipeline.errors import Conflict, InvalidInput, NotFound
-from eval_pipeline.exports import CONTENT, bundle_location, create_export, get_export, run_export, verify_bundle
-from eval_pipeline.orchestration import EXPORT_JOB, GENERATION_JOB, execute_in_process
-from helpers import run_cli
+from helpers import QUIET_RUN_CONFIG, run_cli
 from s3_fault_proxy import S3FaultProxy
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+from eval_pipeline import runs
+from eval_pipeline.errors import Conflict, InvalidInput, NotFound
+from eval_pipeline.exports.tasks import CONTENT, bundle_location, create_export, get_export, run_export, verify_bundle
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import EXPORT_JOB, GENERATION_JOB
+from eval_pipeline.service.launching import execute_in_process
+
 COMBINATIONS = [list(c) for n in range(1, 6) for c in itertools.combinations(CONTENT, n)]
 
 
 def _completed_run(home) -> dict:
     from sqlalchemy import select
 
-    from eval_pipeline.catalog import tables as t
+    from eval_pipeline.stores.catalog import tables as t
 
     with home.catalog.session() as s:
         task_ids = [s.scalar(select(t.Task.id).where(t.Task.name == n)) for n in ("ev_mc_a", "ev_gen_a")]
@@ -32,7 +32,7 @@ def _completed_run(home) -> dict:
         "suite_id": home.suite_id, "models": ["tiny"], "task_ids": task_ids,
         "generation": {"max_gen_toks": 6, "instructions": "Answer briefly."}})
     execute_in_process(dg.DagsterInstance.ephemeral(), home.catalog, home.lake, run["id"],
-                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET_RUN_CONFIG)
     run = runs.get_run(home.catalog, run["id"])
     assert run["status"] == "completed"
     return run
@@ -178,7 +178,7 @@ def test_only_a_completed_run_exports(eval_home):
         create_export(eval_home.catalog, {"run_id": "eval_run_missing", "content": ["prompt"]})
 
 
-def test_cli_exports_through_dagster_with_the_checksum_check(eval_home, s3_endpoint, s3_bucket):
+def test_cli_exports_through_dagster_with_the_checksum_check(eval_home, s3_endpoint, s3_bucket, quiet_run_config):
     run = _completed_run(eval_home)
     home = eval_home.settings.home
     env = {"EVAL_PIPELINE_EXPORT_S3_ENDPOINT_URL": s3_endpoint}
@@ -198,14 +198,14 @@ def test_cli_exports_through_dagster_with_the_checksum_check(eval_home, s3_endpo
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("export", [queued["id"]])
     result = defs.resolve_job_def(EXPORT_JOB).execute_in_process(instance=instance, partition_key=queued["id"],
-                                                                 run_config=QUIET)
+                                                                 run_config=quiet_run_config)
     (check,) = result.get_asset_check_evaluations()
     assert result.success and check.passed and check.check_name == "bundle_checksums_valid"
     assert get_export(eval_home.catalog, queued["id"])["status"] == "succeeded"
 
 
 def test_sensor_launches_each_queued_export_once(eval_home):
-    from eval_pipeline.sensors import queued_export_tasks
+    from eval_pipeline.orchestration.sensors import queued_export_tasks
     from resources import CatalogResource
 
     run = _completed_run(eval_home)

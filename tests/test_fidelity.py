@@ -26,12 +26,10 @@ from dataclasses import dataclass
 
 import dagster as dg
 import pytest
-
-from lm_eval_cli import (FIDELITY_TASKS, MAX_MODEL_LEN, SERVED_NAME, aggregates, generations, grade_rows,
-                         task_id)
+from helpers import QUIET_RUN_CONFIG
+from lm_eval_cli import FIDELITY_TASKS, MAX_MODEL_LEN, SERVED_NAME, aggregates, generations, grade_rows, task_id
 
 FIDELITY = sorted(FIDELITY_TASKS)
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 # lm-eval bootstraps the stderr of these aggregations (its own RNG, in a process pool); the product
 # bootstraps with numpy's: two estimates from 100,000 resamples each agree to their Monte Carlo error.
 BOOTSTRAPPED = {"perplexity"}
@@ -57,12 +55,13 @@ class Pass:
 
 def _product_pass(root, cli: dict, model: str, options: dict, **run_body) -> Pass:
     from eval_pipeline import runs
-    from eval_pipeline.definitions import defs
-    from eval_pipeline.importing import import_results
-    from eval_pipeline.model_registry import add_model
-    from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-    from eval_pipeline.runtime import open_runtime
-    from eval_pipeline.settings import Settings
+    from eval_pipeline.historical.importer import import_results
+    from eval_pipeline.models.registry import add_model
+    from eval_pipeline.orchestration.definitions import defs
+    from eval_pipeline.orchestration.job_names import GENERATION_JOB
+    from eval_pipeline.service.launching import execute_in_process
+    from eval_pipeline.stores.runtime import open_runtime
+    from eval_pipeline.stores.settings import Settings
 
     with pytest.MonkeyPatch.context() as mp:
         for var in [v for v in os.environ if v.startswith(("EVAL_PIPELINE_", "DAGSTER_HOME"))]:
@@ -76,7 +75,7 @@ def _product_pass(root, cli: dict, model: str, options: dict, **run_body) -> Pas
         run = runs.create_run(rt.catalog, rt.lake, {"suite_id": imported.suite_id, "models": [model],
                                                     "task_ids": [task_id(rt, t) for t in FIDELITY], **run_body})
         execute_in_process(dg.DagsterInstance.ephemeral(), rt.catalog, rt.lake, run["id"],
-                           defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                           defs.resolve_job_def(GENERATION_JOB), run_config=QUIET_RUN_CONFIG)
         run = runs.get_run(rt.catalog, run["id"])
     assert run["status"] == "completed", run["error"]
     return Pass(rt, run, model, cli)

@@ -1,11 +1,12 @@
 """Planning a partition's requests from imported task inputs."""
 import json
 
-from eval_pipeline.generation.requests import effective_params, plan_requests
-from eval_pipeline.harness.synthetic import SyntheticTask
-from eval_pipeline.importing import import_results
-from eval_pipeline.suites import get_suite
 from helpers import generated_folder
+
+from eval_pipeline.demo.synthetic import SyntheticTask
+from eval_pipeline.generation.requests import effective_params, plan_requests
+from eval_pipeline.historical.importer import import_results
+from eval_pipeline.suites.versions import get_suite
 
 
 def _inputs_path(catalog, lake, data) -> str:

@@ -5,10 +5,16 @@ import json
 
 import pytest
 
-from eval_pipeline.grading.rules import (TaskRules, choices_of, filtered_predictions, generation_scores,
-                                         gold_index, multiple_choice_scores)
 from eval_pipeline.harness.jsonio import loads
 from eval_pipeline.harness.samples import request_args
+from eval_pipeline.scoring.rules import (
+    TaskRules,
+    choices_of,
+    filtered_predictions,
+    generation_scores,
+    gold_index,
+    multiple_choice_scores,
+)
 
 
 def _samples(path):
@@ -86,7 +92,7 @@ def test_acc_norm_and_acc_bytes_divide_by_characters_and_bytes():
 
 
 def test_summaries_use_lm_eval_stderr_and_sensible_intervals():
-    from eval_pipeline.metrics import summarise
+    from eval_pipeline.results.metrics import summarise
 
     half = summarise([1.0] * 5 + [0.0] * 5)
     assert half["value"] == 0.5 and half["stderr"] == pytest.approx(0.16666666666666666)  # sqrt(.25*10/9)/sqrt(10)
@@ -108,9 +114,10 @@ def test_single_continuation_tasks_grade_acc_as_greedy(eval_home):
     from sqlalchemy import select, update
 
     from eval_pipeline import runs
-    from eval_pipeline.catalog import tables as t
-    from eval_pipeline.definitions import defs
-    from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
+    from eval_pipeline.orchestration.definitions import defs
+    from eval_pipeline.orchestration.job_names import GENERATION_JOB
+    from eval_pipeline.service.launching import execute_in_process
+    from eval_pipeline.stores.catalog import tables as t
 
     with eval_home.catalog.session() as s:
         task_id = s.scalar(select(t.Task.id).where(t.Task.name == "ev_mc_b"))
@@ -149,7 +156,7 @@ def test_batched_exact_match_equals_lm_evals_per_sample(options):
 
     from lm_eval.api.metrics import exact_match_hf_evaluate
 
-    from eval_pipeline.grading.rules import exact_match_scores
+    from eval_pipeline.scoring.rules import exact_match_scores
 
     rng = random.Random(7)
     alphabet = "aAbB 12,.$#!\n"
@@ -169,7 +176,7 @@ def test_batched_exact_match_equals_lm_evals_per_sample(options):
     ("", "7", {}, False), ("12.", "12", {}, True),
 ])
 def test_numeric_match_tolerates_formatting_and_its_tolerance(prediction, gold, options, expected):
-    from eval_pipeline.grading.rules import numeric_match
+    from eval_pipeline.scoring.rules import numeric_match
 
     assert numeric_match(prediction, gold, **options) is expected
 
@@ -180,13 +187,14 @@ def test_numeric_match_through_a_run(eval_home):
     from sqlalchemy import select
 
     from eval_pipeline import runs
-    from eval_pipeline.catalog import tables as t
-    from eval_pipeline.definitions import defs
     from eval_pipeline.errors import InvalidInput
-    from eval_pipeline.grading.partition import generation_docs
-    from eval_pipeline.grading.rules import numeric_match, parse_number
-    from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-    from eval_pipeline.tasks import set_metric_list
+    from eval_pipeline.grading.generated_docs import generation_docs
+    from eval_pipeline.orchestration.definitions import defs
+    from eval_pipeline.orchestration.job_names import GENERATION_JOB
+    from eval_pipeline.scoring.rules import numeric_match, parse_number
+    from eval_pipeline.service.launching import execute_in_process
+    from eval_pipeline.stores.catalog import tables as t
+    from eval_pipeline.suites.tasks import set_metric_list
 
     with eval_home.catalog.session() as s:
         task_id = s.scalar(select(t.Task.id).where(t.Task.name == "ev_gen_a"))

@@ -5,9 +5,10 @@ import json
 import pytest
 
 from eval_pipeline.errors import MalformedFile
-from eval_pipeline.harness.layout import ListedFile, pair_samples, sanitize_model_name
+from eval_pipeline.harness.layout import pair_samples, sanitize_model_name
 from eval_pipeline.harness.results import parse_results
 from eval_pipeline.harness.samples import iter_records, normalise, request_of
+from eval_pipeline.stores.sources import ListedFile
 
 
 def _results(real_fixtures, rel):
@@ -113,7 +114,7 @@ def test_pairing_across_the_hub_layout():
 
 
 def test_doc_ids_seen_once_dense_or_not():
-    from eval_pipeline.ingest import _DocIds
+    from eval_pipeline.historical.ingest import _DocIds
 
     ids = _DocIds()
     assert [ids.add(i) for i in (0, 7, 8, 0, 1 << 30, 1 << 30, -1, 8, 100_000)] == [

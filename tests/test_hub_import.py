@@ -3,12 +3,12 @@ import json
 from pathlib import Path
 
 import pytest
-
-from eval_pipeline.errors import NotFound, SourceAuthError
-from eval_pipeline.importing import import_results
 from helpers import generated_folder
 from helpers import run_cli as _cli
 from hub_server import HubRepo, HubServer
+
+from eval_pipeline.errors import NotFound, SourceAuthError
+from eval_pipeline.historical.importer import import_results
 
 TOKEN = "hf_caller_secret_7f3a9c"
 REPO = "evalteam/lm-eval-results"
@@ -100,9 +100,10 @@ def test_cli_import_leaves_the_token_nowhere(hub, tmp_path, monkeypatch):
         "eval.import", 2, hub.repos[REPO].first)
     assert TOKEN not in out.stdout + out.stderr
 
-    from eval_pipeline.catalog import Catalog
-    from eval_pipeline.lake import Lake
     from helpers import snapshot
+
+    from eval_pipeline.stores.catalog import Catalog
+    from eval_pipeline.stores.lake import Lake
 
     rows, _ = snapshot(Catalog(f"sqlite:///{home / 'catalog.db'}"), Lake(str(home / "lake")))
     assert TOKEN not in repr(rows)

@@ -2,13 +2,13 @@
 import json
 
 import pytest
+from helpers import corrupt_json, generated_folder, snapshot
 from sqlalchemy import func, select
 
-from eval_pipeline.catalog import tables as t
 from eval_pipeline.errors import InvalidInput, NotFound
-from eval_pipeline.importing import import_results
-from eval_pipeline.suites import get_suite
-from helpers import corrupt_json, generated_folder, snapshot
+from eval_pipeline.historical.importer import import_results
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.suites.versions import get_suite
 
 NEGOTIATION = "v0.4.13dev_negotiationtom/Qwen__Qwen3-8B/results_2026-07-08T16-04-34.219874.json"
 MASAKHANER = "v0.4.10dev_masakhaner/google__gemma-2b/results_2026-01-16T15-23-47.285735.json"
@@ -176,8 +176,8 @@ def test_changed_content_imports_only_what_changed(sqlite_catalog, lake, tmp_pat
 
 
 def test_recomputed_means_catch_a_wrong_aggregate(sqlite_catalog, lake, tmp_path):
-    from eval_pipeline.history import metrics_frame
-    from eval_pipeline.quality import check_agreement
+    from eval_pipeline.historical.reading import metrics_frame
+    from eval_pipeline.quality.checks import check_agreement
 
     root = generated_folder(tmp_path / "src", models=("o/m",))
     results = next((root / "o__m").glob("results_*.json"))
@@ -202,7 +202,7 @@ def test_same_prompts_from_another_model_reuse_the_task_version(sqlite_catalog, 
 def test_import_from_s3_into_an_s3_lake(sqlite_catalog, tmp_path, s3_endpoint, s3_bucket):
     import s3fs
 
-    from eval_pipeline.lake import Lake
+    from eval_pipeline.stores.lake import Lake
 
     root = generated_folder(tmp_path / "src")
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
@@ -226,7 +226,7 @@ def test_file_urls_read_like_folders(sqlite_catalog, lake, tmp_path):
 
 
 def test_an_import_that_brings_nothing_creates_no_suite(sqlite_catalog, lake, tmp_path):
-    from eval_pipeline.suites import list_suites
+    from eval_pipeline.suites.versions import list_suites
 
     (tmp_path / "src" / "m").mkdir(parents=True)
     (tmp_path / "src" / "m" / "results_2026-01-01T00-00-00.json").write_text("{not json")
@@ -238,7 +238,7 @@ def test_an_import_that_brings_nothing_creates_no_suite(sqlite_catalog, lake, tm
 def test_the_samples_check_catches_duplicates_missing_targets_and_non_finite_scores():
     import pandas as pd
 
-    from eval_pipeline.quality import check_samples
+    from eval_pipeline.quality.checks import check_samples
 
     good = pd.DataFrame({"run_id": ["r", "r"], "task": ["t", "t"], "doc_id": [0, 1], "filter": ["none"] * 2,
                          "target": ['"A"', '"B"'], "score_values": [[1.0], [0.0]]})

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from eval_pipeline.catalog import tables as t
 from eval_pipeline.harness.results import parse_results, results_mapping_problem
-from eval_pipeline.importing import import_results
+from eval_pipeline.historical.importer import import_results
+from eval_pipeline.stores.catalog import tables as t
 
 NEGOTIATION = Path("v0.4.13dev_negotiationtom/Qwen__Qwen3-8B")
 NEGOTIATION_TS = "2026-07-08T16-04-34.219874"

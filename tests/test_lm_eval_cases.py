@@ -10,29 +10,29 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import select
-
 from canned_openai import CannedOpenAI
-from eval_pipeline import runs
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.definitions import defs
-from eval_pipeline.importing import import_results
-from eval_pipeline.model_registry import add_model
-from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-from eval_pipeline.samples import list_samples
-from eval_pipeline.suites import suite_task_pins
-from eval_pipeline.tasks import list_tasks
-from lm_eval_cli import (aggregates, generations, grade_rows, grades, lls_by_doc, outputs_by_doc, task_id)
+from helpers import QUIET_RUN_CONFIG
+from lm_eval_cli import aggregates, generations, grade_rows, grades, lls_by_doc, outputs_by_doc, task_id
 from lm_eval_cli import lm_eval as _lm_eval
 from lm_eval_cli import task_folder as _task_folder
+from sqlalchemy import select
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+from eval_pipeline import runs
+from eval_pipeline.historical.importer import import_results
+from eval_pipeline.models.registry import add_model
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import GENERATION_JOB
+from eval_pipeline.results.samples import list_samples
+from eval_pipeline.service.launching import execute_in_process
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.suites.tasks import list_tasks
+from eval_pipeline.suites.versions import suite_task_pins
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    from eval_pipeline.runtime import open_runtime
-    from eval_pipeline.settings import Settings
+    from eval_pipeline.stores.runtime import open_runtime
+    from eval_pipeline.stores.settings import Settings
 
     for var in [v for v in os.environ if v.startswith(("EVAL_PIPELINE_", "DAGSTER_HOME"))]:
         monkeypatch.delenv(var)
@@ -63,7 +63,7 @@ def run_eval(rt, suite_id: str, models: list[str], tasks: list[str] | None = Non
         req["task_ids"] = [task_id(rt, name) for name in tasks]
     run = runs.create_run(rt.catalog, rt.lake, req)
     execute_in_process(dg.DagsterInstance.ephemeral(), rt.catalog, rt.lake, run["id"],
-                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                       defs.resolve_job_def(GENERATION_JOB), run_config=QUIET_RUN_CONFIG)
     return runs.get_run(rt.catalog, run["id"])
 
 

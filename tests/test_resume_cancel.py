@@ -9,14 +9,14 @@ import time
 import dagster as dg
 import pyarrow as pa
 import pytest
+from helpers import cli_command, cli_env, generated_folder, run_cli
 
 from eval_pipeline import runs
-from eval_pipeline.harness.synthetic import SyntheticTask
-from eval_pipeline.importing import import_results
-from eval_pipeline.model_registry import add_model
-from eval_pipeline.runtime import open_runtime
-from eval_pipeline.settings import Settings
-from helpers import cli_command, cli_env, generated_folder, run_cli
+from eval_pipeline.demo.synthetic import SyntheticTask
+from eval_pipeline.historical.importer import import_results
+from eval_pipeline.models.registry import add_model
+from eval_pipeline.stores.runtime import open_runtime
+from eval_pipeline.stores.settings import Settings
 
 DOCS, CHUNK = 1500, 100
 

@@ -5,15 +5,14 @@ import pytest
 from sqlalchemy import func, select
 
 from eval_pipeline import runs
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.definitions import defs
 from eval_pipeline.errors import Conflict, InvalidInput, NotFound
-from eval_pipeline.generation import engines
-from eval_pipeline.orchestration import GENERATION_JOB, RUN_TAG, execute_in_process
-from eval_pipeline.sensors import queued_runs
+from eval_pipeline.generation import backends as engines
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import GENERATION_JOB
+from eval_pipeline.orchestration.sensors import queued_runs
+from eval_pipeline.service.launching import RUN_TAG, execute_in_process
+from eval_pipeline.stores.catalog import tables as t
 from resources import CatalogResource
-
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 def _count(catalog, table) -> int:
@@ -82,7 +81,7 @@ def test_an_unregistered_model_folder_is_a_vllm_model(eval_home, tiny_model):
                                                               "models": [str(tiny_model)]})
     (part, *_) = runs.run_partitions(eval_home.catalog, run["id"])
     assert part.model == str(tiny_model) and "|" not in part.model_key and "/" not in part.model_key
-    from eval_pipeline.model_registry import resolve_model
+    from eval_pipeline.models.registry import resolve_model
 
     assert resolve_model(eval_home.catalog, str(tiny_model)).options.path == str(tiny_model.resolve())
 
@@ -95,14 +94,14 @@ def test_a_failed_request_registers_no_model_folder(eval_home, tiny_model):
     assert _count(eval_home.catalog, t.Model) == 1  # only `tiny`, registered by the fixture
 
 
-def test_a_model_that_cannot_load_fails_the_run_with_model_and_task(eval_home, tmp_path):
+def test_a_model_that_cannot_load_fails_the_run_with_model_and_task(eval_home, tmp_path, quiet_run_config):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": "not a number"}')
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": [str(broken)], "task_ids": [_task_ids(eval_home)["ev_gen_a"]]})
     (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
-                                   defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                                   defs.resolve_job_def(GENERATION_JOB), run_config=quiet_run_config)
     assert not result.success
     failed = runs.get_run(eval_home.catalog, run["id"])
     assert failed["status"] == "failed" and failed["failed_at"] is not None
@@ -114,7 +113,7 @@ def test_a_model_that_cannot_load_fails_the_run_with_model_and_task(eval_home, t
 
 
 @pytest.mark.parametrize("eval_home", ["sqlite", "postgresql"], indirect=True)
-def test_whole_run_through_dagster_loads_the_engine_once(eval_home):
+def test_whole_run_through_dagster_loads_the_engine_once(eval_home, quiet_run_config):
     engines.release_all()
     instance = dg.DagsterInstance.ephemeral()
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
@@ -123,7 +122,7 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home):
     assert run["status"] == "queued" and run["started_at"] is None
     results = execute_in_process(instance, eval_home.catalog, eval_home.lake,
                                  run["id"], defs.resolve_job_def(GENERATION_JOB),
-                                 run_config=QUIET)
+                                 run_config=quiet_run_config)
     assert len(results) == 1 and results[0].success  # one Dagster run: one model, one block of 4 tasks
 
     done = runs.get_run(eval_home.catalog, run["id"], partitions=True)
@@ -150,7 +149,7 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home):
         "suite_id": eval_home.suite_id, "models": ["tiny"], "generation": {"max_gen_toks": 6},
         "max_workflow_sample_activities": 100})
     execute_in_process(instance, eval_home.catalog, eval_home.lake, again["id"], defs.resolve_job_def(GENERATION_JOB),
-                       run_config=QUIET)
+                       run_config=quiet_run_config)
     mats = instance.fetch_materializations(dg.AssetKey("generations"), limit=4).records
     meta = [{k: v.value for k, v in m.asset_materialization.metadata.items()} for m in mats]
     assert all(m["eval_run_id"] == again["id"] for m in meta)
@@ -165,7 +164,7 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home):
         "task_ids": [_task_ids(eval_home)["ev_gen_a"]]})
     execute_in_process(instance, eval_home.catalog, eval_home.lake,
                        other_config["id"], defs.resolve_job_def(GENERATION_JOB),
-                       run_config=QUIET)
+                       run_config=quiet_run_config)
     mat = instance.fetch_materializations(dg.AssetKey("generations"), limit=1).records[0]
     assert mat.asset_materialization.metadata["generated"].value == 12  # another setting: no cache hit
 
@@ -201,18 +200,18 @@ def test_sensor_splits_non_contiguous_tasks(eval_home):
     assert {r.tags[RUN_TAG] for r in result.run_requests} == {run["id"]}
 
 
-def test_a_backfill_without_an_eval_run_records_one(eval_home):
+def test_a_backfill_without_an_eval_run_records_one(eval_home, quiet_run_config):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("model", ["tiny"])
     instance.add_dynamic_partitions("task", ["ev_gen_b"])
     result = defs.resolve_job_def(GENERATION_JOB).execute_in_process(
-        instance=instance, partition_key="tiny|ev_gen_b", run_config=QUIET)
+        instance=instance, partition_key="tiny|ev_gen_b", run_config=quiet_run_config)
     assert result.success
     (listed,) = runs.list_runs(eval_home.catalog)
     assert listed["status"] == "in_progress" and listed["models"] == ["tiny"]
     assert listed["request_counts"] == {"total": 10, "completed": 10, "failed": 0}
     assert listed["generation"] == {}  # the default generation config
-    from eval_pipeline.orchestration import after_dagster_run
+    from eval_pipeline.service.launching import after_dagster_run
 
     after_dagster_run(eval_home.catalog, eval_home.lake, listed["id"], True)  # what the run status sensor does
     assert runs.get_run(eval_home.catalog, listed["id"])["status"] == "completed"
@@ -230,7 +229,7 @@ def test_cancel_a_queued_run_and_list_pages(eval_home):
 
 
 def test_cancel_stops_the_runs_unstarted_dagster_runs(eval_home):
-    from eval_pipeline.orchestration import stop_dagster_runs
+    from eval_pipeline.service.launching import stop_dagster_runs
 
     instance = dg.DagsterInstance.ephemeral()
     run = runs.create_run(eval_home.catalog, eval_home.lake, {"suite_id": eval_home.suite_id, "models": ["tiny"]})
@@ -245,7 +244,7 @@ def test_cancel_stops_the_runs_unstarted_dagster_runs(eval_home):
 
 
 def test_a_dead_workers_partitions_are_released_so_cancel_settles(eval_home):
-    from eval_pipeline.orchestration import after_dagster_run
+    from eval_pipeline.service.launching import after_dagster_run
 
     ids = _task_ids(eval_home)
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
@@ -262,8 +261,8 @@ def test_a_dead_workers_partitions_are_released_so_cancel_settles(eval_home):
     assert {p["status"] for p in settled["partitions"]} == {"cancelled"}
 
 
-def test_a_dead_workers_partitions_are_resumed(eval_home):
-    from eval_pipeline.orchestration import after_dagster_run
+def test_a_dead_workers_partitions_are_resumed(eval_home, quiet_run_config):
+    from eval_pipeline.service.launching import after_dagster_run
 
     ids = _task_ids(eval_home)
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
@@ -276,11 +275,11 @@ def test_a_dead_workers_partitions_are_resumed(eval_home):
     assert failed["partitions"][0]["status"] == "pending"
     runs.resume_run(eval_home.catalog, run["id"])
     (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
-                                   defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                                   defs.resolve_job_def(GENERATION_JOB), run_config=quiet_run_config)
     assert result.success and runs.get_run(eval_home.catalog, run["id"])["status"] == "completed"
 
 
-def test_grades_of_a_run_recompute_from_its_generations(eval_home):
+def test_grades_of_a_run_recompute_from_its_generations(eval_home, quiet_run_config):
     """The generation job also grades: multiple choice from the stored logprobs (recomputed here by
     hand), generations by exact match against the imported targets."""
     import pyarrow as pa
@@ -294,7 +293,7 @@ def test_grades_of_a_run_recompute_from_its_generations(eval_home):
     instance = dg.DagsterInstance.ephemeral()
     (result,) = execute_in_process(instance, eval_home.catalog, eval_home.lake,
                                    run["id"], defs.resolve_job_def(GENERATION_JOB),
-                                   run_config=QUIET)
+                                   run_config=quiet_run_config)
     assert result.success
     mats = instance.fetch_materializations(dg.AssetKey("grades"), limit=10).records
     assert {m.partition_key for m in mats} == {"tiny|ev_mc_a", "tiny|ev_gen_a"}
@@ -330,7 +329,7 @@ def _inputs(rt, task_id):
                         .where(t.TaskVersion.task_id == task_id))
 
 
-def test_a_completed_run_carries_metrics_with_error_bars(eval_home):
+def test_a_completed_run_carries_metrics_with_error_bars(eval_home, quiet_run_config):
     import math
     import statistics
 
@@ -339,7 +338,7 @@ def test_a_completed_run_carries_metrics_with_error_bars(eval_home):
         "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_mc_a"], ids["ev_gen_b"]],
         "generation": {"max_gen_toks": 4}})
     (result,) = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
-                                   defs.resolve_job_def(GENERATION_JOB), run_config=QUIET)
+                                   defs.resolve_job_def(GENERATION_JOB), run_config=quiet_run_config)
     assert result.success
     done = runs.get_run(eval_home.catalog, run["id"])
     assert done["status"] == "completed"

@@ -8,23 +8,23 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-
-from eval_pipeline import runs
-from eval_pipeline.definitions import defs
-from eval_pipeline.generation.engines import backend_for
-from eval_pipeline.generation.requests import GenRequest
-from eval_pipeline.generation.tokens import Tokenization, Unservable
-from eval_pipeline.importing import import_results
-from eval_pipeline.model_registry import Model, OpenAIOptions, add_model
-from eval_pipeline.orchestration import GENERATION_JOB, execute_in_process
-from eval_pipeline.quality import check_grades, check_metrics
-from eval_pipeline.report import markdown
-from eval_pipeline.samples import list_samples
-from eval_pipeline.suites import get_suite_version
-from eval_pipeline.tasks import list_tasks
 from openai_server import FlakyOpenAI
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+from eval_pipeline import runs
+from eval_pipeline.generation.backends import backend_for
+from eval_pipeline.generation.requests import GenRequest
+from eval_pipeline.generation.tokens import Tokenization, Unservable
+from eval_pipeline.historical.importer import import_results
+from eval_pipeline.models.registry import Model, OpenAIOptions, add_model
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import GENERATION_JOB
+from eval_pipeline.quality.checks import check_grades, check_metrics
+from eval_pipeline.results.report import markdown
+from eval_pipeline.results.samples import list_samples
+from eval_pipeline.service.launching import execute_in_process
+from eval_pipeline.suites.tasks import list_tasks
+from eval_pipeline.suites.versions import get_suite_version
+
 WORDS = ["red", "blue", "green"]
 
 
@@ -75,7 +75,7 @@ def kinds_home(eval_home, tmp_path):
     return eval_home
 
 
-def test_a_task_no_rule_grades_is_refused_everywhere_and_the_run_completes(kinds_home):
+def test_a_task_no_rule_grades_is_refused_everywhere_and_the_run_completes(kinds_home, quiet_run_config):
     home = kinds_home
     # decided at import, before any run
     gradability = {t["name"]: t["gradability"] for t in list_tasks(home.catalog) if t["name"].startswith("kinds")}
@@ -89,7 +89,7 @@ def test_a_task_no_rule_grades_is_refused_everywhere_and_the_run_completes(kinds
     instance = dg.DagsterInstance.ephemeral()
     run = runs.create_run(home.catalog, home.lake, {"suite_id": home.kinds_suite, "models": ["tiny"]})
     execute_in_process(instance, home.catalog, home.lake, run["id"], defs.resolve_job_def(GENERATION_JOB),
-                       run_config=QUIET)
+                       run_config=quiet_run_config)
     run = runs.get_run(home.catalog, run["id"], partitions=True)
     assert run["status"] == "completed", run["error"]
     reason = gradability["kinds_custom"]["reason"]
@@ -128,7 +128,7 @@ def _task_id(run: dict, home, name: str) -> str:
     return next(t["id"] for t in list_tasks(home.catalog) if t["name"] == name)
 
 
-def test_what_ran_is_recorded_with_each_partition(eval_home, tiny_model):
+def test_what_ran_is_recorded_with_each_partition(eval_home, tiny_model, quiet_run_config):
     """vLLM's auto dtype downcasts the float32 checkpoint (lm-eval's hf backend would not): the partition
     says so, in the run, the samples, the report and the Dagster metadata."""
     add_model(eval_home.catalog, "tiny-auto", {"backend": "vllm", "path": str(tiny_model), "max_model_len": 256})
@@ -138,7 +138,7 @@ def test_what_ran_is_recorded_with_each_partition(eval_home, tiny_model):
         "suite_id": eval_home.suite_id, "models": ["tiny-auto"], "task_ids": [task], "max_samples_per_task": 2,
         "generation": {"max_gen_toks": 4}})
     execute_in_process(instance, eval_home.catalog, eval_home.lake, run["id"], defs.resolve_job_def(GENERATION_JOB),
-                       run_config=QUIET)
+                       run_config=quiet_run_config)
     run = runs.get_run(eval_home.catalog, run["id"], partitions=True)
     assert run["status"] == "completed", run["error"]
     (part,) = run["partitions"]
@@ -212,7 +212,7 @@ def test_malformed_configs_are_bad_input_naming_the_field(tmp_path, sqlite_catal
 
 
 def test_gradability_sees_python_wherever_lm_eval_writes_it():
-    from eval_pipeline.grading.gradability import decide
+    from eval_pipeline.scoring.gradability import decide
 
     # no config kept (a legacy file, a bare results mapping): the registry says truthfulqa_mc2 is Python-scored
     assert decide("truthfulqa_mc2", "multiple_choice", {}, ["acc"]).status == "lm-eval-registry"
@@ -226,8 +226,8 @@ def test_gradability_sees_python_wherever_lm_eval_writes_it():
 def test_edge_inputs_get_lm_evals_answer_or_a_reason(tiny_model):
     from transformers import AutoTokenizer
 
-    from eval_pipeline.grading.rules import TaskRules, multiple_choice_scores
     from eval_pipeline.harness.results import results_mapping_problem
+    from eval_pipeline.scoring.rules import TaskRules, multiple_choice_scores
 
     rules = TaskRules("multiple_choice", [{"metric": "acc"}, {"metric": "acc_norm"}, {"metric": "acc_bytes"}])
     # an empty choice: lm-eval divides with numpy (-inf), it does not fail

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from eval_pipeline.generation.engines import backend_for
+from eval_pipeline.generation.backends import backend_for
 from eval_pipeline.generation.requests import GenRequest, effective_params
-from eval_pipeline.model_registry import Model, VllmOptions
+from eval_pipeline.models.registry import Model, VllmOptions
 
 PROMPTS = ["Question: What is 2 + 2? Answer:", "The quick brown fox", "A tiny model", "0123",
            "Question: What is the capital of France?", "user assistant", "lazy dog.", "Think step by step."]

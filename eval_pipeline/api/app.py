@@ -8,23 +8,30 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 import dagster  # noqa: F401  (imported before the app serves: its import is slow and not thread-friendly)
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from eval_pipeline.api_keys import Principal, authenticate
-from eval_pipeline.errors import (Conflict, EvalPipelineError, InvalidInput, MalformedFile, NotFound,
-                                  SourceAuthError, SourceUnavailable)
-from eval_pipeline.runtime import Runtime
+from eval_pipeline.api import mka1, qianfan, zstack
+from eval_pipeline.api.common import Unauthorized
+from eval_pipeline.errors import (
+    Conflict,
+    EvalPipelineError,
+    InvalidInput,
+    MalformedFile,
+    NotFound,
+    SourceAuthError,
+    SourceUnavailable,
+)
+from eval_pipeline.orchestration.worker import Worker
+from eval_pipeline.service import Runtime
 
 FILES_PREFIX = "/api/v1/llm/files"
+
+
 # A source that cannot be reached is the one 5xx (503: retrying may help); bad input never is.
 STATUS = {InvalidInput: 400, SourceAuthError: 400, MalformedFile: 400, NotFound: 404, Conflict: 409,
           SourceUnavailable: 503}
-
-
-class Unauthorized(EvalPipelineError):
-    code = "unauthorized"
 
 
 def error_body(code: str, message: str, details=None) -> dict:
@@ -33,14 +40,10 @@ def error_body(code: str, message: str, details=None) -> dict:
 
 def create_app(runtime: Runtime, *, execute: bool = False, worker_interval: float = 2.0) -> FastAPI:
     """The service; with `execute`, its own worker runs queued eval runs and exports (no daemon)."""
-    from eval_pipeline.api import mka1, qianfan, zstack
-
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker = None
         if execute:
-            from eval_pipeline.worker import Worker
-
             worker = Worker(runtime, worker_interval).start()
         yield
         if worker is not None:
@@ -78,16 +81,3 @@ def create_app(runtime: Runtime, *, execute: bool = False, worker_interval: floa
     app.include_router(zstack.router)
     return app
 
-
-def principal(request: Request) -> Principal:
-    """The caller, from `Authorization: Bearer <key>`; X-On-Behalf-Of names the user it acts for."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    found = authenticate(request.app.state.runtime.catalog, key.strip() if scheme.lower() == "bearer" else None,
-                         request.headers.get("x-on-behalf-of") or None)
-    if found is None:
-        raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
-    return found
-
-
-Caller = Depends(principal)

@@ -3,45 +3,28 @@
 last_id}."""
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from eval_pipeline import runs
-from eval_pipeline.api.app import Caller
-from eval_pipeline.api_keys import Principal
+from eval_pipeline import service
+from eval_pipeline.api.common import Caller, json_body, page
 from eval_pipeline.errors import InvalidInput
+from eval_pipeline.service import Principal
 
 router = APIRouter(prefix="/api/v1/llm/evals", tags=["evals"])
+
+
 RunStatus = Literal["queued", "in_progress", "finalizing", "completed", "failed", "cancelling", "cancelled"]
-
-
-async def json_body(request: Request) -> dict:
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidInput("body", f"is not JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("body", "must be a JSON object")
-    return body
-
-
-def page(items: list[dict], limit: int) -> dict:
-    data = items[:limit]
-    return {"object": "list", "data": data, "has_more": len(items) > limit,
-            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
 
 
 @router.post("/runs")
 async def create_run(request: Request, caller: Principal = Caller) -> dict:
     """Create an eval run (queued for the sensor). An `Idempotency-Key` makes a repeat return the first."""
-    rt = request.app.state.runtime
-    return runs.create_run(rt.catalog, rt.lake, await json_body(request), origin="api", org_id=caller.org_id,
-                           team_id=caller.team_id, created_by=caller.user,
-                           idempotency_key=request.headers.get("idempotency-key") or None)
+    return service.create_run(request.app.state.runtime, await json_body(request), origin="api",
+                              org_id=caller.org_id, team_id=caller.team_id, created_by=caller.user,
+                              idempotency_key=request.headers.get("idempotency-key") or None)
 
 
 MAX_INT32 = 2 ** 31 - 1  # version columns are 32-bit integers: a larger number names no version
@@ -54,7 +37,7 @@ def list_runs(request: Request, after: str | None = None, limit: int = Query(20,
               caller: Principal = Caller) -> dict:
     if owned_only and not caller.user:
         raise InvalidInput("owned_only", "needs X-On-Behalf-Of naming the user whose runs to list")
-    items = runs.list_runs(request.app.state.runtime.catalog, status=status, suite_id=suite_id, limit=limit + 1,
+    items = service.list_runs(request.app.state.runtime, status=status, suite_id=suite_id, limit=limit + 1,
                            after=after, org_id=caller.org_id, suite_version=suite_version,
                            created_by=caller.user if owned_only else None)
     return page(items, limit)
@@ -62,26 +45,18 @@ def list_runs(request: Request, after: str | None = None, limit: int = Query(20,
 
 @router.get("/runs/{run_id}")
 def get_run(request: Request, run_id: str, caller: Principal = Caller) -> dict:
-    return runs.get_run(request.app.state.runtime.catalog, run_id, org_id=caller.org_id)
+    return service.get_run(request.app.state.runtime, run_id, org_id=caller.org_id)
 
 
 @router.post("/runs/{run_id}/cancel")
 def cancel_run(request: Request, run_id: str, caller: Principal = Caller) -> dict:
-    from eval_pipeline.runtime import dagster_instance
-    from eval_pipeline.orchestration import stop_dagster_runs
-
-    rt = request.app.state.runtime
-    run = runs.cancel_run(rt.catalog, run_id, org_id=caller.org_id)
-    stop_dagster_runs(dagster_instance(rt), run_id)
-    return run
+    return service.cancel_run(request.app.state.runtime, run_id, org_id=caller.org_id)
 
 
 @router.post("/imports/huggingface-results")
 async def import_historical_results(request: Request, caller: Principal = Caller) -> dict:
     """Import lm-eval results from a Hugging Face dataset repo with the caller's own token (required,
     used for this call only: never stored, logged or replaced by a server-side token)."""
-    from eval_pipeline.importing import import_results
-
     token = request.headers.get("x-huggingface-token")
     if not token:
         raise InvalidInput("X-HuggingFace-Token", "header is required: the caller's Hugging Face token")
@@ -89,14 +64,8 @@ async def import_historical_results(request: Request, caller: Principal = Caller
     source = body.get("source")
     if isinstance(source, dict) and source.get("type", "huggingface") != "huggingface":
         raise InvalidInput("source.type", "must be huggingface over the API")
-    rt = request.app.state.runtime
-    result = import_results(rt.catalog, rt.lake, body, hub_token=token, s3_endpoint_url=rt.settings.s3_endpoint_url,
-                            org_id=caller.org_id, team_id=caller.team_id, created_by=caller.user)
-    if not result.dry_run:
-        from eval_pipeline.lineage import report_import
-        from eval_pipeline.runtime import dagster_instance
-
-        report_import(dagster_instance(rt), result)
+    result = service.import_historical(request.app.state.runtime, body, hub_token=token, org_id=caller.org_id,
+                                       team_id=caller.team_id, created_by=caller.user)
     out = result.to_dict()
     if out["suite_id"] is None:  # a dry run into a suite not created yet: the SDK's model wants a string
         out["suite_id"] = ""
@@ -106,12 +75,10 @@ async def import_historical_results(request: Request, caller: Principal = Caller
 @router.get("/suites")
 def list_suites(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
                 owned_only: bool = False, caller: Principal = Caller) -> dict:
-    from eval_pipeline.suites import list_suites as core_list
-
     if owned_only and not caller.user:
         raise InvalidInput("owned_only", "needs X-On-Behalf-Of naming the user whose suites to list")
-    items = core_list(request.app.state.runtime.catalog, org_id=caller.org_id, after=after, limit=limit + 1,
-                      created_by=caller.user if owned_only else None)
+    items = service.list_suites(request.app.state.runtime, org_id=caller.org_id, after=after, limit=limit + 1,
+                                created_by=caller.user if owned_only else None)
     return page(items, limit)
 
 
@@ -119,62 +86,32 @@ def list_suites(request: Request, after: str | None = None, limit: int = Query(2
 async def create_suite(request: Request, caller: Principal = Caller) -> dict:
     """A suite from a manifest of tasks whose datasets are Hub dataset repos (an `X-HuggingFace-Token`
     header, if sent, reads private ones, for this call only)."""
-    from eval_pipeline.manifest_suites import create_suite as core_create
-
-    rt = request.app.state.runtime
-    suite = core_create(rt.catalog, rt.lake, await json_body(request), org_id=caller.org_id,
-                        team_id=caller.team_id, created_by=caller.user,
-                        hub_token=request.headers.get("x-huggingface-token") or None)
-    _report_suite_version(rt, suite["id"], suite["latest_version"])
-    return suite
+    return service.create_suite(request.app.state.runtime, await json_body(request), org_id=caller.org_id,
+                                team_id=caller.team_id, created_by=caller.user,
+                                hub_token=request.headers.get("x-huggingface-token") or None)
 
 
 @router.delete("/suites/{suite_id}")
 def delete_suite(request: Request, suite_id: str, caller: Principal = Caller) -> dict:
-    from eval_pipeline.manifest_suites import delete_suite as core_delete
-    from eval_pipeline.partitions import suite_partitions_def
-    from eval_pipeline.runtime import dagster_instance
-
-    rt = request.app.state.runtime
-    deleted = core_delete(rt.catalog, rt.lake, suite_id, org_id=caller.org_id)
-    instance = dagster_instance(rt)
-    if instance.has_dynamic_partition(suite_partitions_def.name, suite_id):
-        instance.delete_dynamic_partition(suite_partitions_def.name, suite_id)
-    return deleted
+    return service.delete_suite(request.app.state.runtime, suite_id, org_id=caller.org_id)
 
 
 @router.post("/suites/{suite_id}/versions")
 async def create_suite_version(request: Request, suite_id: str, caller: Principal = Caller) -> dict:
-    from eval_pipeline.manifest_suites import create_suite_version as core_create
-
-    rt = request.app.state.runtime
-    version = core_create(rt.catalog, rt.lake, suite_id, await json_body(request), org_id=caller.org_id,
-                          created_by=caller.user, hub_token=request.headers.get("x-huggingface-token") or None)
-    _report_suite_version(rt, suite_id, version["version"])
-    return version
-
-
-def _report_suite_version(rt, suite_id: str, version: int) -> None:
-    """The new version as a runless materialization of `suite_versions`, so the UI shows it."""
-    from eval_pipeline.lineage import report_suite_version
-    from eval_pipeline.runtime import dagster_instance
-
-    report_suite_version(dagster_instance(rt), suite_id, version, None)
+    return service.create_suite_version(request.app.state.runtime, suite_id, await json_body(request),
+                                        org_id=caller.org_id, created_by=caller.user,
+                                        hub_token=request.headers.get("x-huggingface-token") or None)
 
 
 @router.get("/suites/{suite_id}")
 def get_suite(request: Request, suite_id: str, caller: Principal = Caller) -> dict:
-    from eval_pipeline.suites import get_suite as core_get
-
-    return core_get(request.app.state.runtime.catalog, suite_id, org_id=caller.org_id, versions=False)
+    return service.get_suite(request.app.state.runtime, suite_id, org_id=caller.org_id, versions_too=False)
 
 
 @router.get("/suites/{suite_id}/versions")
 def list_suite_versions(request: Request, suite_id: str, after: str | None = None,
                         limit: int = Query(20, ge=1, le=100), caller: Principal = Caller) -> dict:
-    from eval_pipeline.suites import get_suite as core_get
-
-    versions = core_get(request.app.state.runtime.catalog, suite_id, org_id=caller.org_id)["versions"]
+    versions = service.get_suite(request.app.state.runtime, suite_id, org_id=caller.org_id)["versions"]
     if after:
         ids_ = [v["id"] for v in versions]
         if after not in ids_:
@@ -186,29 +123,23 @@ def list_suite_versions(request: Request, suite_id: str, after: str | None = Non
 @router.get("/suites/{suite_id}/versions/{version}")
 def get_suite_version(request: Request, suite_id: str, version: int = Path(ge=1, le=MAX_INT32),
                       caller: Principal = Caller) -> dict:
-    from eval_pipeline.suites import get_suite_version as core_get
-
-    return core_get(request.app.state.runtime.catalog, suite_id, version, org_id=caller.org_id)
+    return service.get_suite_version(request.app.state.runtime, suite_id, version, org_id=caller.org_id)
 
 
 @router.delete("/runs/{run_id}")
 def delete_run(request: Request, run_id: str, caller: Principal = Caller) -> dict:
-    rt = request.app.state.runtime
-    return runs.delete_run(rt.catalog, rt.lake, run_id, org_id=caller.org_id)
+    return service.delete_run(request.app.state.runtime, run_id, org_id=caller.org_id)
 
 
 @router.post("/runs/{run_id}/retry")
 def retry_run(request: Request, run_id: str, caller: Principal = Caller) -> dict:
-    return runs.retry_run(request.app.state.runtime.catalog, run_id, org_id=caller.org_id)
+    return service.retry_run(request.app.state.runtime, run_id, org_id=caller.org_id)
 
 
 @router.post("/runs/{run_id}/rerun-failed")
 def rerun_failed(request: Request, run_id: str, caller: Principal = Caller) -> dict:
     """Queue a finished run again for its failed samples only (409 when it has none)."""
-    from eval_pipeline.rerun import rerun_failed as core_rerun
-
-    rt = request.app.state.runtime
-    return core_rerun(rt.catalog, rt.lake, run_id, org_id=caller.org_id)
+    return service.rerun_failed(request.app.state.runtime, run_id, org_id=caller.org_id)
 
 
 @router.get("/runs/{run_id}/overview")
@@ -216,15 +147,12 @@ def get_overview(request: Request, run_id: str, metric: str = Query("reward", mi
                  caller: Principal = Caller) -> dict:
     """One score (`metric`: "reward" means each model and task's first metric; else a metric name),
     the sample counts and tokens."""
-    from eval_pipeline.run_overview import run_overview
-
-    rt = request.app.state.runtime
-    return run_overview(rt.catalog, rt.lake, run_id, metric=metric, org_id=caller.org_id)
+    return service.run_overview(request.app.state.runtime, run_id, metric=metric, org_id=caller.org_id)
 
 
 @router.get("/runs/{run_id}/artifacts")
 def get_artifacts(request: Request, run_id: str, caller: Principal = Caller) -> dict:
-    return runs.run_artifacts(request.app.state.runtime.catalog, run_id, org_id=caller.org_id)
+    return service.run_artifacts(request.app.state.runtime, run_id, org_id=caller.org_id)
 
 
 @router.get("/runs/{run_id}/samples")
@@ -233,15 +161,13 @@ def list_samples(request: Request, run_id: str, after: str | None = None, limit:
                  score_metric: str | None = None, score_min: float | None = None, score_max: float | None = None,
                  include_dataset_row: bool = True, include_reasoning: bool = False,
                  sample_index: str | None = None, caller: Principal = Caller) -> dict:
-    from eval_pipeline.samples import list_samples as core_list
-
     if sample_index is not None and not sample_index.isdigit():  # the SDK sends it as a string
         raise InvalidInput("sample_index", "must be a non-negative integer")
-    rt = request.app.state.runtime
-    data, more = core_list(rt.catalog, rt.lake, run_id, org_id=caller.org_id, after=after, limit=limit,
-                           task_id=task_id, model=model, status=status, score_metric=score_metric,
-                           score_min=score_min, score_max=score_max, include_dataset_row=include_dataset_row,
-                           sample_index=int(sample_index) if sample_index is not None else None)
+    data, more = service.list_samples(request.app.state.runtime, run_id, org_id=caller.org_id, after=after,
+                                      limit=limit, task_id=task_id, model=model, status=status,
+                                      score_metric=score_metric, score_min=score_min, score_max=score_max,
+                                      include_dataset_row=include_dataset_row,
+                                      sample_index=int(sample_index) if sample_index is not None else None)
     return {"object": "list", "data": data, "has_more": more, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None}
 
@@ -251,15 +177,13 @@ async def grade_sample(request: Request, run_id: str, sample_index: int, caller:
     """A person's grade (score 0-1, rationale) of one generated sample of a manual task, `{"model",
     "task_id", "score", "rationale"?}`; the grader is X-On-Behalf-Of unless the body names one. The last
     grade of a run completes it; a later one corrects and refreshes its metrics."""
-    from eval_pipeline.grading.human import submit_human_grade
-
     rt = request.app.state.runtime
-    runs.get_run(rt.catalog, run_id, org_id=caller.org_id)  # another org's run is 404
+    service.get_run(rt, run_id, org_id=caller.org_id)  # another org's run is 404
     body = await json_body(request)
     if "doc_id" in body and body["doc_id"] != sample_index:
         raise InvalidInput("doc_id", "must match the sample index of the path (or be left out)")
     body = {"grader": caller.user, **body, "doc_id": sample_index}
-    return submit_human_grade(rt.catalog, rt.lake, run_id, body)
+    return service.grade_sample(rt, run_id, body)
 
 
 files_router = APIRouter(prefix="/api/v1/llm/files", tags=["files"])
@@ -268,16 +192,12 @@ files_router = APIRouter(prefix="/api/v1/llm/files", tags=["files"])
 @files_router.get("/{file_id}")
 def get_file(request: Request, file_id: str, caller: Principal = Caller) -> dict:
     """A run artifact, a suite's task inputs or a system-storage export file the caller's org owns."""
-    from eval_pipeline.file_access import get_file as core_get
-
-    return core_get(request.app.state.runtime.catalog, file_id, org_id=caller.org_id)
+    return service.get_file(request.app.state.runtime, file_id, org_id=caller.org_id)
 
 
 @files_router.get("/{file_id}/content")
 def get_file_content(request: Request, file_id: str, caller: Principal = Caller) -> StreamingResponse:
-    from eval_pipeline.file_access import file_content
-
-    rt = request.app.state.runtime
-    pieces, media, name = file_content(rt.catalog, rt.lake, file_id, org_id=caller.org_id)
+    pieces, media, name = service.file_content(request.app.state.runtime, file_id, org_id=caller.org_id)
     return StreamingResponse(pieces, media_type=media,
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
+

@@ -15,15 +15,12 @@ import urllib.parse
 import uuid
 from datetime import datetime, timezone
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, tuple_
 
-from eval_pipeline import exports, runs
-from eval_pipeline.api_keys import Principal, authenticate, master_secret, secret_key_for
-from eval_pipeline.catalog import tables as t
+from eval_pipeline import service
 from eval_pipeline.errors import Conflict, EvalPipelineError, InvalidInput, NotFound
+from eval_pipeline.service import EXPORT_FORMATS, Principal, RunSummary
 
 router = APIRouter(tags=["qianfan"])
 MAX_SKEW = 300  # seconds a signature's date may lie ahead of or behind this server's clock
@@ -33,6 +30,8 @@ RUN_STATES = {"queued": "Pending", "in_progress": "Running", "finalizing": "Runn
 
 
 class QianfanError(Exception):
+    """An answer in Qianfan's error envelope: HTTP status, code and message."""
+
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
@@ -66,11 +65,11 @@ def _caller(request: Request) -> Principal:
     if abs(time.time() - signed_at) > MAX_SKEW or time.time() > signed_at + expires_in:
         raise QianfanError(401, "RequestExpired", "the signature's x-bce-date is stale")
     rt = request.app.state.runtime
-    caller = authenticate(rt.catalog, ak, kind="aksk")
+    caller = service.authenticate(rt, ak, kind="aksk")
     signed = [h for h in signed_list.split(";") if h]
     if caller is None or any(h not in request.headers for h in signed) or "host" not in signed:
         raise QianfanError(401, "AccessDenied", "unknown access key or unsigned host")
-    expected = bce_signature(secret_key_for(master_secret(rt.settings.home), ak),
+    expected = bce_signature(service.aksk_secret(rt, ak),
                              f"bce-auth-v1/{ak}/{stamp}/{expires}", request.method, request.url.path,
                              dict(request.query_params), {h: request.headers[h] for h in signed}, signed)
     if not hmac.compare_digest(expected, signature):
@@ -111,40 +110,14 @@ def _required(params: dict, name: str) -> str:
     return value
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _task_item(run: t.Run) -> dict:
+def _task_item(run: RunSummary) -> dict:
     return {"taskId": run.id, "taskName": run.name or run.id, "evalType": run.eval_type, "evalMode": run.eval_mode,
             "description": run.description or "",
             "createTime": datetime.fromtimestamp(run.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
 
 
-TRIGRAM_CAP = 2000  # more candidates than this: scanning the listing index in order is cheaper
-
-
-def _trigram_candidates(key_filter: str, union: str, limit: str = ""):
-    """Run ids from SQLite's trigram table (migration 0011). FTS5 only uses its index for a LIKE without
-    ESCAPE, so the filter goes in unescaped: a `%` or `_` in it can only widen the candidates, and the
-    escaped LIKEs of the listing keep its answer exact."""
-    return (sa.text(f"SELECT id FROM eval_runs_search WHERE search_text LIKE :fuzzy "
-                    f"{union} SELECT id FROM eval_runs_search WHERE model_list LIKE :model {limit}")
-            .bindparams(fuzzy=f"%{key_filter.lower()}%", model=f"%|{key_filter}|%")
-            .columns(sa.column("id", sa.String)))
-
-
-def _few_trigram_candidates(rt, s, key_filter: str) -> bool:
-    """Whether the trigram table exists, can serve this filter (3+ characters) and finds few runs."""
-    if len(key_filter) < 3 or not rt.catalog.has_table("eval_runs_search"):
-        return False
-    probe = _trigram_candidates(key_filter, "UNION ALL", f"LIMIT {TRIGRAM_CAP + 1}").subquery("probe")
-    return s.scalar(select(sa.func.count()).select_from(probe)) <= TRIGRAM_CAP
-
-
 def describe_eval_tasks(rt, caller: Principal, params: dict) -> dict:
-    """One indexed query: the org's runs of the type, filtered, from the marker on, one row more than
-    the page to know whether it is truncated."""
+    """The org's runs of the type, filtered, from the marker on; the page says whether more follow."""
     eval_type = params.get("evalType")
     if eval_type not in ("manual", "auto"):
         raise InvalidInput("evalType", "is required: manual or auto")
@@ -156,36 +129,16 @@ def describe_eval_tasks(rt, caller: Principal, params: dict) -> dict:
     if not isinstance(key_filter, str):
         raise InvalidInput("keyFilter", "must be a string")
     marker = params.get("marker") or ""
-    reverse = bool(params.get("pageReverse", False))
-    with rt.catalog.session() as s:
-        q = select(t.Run)
-        if key_filter and _few_trigram_candidates(rt, s, key_filter):
-            found = _trigram_candidates(key_filter, "UNION").subquery("found")
-            q = select(t.Run).select_from(found).join(t.Run, t.Run.id == found.c.id)  # the few found first
-        q = q.where(t.Run.org_id == caller.org_id, t.Run.eval_type == eval_type)
-        if key_filter:
-            # fuzzy on name and id, exact on a model: two plain LIKEs on columns runs.py keeps
-            q = q.where(t.Run.search_text.like(f"%{_escape_like(key_filter.lower())}%", escape="\\")
-                        | t.Run.model_list.like(f"%|{_escape_like(key_filter)}|%", escape="\\"))
-        if marker:
-            anchor = s.get(t.Run, marker)
-            if anchor is None or anchor.org_id != caller.org_id:
-                raise InvalidInput("marker", "is not a position of this listing")
-            position = tuple_(t.Run.created_ns, t.Run.id)
-            q = q.where(position <= (anchor.created_ns, anchor.id) if reverse
-                        else position >= (anchor.created_ns, anchor.id))
-        order = (t.Run.created_ns.desc(), t.Run.id.desc()) if reverse else (t.Run.created_ns, t.Run.id)
-        rows = list(s.scalars(q.order_by(*order).limit(max_keys + 1)))
-        more = len(rows) > max_keys
-        return {"evalTaskList": [_task_item(r) for r in rows[:max_keys]],
-                "pageInfo": {"marker": marker, "maxKeys": max_keys, "isTruncated": more,
-                             "nextMarker": rows[max_keys].id if more else ""}}
+    found = service.search_runs(rt, org_id=caller.org_id, eval_type=eval_type, key_filter=key_filter,
+                                marker=marker, reverse=bool(params.get("pageReverse", False)), limit=max_keys)
+    return {"evalTaskList": [_task_item(r) for r in found.runs],
+            "pageInfo": {"marker": marker, "maxKeys": max_keys, "isTruncated": bool(found.next_marker),
+                         "nextMarker": found.next_marker}}
 
 
 def describe_eval_task(rt, caller: Principal, params: dict) -> dict:
-    run = runs.get_run(rt.catalog, _required(params, "taskId"), org_id=caller.org_id)
-    with rt.catalog.session() as s:
-        item = _task_item(s.get(t.Run, run["id"]))
+    run = service.get_run(rt, _required(params, "taskId"), org_id=caller.org_id)
+    item = _task_item(service.run_summary(rt, run["id"]))
     counts = run["request_counts"]
     return item | {"state": RUN_STATES[run["status"]], "models": run["models"], "metrics": run["metrics"],
                    "progress": round(100 * (counts["completed"] + counts["failed"]) / counts["total"])
@@ -193,19 +146,19 @@ def describe_eval_task(rt, caller: Principal, params: dict) -> dict:
 
 
 def stop_eval_task(rt, caller: Principal, params: dict) -> dict:
-    run = runs.cancel_run(rt.catalog, _required(params, "taskId"), org_id=caller.org_id)
+    run = service.cancel_run(rt, _required(params, "taskId"), org_id=caller.org_id)
     return {"taskId": run["id"], "state": RUN_STATES[run["status"]]}
 
 
 def create_export_task(rt, caller: Principal, params: dict) -> dict:
     eval_id = _required(params, "evalId")
-    runs.get_run(rt.catalog, eval_id, org_id=caller.org_id)  # another org's run is not found
+    service.get_run(rt, eval_id, org_id=caller.org_id)  # another org's run is not found
     storage = params.get("storageType", "sysStorage")
     if storage not in ("BOS", "sysStorage"):
         raise InvalidInput("storageType", "must be BOS or sysStorage")
     fmt = params.get("exportFormat", "bundle")
-    if fmt not in exports.FORMATS:
-        raise InvalidInput("exportFormat", f"must be one of {', '.join(exports.FORMATS)} (lm-eval: the run as "
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInput("exportFormat", f"must be one of {', '.join(EXPORT_FORMATS)} (lm-eval: the run as "
                                            "lm-eval 0.4.13's results and samples files)")
     content = params.get("exportContent")
     body = {"run_id": eval_id, "bucket": params.get("bucket"), "format": fmt,
@@ -217,14 +170,14 @@ def create_export_task(rt, caller: Principal, params: dict) -> dict:
             raise InvalidInput("exportContent", "is only for exportFormat bundle: an lm-eval export holds lm-eval's "
                                                 "own results and samples files")
         body["content"] = content
-    export = exports.create_export(rt.catalog, body)
+    export = service.create_export(rt, body)
     # queued: the `queued_export_tasks` sensor, or the server's own worker (`serve --execute`), runs it
     return {"taskId": export["id"]}
 
 
 def describe_export_task(rt, caller: Principal, params: dict) -> dict:
-    export = exports.get_export(rt.catalog, _required(params, "taskId"))
-    runs.get_run(rt.catalog, export["run_id"], org_id=caller.org_id)
+    export = service.get_export(rt, _required(params, "taskId"))
+    service.get_run(rt, export["run_id"], org_id=caller.org_id)
     return {"taskId": export["id"], "evalId": export["run_id"], "state": STATES[export["status"]],
             "storageType": "BOS" if export["storage_type"] == "object" else "sysStorage",
             "bucket": export["bucket"], "exportContent": export["content"], "exportFormat": export["format"],

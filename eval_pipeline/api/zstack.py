@@ -8,12 +8,10 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from eval_pipeline import runs
-from eval_pipeline.api.mka1 import json_body
-from eval_pipeline.api_keys import Principal, authenticate
-from eval_pipeline.catalog import tables as t
+from eval_pipeline import service
+from eval_pipeline.api.common import json_body
 from eval_pipeline.errors import Conflict, EvalPipelineError, InvalidInput, NotFound
-from eval_pipeline.run_overview import headline_score
+from eval_pipeline.service import Principal
 
 router = APIRouter(prefix="/zstack/v1/model-evaluation-tasks", tags=["zstack"])
 
@@ -24,7 +22,7 @@ class _Unauthorized(EvalPipelineError):
 
 def _caller(request: Request) -> Principal:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    caller = authenticate(request.app.state.runtime.catalog, token.strip() if scheme == "OAuth" else None)
+    caller = service.authenticate(request.app.state.runtime, token.strip() if scheme == "OAuth" else None)
     if caller is None:
         raise _Unauthorized("Authorization: OAuth <API key> is required")
     return caller
@@ -52,9 +50,7 @@ def _time(ts: int | None) -> str | None:
 def inventory(rt, run: dict) -> dict:
     """The brief's inventory fields, filled from the run and its first model's registry entry."""
     counts, gen, settings = run["request_counts"], run["generation"] or {}, run.get("settings") or {}
-    with rt.catalog.session() as s:
-        row = s.get(t.Model, run["models"][0])
-        options = dict(row.options) if row is not None else {}
+    options = service.model_options(rt, run["models"][0])
     end = run["completed_at"] or run["failed_at"] or run["cancelled_at"]
     done = counts["completed"] + counts["failed"]
     return {
@@ -70,7 +66,7 @@ def inventory(rt, run: dict) -> dict:
         "api": options.get("api") or options.get("backend"), "requestHeaders": options.get("headers") or {},
         "connectTimeout": options.get("connect_timeout"), "readTimeout": options.get("read_timeout"),
         # one number, as the inventory has one: the sample-weighted mean of each (model, task)'s first metric
-        "totalScore": headline_score(run["metrics"]),
+        "totalScore": service.headline_score(run["metrics"]),
         "endTime": _time(end), "createDate": _time(run["created_at"]),
         "lastOpDate": _time(max(x for x in (run["created_at"], run["started_at"], end) if x)),
         "systemTags": run.get("system_tags", []), "userTags": run.get("user_tags", []),
@@ -81,8 +77,7 @@ def inventory(rt, run: dict) -> dict:
 def list_tasks(request: Request):
     def body():
         caller, rt = _caller(request), request.app.state.runtime
-        return {"inventories": [inventory(rt, r) for r in runs.list_runs(rt.catalog, org_id=caller.org_id,
-                                                                             limit=1000)]}
+        return {"inventories": [inventory(rt, r) for r in service.list_runs(rt, org_id=caller.org_id, limit=1000)]}
     return _answer(body)
 
 
@@ -90,7 +85,7 @@ def list_tasks(request: Request):
 def get_task(request: Request, uuid: str):
     def body():
         caller, rt = _caller(request), request.app.state.runtime
-        return {"inventory": inventory(rt, runs.get_run(rt.catalog, uuid, org_id=caller.org_id))}
+        return {"inventory": inventory(rt, service.get_run(rt, uuid, org_id=caller.org_id))}
     return _answer(body)
 
 
@@ -110,5 +105,5 @@ async def update_task(request: Request, uuid: str):
         for src, dst in (("systemTags", "system_tags"), ("userTags", "user_tags")):
             if payload.get(src) is not None:
                 changes[dst] = payload[src]
-        return {"inventory": inventory(rt, runs.update_run(rt.catalog, uuid, changes, org_id=caller.org_id))}
+        return {"inventory": inventory(rt, service.update_run(rt, uuid, changes, org_id=caller.org_id))}
     return _answer(body)

@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import select
 
-from eval_pipeline.catalog import Catalog
-from eval_pipeline.catalog import tables as t
 from eval_pipeline.generation.rows import Outcome, outcome_from_row
-from eval_pipeline.lake import Lake
+from eval_pipeline.stores.catalog import Catalog
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.lake import Lake
 
 _COLUMNS = ["cache_key", "output_text", "output_token_ids", "finish_reason", "input_tokens", "output_tokens",
             "logprob", "is_greedy", "error"]
@@ -19,6 +19,8 @@ _COLUMNS = ["cache_key", "output_text", "output_token_ids", "finish_reason", "in
 
 def cached_outcomes(catalog: Catalog, lake: Lake, *, run_id: str, model_fingerprint: str, task_id: str,
                     wanted: set[str]) -> dict[str, Outcome]:
+    """{cache key: Outcome} for those of `wanted` that earlier runs' partitions of the same model (by
+    fingerprint) and task answered without error; the first answer found wins. `run_id`'s own are skipped."""
     with catalog.session() as s:
         chunk_lists = s.scalars(select(t.RunPartition.chunks).where(
             t.RunPartition.model_fingerprint == model_fingerprint, t.RunPartition.task_id == task_id,

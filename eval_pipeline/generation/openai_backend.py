@@ -7,6 +7,7 @@ import asyncio
 import functools
 import os
 import time
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import openai
@@ -14,7 +15,10 @@ import openai
 from eval_pipeline.generation.requests import ROLLING, GenRequest
 from eval_pipeline.generation.rows import Outcome
 from eval_pipeline.generation.tokens import Tokenization, Unservable
-from eval_pipeline.model_registry import Model, OpenAIOptions
+from eval_pipeline.models.registry import Model, OpenAIOptions
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_MAX_EMPTY_RETRIES = 0
@@ -23,24 +27,33 @@ _RETRYABLE = (openai.APIConnectionError, openai.RateLimitError)  # timeouts are 
 
 
 class OpenAIBackend:
+    """A Backend over an OpenAI-compatible endpoint (lm-eval's `local-completions` / `local-chat-completions`):
+    generate_until through completions or chat, loglikelihood requests through completions with echo."""
+
     def __init__(self, model: Model):
         self.model = model
-        self.options: OpenAIOptions = model.options
+        self.options = cast(OpenAIOptions, model.options)  # backends.backend_for gives this class the openai models
         self._tokens: Tokenization | None = None
 
-    def _client(self, run_generation: dict) -> openai.AsyncOpenAI:
+    def _client(self, run_generation: dict[str, Any]) -> openai.AsyncOpenAI:
         o = self.options
         key = os.environ.get(o.api_key_env, "") if o.api_key_env else ""
         read = float(run_generation.get("timeout_seconds") or o.read_timeout)
         return openai.AsyncOpenAI(
             base_url=o.base_url, api_key=key or "EMPTY", default_headers=o.headers,
             max_retries=run_generation.get("max_retries", DEFAULT_MAX_RETRIES),
-            timeout=httpx.Timeout(read, connect=o.connect_timeout))
+            # the client's stubs name httpx2's Timeout; it converts an httpx.Timeout (openai/_httpx2.py)
+            timeout=httpx.Timeout(read, connect=o.connect_timeout))  # type: ignore[arg-type]
 
-    def generate(self, requests: list[GenRequest], run_generation: dict, settings: dict) -> list[Outcome]:
+    def generate(self, requests: list[GenRequest], run_generation: dict[str, Any],
+                 settings: dict[str, Any]) -> list[Outcome]:
+        """One Outcome per request, in order, sent concurrently (settings `generation_concurrency`, default 1);
+        `run_generation` gives timeout_seconds, max_retries, max_empty_retries, instructions, extra_body. A
+        request that fails is an Outcome with `error` (see Backend.generate)."""
         return asyncio.run(self._generate_all(requests, run_generation, settings))
 
-    async def _generate_all(self, requests, run_generation, settings) -> list[Outcome]:
+    async def _generate_all(self, requests: list[GenRequest], run_generation: dict[str, Any],
+                            settings: dict[str, Any]) -> list[Outcome]:
         limit = asyncio.Semaphore(int(settings.get("generation_concurrency") or 1))
         async with self._client(run_generation) as client:
             async def one(r: GenRequest) -> Outcome:
@@ -48,7 +61,7 @@ class OpenAIBackend:
                     return await self._one(client, r, run_generation)
             return list(await asyncio.gather(*(one(r) for r in requests)))
 
-    async def _one(self, client, r: GenRequest, run_generation: dict) -> Outcome:
+    async def _one(self, client: openai.AsyncOpenAI, r: GenRequest, run_generation: dict[str, Any]) -> Outcome:
         empty_budget = run_generation.get("max_empty_retries", DEFAULT_MAX_EMPTY_RETRIES)
         attempts = 0
         started = time.perf_counter()
@@ -83,7 +96,8 @@ class OpenAIBackend:
                 return outcome
             empty_budget -= 1
 
-    async def _complete(self, client, r: GenRequest, run_generation: dict) -> tuple[Outcome, int]:
+    async def _complete(self, client: openai.AsyncOpenAI, r: GenRequest,
+                        run_generation: dict[str, Any]) -> tuple[Outcome, int]:
         p = r.params
         common = dict(model=self.options.served_name or self.model.name, max_tokens=p["max_gen_toks"],
                       temperature=p["temperature"], stop=p["until"][:4] or None)
@@ -99,8 +113,8 @@ class OpenAIBackend:
                         if run_generation.get("instructions") else []) + [{"role": "user", "content": r.context}]
             if run_generation.get("chat_template_kwargs"):
                 extra["chat_template_kwargs"] = run_generation["chat_template_kwargs"]
-            raw = await client.chat.completions.with_raw_response.create(messages=messages, extra_body=extra or None,
-                                                                         **common)
+            raw = await client.chat.completions.with_raw_response.create(
+                messages=cast("list[ChatCompletionMessageParam]", messages), extra_body=extra or None, **common)
             resp = raw.parse()
             choice = resp.choices[0]
             text = choice.message.content or ""
@@ -124,16 +138,16 @@ class OpenAIBackend:
                        output_tokens=usage.completion_tokens if usage else 0), raw.retries_taken
 
     @property
-    def engine_info(self) -> dict:
+    def engine_info(self) -> dict[str, Any]:
         """The endpoint, and the tokenizer and window loglikelihood requests were built with (once known)."""
         o = self.options
-        info = {"backend": "openai", "base_url": o.base_url, "api": o.api,
-                "served_name": o.served_name or self.model.name, "add_bos_token": o.add_bos_token}
+        info: dict[str, Any] = {"backend": "openai", "base_url": o.base_url, "api": o.api,
+                                "served_name": o.served_name or self.model.name, "add_bos_token": o.add_bos_token}
         if self._tokens is not None:
             info |= {"tokenizer": self._tokens.tokenizer.name_or_path, "max_model_len": self._tokens.max_length}
         return info
 
-    async def _tokenization(self, client) -> Tokenization:
+    async def _tokenization(self, client: openai.AsyncOpenAI) -> Tokenization:
         """The model's tokenizer and window, found once per backend: the options, else what a vLLM server
         says of the model in /v1/models (`root`, `max_model_len`), else served_name and lm-eval's 2048."""
         if self._tokens is None:
@@ -153,7 +167,7 @@ class OpenAIBackend:
             self._tokens = Tokenization(tokenizer, int(window), o.add_bos_token)
         return self._tokens
 
-    async def _loglikelihood(self, client, r: GenRequest) -> tuple[Outcome, int]:
+    async def _loglikelihood(self, client: openai.AsyncOpenAI, r: GenRequest) -> tuple[Outcome, int]:
         """lm-eval's loglikelihood (and loglikelihood_rolling) through an endpoint: the request tokenised
         here (tokens.py), sent as token ids with echo, and the prompt logprobs past the context summed
         (lm_eval/models/openai_completions.py `parse_logprobs`)."""
@@ -169,7 +183,7 @@ class OpenAIBackend:
                 model=self.options.served_name or self.model.name, prompt=span.tokens, echo=True,
                 max_tokens=1, logprobs=1, temperature=0)
             retries += raw.retries_taken
-            lp = raw.parse().choices[0].logprobs
+            lp: Any = raw.parse().choices[0].logprobs  # None (no logprobs echoed) fails as malformed, in _one
             scored = lp.token_logprobs[span.ctxlen:len(span.tokens)]
             if len(scored) != len(span.tokens) - span.ctxlen or any(x is None for x in scored):
                 raise ValueError(f"the endpoint echoed {len(lp.token_logprobs)} logprobs for {len(span.tokens)} "
@@ -184,7 +198,7 @@ class OpenAIBackend:
 LM_EVAL_API_MAX_LENGTH = 2048  # lm-eval's TemplateAPI default max_length
 
 
-async def _listed_model(client, name: str) -> dict:
+async def _listed_model(client: openai.AsyncOpenAI, name: str) -> dict[str, Any]:
     """What the endpoint's /v1/models says of `name` beyond OpenAI's fields (vLLM: root, max_model_len);
     {} when it says nothing."""
     try:
@@ -198,7 +212,9 @@ async def _listed_model(client, name: str) -> dict:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_tokenizer(name: str, local_only: bool):
+def _load_tokenizer(name: str, local_only: bool) -> Any:
+    """The Hugging Face tokenizer `name` (a Hub id or folder; `local_only`: no download), cached per name."""
+    # deferred: transformers takes seconds to import; only loglikelihood requests need a tokenizer
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(name, local_files_only=local_only)

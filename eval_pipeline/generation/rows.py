@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
 from eval_pipeline.generation.requests import GenRequest
-from eval_pipeline.ingest import BULK
+from eval_pipeline.stores.lake import BULK
 
 
 @dataclass
 class Outcome:
+    """A backend's answer to one request: the text (generate_until) or the continuation's summed logprob
+    (loglikelihood), token counts, latency in milliseconds, attempts made, and `error` when it failed."""
+
     output_text: str | None = None
     output_token_ids: list[int] | None = None
     finish_reason: str | None = None
@@ -41,8 +45,10 @@ def prompt_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def build_rows(ident: dict, requests: list[GenRequest], outcomes: list[Outcome], cache_keys: list[str],
+def build_rows(ident: dict[str, str], requests: list[GenRequest], outcomes: list[Outcome], cache_keys: list[str],
                cached: list[bool]) -> pa.Table:
+    """A GENERATIONS_SCHEMA table, one row per request; `ident` has run_id, model, task_id and task, and the
+    other lists are parallel to `requests`."""
     n = len(requests)
     cols = {
         "run_id": [ident["run_id"]] * n, "model": [ident["model"]] * n, "task_id": [ident["task_id"]] * n,
@@ -60,7 +66,7 @@ def build_rows(ident: dict, requests: list[GenRequest], outcomes: list[Outcome],
     return pa.table(cols, schema=GENERATIONS_SCHEMA)
 
 
-def outcome_from_row(row: dict) -> Outcome:
+def outcome_from_row(row: dict[str, Any]) -> Outcome:
     """A stored row as an Outcome, for the cache (attempts 0: nothing was asked of the model)."""
     return Outcome(row["output_text"], row["output_token_ids"], row["finish_reason"], row["input_tokens"],
                    row["output_tokens"], row["logprob"], row["is_greedy"], 0.0, 0, None)

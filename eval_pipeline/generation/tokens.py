@@ -8,9 +8,7 @@ Source: lm_eval/api/model.py (`TemplateLM.loglikelihood`, `_encode_pair`), lm_ev
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from typing import Any, cast
 
 
 class Unservable(ValueError):
@@ -41,7 +39,7 @@ class Tokenization:
         self.prefix_token_id: int = bos if bos is not None else tokenizer.eos_token_id
         self.bos_text = tokenizer.decode([self.prefix_token_id])
 
-    def _special(self, text: str, add_special_tokens: bool | None = None) -> dict:
+    def _special(self, text: str, add_special_tokens: bool | None = None) -> dict[str, bool]:
         if add_special_tokens is not None:
             return {"add_special_tokens": add_special_tokens}
         if self.bos_text and text.startswith(self.bos_text):
@@ -52,12 +50,12 @@ class Tokenization:
         """lm-eval's `tok_encode`: an empty string is no tokens."""
         if not text:
             return []
-        return self.tokenizer(text, **self._special(text, add_special_tokens)).input_ids
+        return cast("list[int]", self.tokenizer(text, **self._special(text, add_special_tokens)).input_ids)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """`encode` of many texts, one tokenizer call per kind of special-token handling."""
         out: list[list[int]] = [[] for _ in texts]
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[tuple[tuple[str, bool], ...], list[int]] = {}
         for i, text in enumerate(texts):
             if text:
                 groups.setdefault(tuple(self._special(text).items()), []).append(i)
@@ -94,6 +92,8 @@ class Tokenization:
 
     @staticmethod
     def span(ctx: list[int], cont: list[int], window: int) -> ScoredSpan:
+        """(ctx + cont) left-truncated to `window` tokens, with the context length left. Raises Unservable
+        when no context token is left or the continuation is empty (lm-eval's `_loglikelihood_tokens`)."""
         tokens = (ctx + cont)[-window:]
         ctxlen = len(ctx) - max(0, len(ctx) + len(cont) - window)
         if ctxlen < 1:
@@ -107,6 +107,9 @@ class Tokenization:
         """The disjoint windows of a loglikelihood_rolling request over `max_seq_len` tokens (lm-eval's
         `get_rolling_token_windows` with context_len 1, prefixed by the prefix token); their loglikelihoods
         sum to the document's."""
+        # deferred: lm_eval.utils takes half a second to import and only rolling requests need it
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
         pairs = map(make_disjoint_window, get_rolling_token_windows(
             token_list=self.encode(text), prefix_token=self.prefix_token_id, max_seq_len=max_seq_len,
             context_len=1))

@@ -2,74 +2,32 @@
 with the run's `embedding_model` (a sentence-transformers model, or a vLLM pooling model)."""
 from __future__ import annotations
 
-import hashlib
-import threading
-
 import numpy as np
 
-from eval_pipeline.catalog import Catalog
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.lake import Lake
-from eval_pipeline.model_registry import Model
+from eval_pipeline.generation.backends import embed
+from eval_pipeline.grading.generated_docs import generation_docs
+from eval_pipeline.grading.grade_files import embedding_grader, grades_path, grades_table
+from eval_pipeline.models.registry import resolve_model
+from eval_pipeline.stores.catalog import Catalog
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.lake import Lake
 
 METRIC = "embedding_similarity"
-_lock = threading.RLock()  # loading a vLLM embedder releases every engine, this cache included
-_loaded: dict[str, object] = {}
-
-
-def embedding_grader(embedding_model: str) -> str:
-    return "embedding-" + hashlib.sha256(embedding_model.encode()).hexdigest()[:16]
-
-
-def release_embedders() -> None:
-    with _lock:
-        _loaded.clear()
-
-
-def embed(model: Model, texts: list[str]) -> np.ndarray:
-    """Unit-length embeddings, one row per text (the model is loaded once per process)."""
-    o = model.options
-    with _lock:
-        encoder = _loaded.get(model.fingerprint)
-        if encoder is None:
-            encoder = _loaded[model.fingerprint] = _load(model)
-    if o.backend == "sentence-transformers":
-        return encoder.encode(texts, batch_size=o.batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                              show_progress_bar=False)
-    vectors = np.array([r.outputs.embedding for r in encoder.embed(texts, use_tqdm=False)], dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-def _load(model: Model):
-    o = model.options
-    if o.backend == "sentence-transformers":
-        from sentence_transformers import SentenceTransformer
-
-        return SentenceTransformer(o.path, device=o.device, local_files_only=True)
-    if o.backend == "vllm":
-        from eval_pipeline.generation.engines import release_all
-        from eval_pipeline.generation.vllm_engine import apply_cpu_defaults
-
-        apply_cpu_defaults()
-        from vllm import LLM
-
-        release_all()  # one engine's memory at a time
-        return LLM(model=o.path, runner="pooling", dtype=o.dtype, enforce_eager=True,
-                   **({"max_model_len": o.max_model_len} if o.max_model_len else {}))
-    raise ValueError(f"model {model.name!r} (backend {o.backend}) cannot embed text")
 
 
 def embedding_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str) -> str | None:
-    """Embedding grades of one partition's generated answers, or None when the run sets no embedding
-    model or the task generates nothing (multiple choice)."""
-    from eval_pipeline.grading.partition import generation_docs, grades_path, grades_table
-    from eval_pipeline.model_registry import resolve_model
-
+    """Grade one partition's generated answers by embedding and return the grades file's lake path (kept
+    when this model graded them already), or None when the run sets no embedding model or the task generates
+    nothing (multiple choice). Scores are cosine similarities in [-1, 1]; a failed generation is a row with
+    its error. Raises InvalidInput (embedding_model) when the model no longer resolves, ValueError for one
+    that cannot embed."""
     with catalog.session() as s:
         run = s.get(t.Run, run_id)
         part = s.get(t.RunPartition, (run_id, model, task_id))
+        assert run is not None  # the run of a partition being graded
         if not run.embedding_model:
             return None
+        assert part is not None
         name, keys = run.embedding_model, (part.model_key, part.task_key)
     path = grades_path(run_id, *keys, grader=embedding_grader(name))
     if lake.exists(path):
@@ -89,3 +47,4 @@ def embedding_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, t
         return None
     lake.write_table(path, grades_table(run_id, model, task_id, rows))
     return path
+

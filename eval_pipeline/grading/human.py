@@ -4,20 +4,28 @@ bundles read them like any grader's. A run with manual tasks stays in_progress u
 generated docs has a grade; the last one computes the partition's metrics and completes the run."""
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from eval_pipeline.catalog import Catalog
-from eval_pipeline.catalog import tables as t
-from eval_pipeline.catalog.store import now
 from eval_pipeline.errors import Conflict, InvalidInput, NotFound
-from eval_pipeline.lake import Lake
+from eval_pipeline.grading.generated_docs import generation_docs
+from eval_pipeline.grading.grade_files import grades_path, grades_table
+from eval_pipeline.stores.catalog import Catalog
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.catalog.store import now
+from eval_pipeline.stores.lake import Lake
 from eval_pipeline.validation import Strict, parse_model
 
 METRIC = "human_score"
 
 
 class HumanGrade(Strict):
+    """A person's grade of one generated sample, as submitted: the partition's model and task_id, the doc,
+    a score from 0 to 1, an optional rationale and grader name."""
+
     model: str = Field(min_length=1)
     task_id: str = Field(min_length=1)
     doc_id: int = Field(ge=0)
@@ -26,15 +34,15 @@ class HumanGrade(Strict):
     grader: str | None = Field(None, min_length=1, max_length=255)
 
 
-def manual_partitions(s, run_id: str) -> list[t.RunPartition]:
+def manual_partitions(s: Session, run_id: str) -> list[t.RunPartition]:
+    """The run's partitions of manual tasks (eval_type manual), any status."""
     return list(s.scalars(select(t.RunPartition).join(t.Task, t.Task.id == t.RunPartition.task_id)
                           .where(t.RunPartition.run_id == run_id, t.Task.eval_type == "manual")))
 
 
-def ungraded(catalog: Catalog, lake: Lake, run_id: str) -> list[dict]:
-    """The generated docs of the run's manual tasks that have no human grade yet, with what to judge."""
-    from eval_pipeline.grading.partition import generation_docs
-
+def ungraded(catalog: Catalog, lake: Lake, run_id: str) -> list[dict[str, Any]]:
+    """The generated docs of the run's finished manual partitions that have no human grade yet, with what to
+    judge: {model, task_id, doc_id, prompt, prediction, reference}. Raises NotFound for an unknown run."""
     with catalog.session() as s:
         if s.get(t.Run, run_id) is None:
             raise NotFound("run", run_id)
@@ -54,8 +62,6 @@ def ungraded(catalog: Catalog, lake: Lake, run_id: str) -> list[dict]:
 
 def awaiting_human_grades(catalog: Catalog, lake: Lake, run_id: str) -> int:
     """How many docs of finished manual partitions still need a human grade."""
-    from eval_pipeline.grading.partition import generation_docs
-
     with catalog.session() as s:
         parts = [(p.model, p.task_id) for p in manual_partitions(s, run_id)]
         counts = dict(((m, tk), n) for m, tk, n in s.execute(
@@ -65,9 +71,12 @@ def awaiting_human_grades(catalog: Catalog, lake: Lake, run_id: str) -> int:
                for m, tk in parts)
 
 
-def submit_human_grade(catalog: Catalog, lake: Lake, run_id: str, body: dict) -> dict:
-    from eval_pipeline.grading.partition import generation_docs, grades_path, grades_table
-
+def submit_human_grade(catalog: Catalog, lake: Lake, run_id: str, body: object) -> dict[str, Any]:
+    """Record a person's grade (a JSON object of HumanGrade's fields) of one generated sample of a manual task,
+    replacing an earlier one, and publish the partition's `human.parquet` again. Returns MKA1's
+    `eval.human_grade` with `remaining_in_task` (docs of the partition still without a grade). Raises
+    InvalidInput naming the field (`body`, `doc_id` of no generated sample...), NotFound for the run or
+    partition, Conflict for an automatic task or a partition whose generations are not done."""
     g = parse_model(HumanGrade, body) if isinstance(body, dict) else None
     if g is None:
         raise InvalidInput("body", "must be a JSON object")
@@ -79,6 +88,7 @@ def submit_human_grade(catalog: Catalog, lake: Lake, run_id: str, body: dict) ->
         if part is None:
             raise NotFound("run partition", f"{run_id}/{g.model}/{g.task_id}")
         task = s.get(t.Task, g.task_id)
+        assert task is not None  # the partition's task (foreign key)
         if task.eval_type != "manual":
             raise Conflict(f"task {task.name} is graded automatically (eval_mode {task.eval_mode}), not by people")
         if run.status not in ("in_progress", "completed") or part.status != "done":
@@ -103,21 +113,6 @@ def submit_human_grade(catalog: Catalog, lake: Lake, run_id: str, body: dict) ->
                               for r in rows], rationale=[r.rationale for r in rows])
     lake.write_table(grades_path(run_id, *keys, grader="human"), table)
     remaining = len(docs) - len(rows)
-    if remaining == 0:
-        _finish_partition_grades(catalog, lake, run_id, g.model, g.task_id)
     return {"object": "eval.human_grade", "run_id": run_id, "model": g.model, "task_id": g.task_id,
             "doc_id": g.doc_id, "score": g.score, "rationale": g.rationale, "grader": g.grader,
             "remaining_in_task": remaining}
-
-
-def _finish_partition_grades(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str) -> None:
-    """Every doc graded: the partition's metrics include the human scores; the run may complete."""
-    from eval_pipeline.metrics import refresh_run_metrics, write_partition_metrics
-    from eval_pipeline.runs import complete_if_done
-
-    write_partition_metrics(catalog, lake, run_id, model, task_id)
-    if not complete_if_done(catalog, lake, run_id):
-        with catalog.session() as s:
-            completed = s.get(t.Run, run_id).status == "completed"
-        if completed:  # a completed run regraded by people: refresh its metrics object
-            refresh_run_metrics(catalog, lake, run_id)

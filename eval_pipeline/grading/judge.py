@@ -8,60 +8,47 @@ file is named by judge and rubric, so a new judge or rubric makes new grades bes
 never regenerates. A verdict that does not parse is a grade with an error, not a crash."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass
+from typing import cast
 
-from eval_pipeline.catalog import Catalog
-from eval_pipeline.catalog import tables as t
+from eval_pipeline.generation.backends import backend_for
 from eval_pipeline.generation.requests import GenRequest
-from eval_pipeline.lake import Lake
+from eval_pipeline.grading.generated_docs import generation_docs
+from eval_pipeline.grading.grade_files import grades_path, grades_table, judge_grader, rubric_sha256, rubric_text
+from eval_pipeline.models.registry import resolve_model
+from eval_pipeline.stores.catalog import Catalog
+from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.lake import Lake
 
 METRIC = "judge_score"
-DEFAULT_RUBRIC = """You are grading an answer to a task against its reference answer.
 
-Task:
-{question}
 
-Reference answer:
-{reference}
-
-Answer to grade:
-{prediction}
-
-Score the answer from 0 (wrong or unrelated) to 10 (fully correct and equivalent to the reference).
-Reply with JSON only: {"score": <integer 0-10>, "rationale": "<one sentence>"}
-"""
 PLACEHOLDERS = ("{question}", "{reference}", "{prediction}")
+
+
 VERDICT_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["score", "rationale"],
                   "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 10},
                                  "rationale": {"type": "string", "maxLength": 120}}}
+
+
 # The same verdict as a regular expression for vLLM's constrained decoding: a JSON schema leaves
 # whitespace free, and a weak judge pads the object with it until it runs out of tokens.
 VERDICT_REGEX = r'\{"score": (10|[0-9]), "rationale": "[^"\\\n]{1,120}"\}'
+
+
 MAX_VERDICT_TOKENS = 160
 
 
-def rubric_text(settings: dict) -> str:
-    return settings.get("judge_rubric") or DEFAULT_RUBRIC
-
-
-def rubric_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def judge_grader(judge_model: str, rubric: str) -> str:
-    """The grades file's name for this judge and rubric."""
-    return "judge-" + hashlib.sha256(f"{judge_model}\n{rubric_sha256(rubric)}".encode()).hexdigest()[:16]
-
-
 def judges(task: t.Task) -> bool:
+    """Whether a judge model grades the task (its eval_mode includes model)."""
     return "model" in (task.eval_mode or "").split(",")
 
 
 def render(rubric: str, question: str, reference: str, prediction: str) -> str:
+    """The judge's prompt: the rubric with {question}, {reference} and {prediction} replaced by the texts."""
     # Plain replacement: the texts and the rubric's own JSON example may hold braces of their own.
     out = rubric
     for key, value in zip(PLACEHOLDERS, (question, reference, prediction)):
@@ -70,7 +57,7 @@ def render(rubric: str, question: str, reference: str, prediction: str) -> str:
 
 
 class UnparseableVerdict(ValueError):
-    pass
+    """The judge's reply holds no valid verdict; its grade records this as its error."""
 
 
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
@@ -97,6 +84,10 @@ def parse_verdict(text: str) -> tuple[float, str]:
 
 @dataclass
 class JudgeReport:
+    """What judging a partition did: the grades file's lake path, the docs judged and failed (judge request
+    failed, unparseable verdict, failed generation), and whether this judge and rubric had graded it already
+    (`skipped`: nothing was sent)."""
+
     path: str
     judged: int
     failed: int
@@ -104,16 +95,16 @@ class JudgeReport:
 
 
 def judge_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_id: str) -> JudgeReport | None:
-    """Judge grades of one partition, or None when the run has no judge or the task is not judged."""
-    from eval_pipeline.generation.engines import backend_for
-    from eval_pipeline.grading.partition import generation_docs, grades_path, grades_table
-    from eval_pipeline.model_registry import resolve_model
-
+    """Judge grades of one partition (scores 0-1, the verdict's 0-10 over 10) with the run's judge model and
+    rubric, `grader_concurrency` requests in flight; None when the run has no judge or the task is not judged.
+    Raises InvalidInput (judge_model) when the judge model no longer resolves."""
     with catalog.session() as s:
         run, task = s.get(t.Run, run_id), s.get(t.Task, task_id)
         part = s.get(t.RunPartition, (run_id, model, task_id))
-        if not run.judge_model or not judges(task):
+        assert run is not None  # the run of a partition being graded
+        if not run.judge_model or not judges(cast(t.Task, task)):  # the partition's task (foreign key)
             return None
+        assert part is not None
         judge_name, settings = run.judge_model, dict(run.settings)
         keys = (part.model_key, part.task_key)
     rubric = rubric_text(settings)
@@ -123,7 +114,8 @@ def judge_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_
     docs = generation_docs(catalog, lake, run_id, model, task_id)
     params = {"until": [], "max_gen_toks": MAX_VERDICT_TOKENS, "temperature": 0.0, "json_schema": VERDICT_SCHEMA,
               "json_regex": VERDICT_REGEX}
-    requests, pending = [], []
+    requests: list[GenRequest] = []
+    pending: list[int] = []
     for i, d in enumerate(docs):
         if d.error is None and d.kind != "loglikelihood":
             requests.append(GenRequest(len(requests), d.doc_id, "generate_until",
@@ -131,13 +123,16 @@ def judge_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_
             pending.append(i)
     backend = backend_for(resolve_model(catalog, judge_name, "judge_model")).backend
     outcomes = backend.generate(requests, {}, {"generation_concurrency": settings.get("grader_concurrency") or 1})
-    verdicts: dict[int, tuple] = {}
+    verdicts: dict[int, tuple[float | None, str | None, str | None]] = {}  # (score, rationale, error)
+    score: float | None  # as unpacked from a verdict and, in the second loop, from `verdicts`
+    rationale: str | None
     for i, outcome in zip(pending, outcomes):
         if outcome.error:
             verdicts[i] = (None, None, f"judge request failed: {outcome.error}")
             continue
         try:
-            score, rationale = parse_verdict(outcome.output_text)
+            # a generate_until outcome without an error has its text (both backends give a str)
+            score, rationale = parse_verdict(cast(str, outcome.output_text))
             verdicts[i] = (score, rationale, None)
         except UnparseableVerdict as e:
             verdicts[i] = (None, outcome.output_text, f"unparseable verdict: {e}")
@@ -151,3 +146,4 @@ def judge_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_
     lake.write_table(path, grades_table(run_id, model, task_id, rows, rationale=rationales,
                                         rubric_sha256=[rubric_sha256(rubric)] * len(rows)))
     return JudgeReport(path, sum(1 for r in rows if r[5] is None), sum(1 for r in rows if r[5] is not None), False)
+

@@ -18,6 +18,8 @@ LOGLIKELIHOOD_METRICS = {"acc", "acc_norm", "acc_bytes", "acc_mutual_info", "ppl
 
 @dataclass
 class MetricValue:
+    """One `metric,filter` value of a task and its stderr (None: missing, "N/A" or not finite)."""
+
     metric: str
     filter: str
     value: float | None
@@ -26,20 +28,27 @@ class MetricValue:
 
 @dataclass
 class TaskResult:
+    """One task (or group) entry of a results file, with its `configs` entry, version, effective sample count
+    (`n-samples`) and `higher_is_better` mapping {metric: bool}."""
+
     name: str
     is_group: bool
     metrics: list[MetricValue]
-    config: dict = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     version: Any = None
     n_samples: int | None = None
-    higher_is_better: dict = field(default_factory=dict)
+    higher_is_better: dict[str, Any] = field(default_factory=dict)
 
     @property
     def output_type(self) -> str | None:
+        """lm-eval's output_type from the task config, or None when the file kept no config."""
         return self.config.get("output_type")
 
     @property
     def request_kind(self) -> str:
+        """generate_until, loglikelihood_rolling, or loglikelihood (multiple_choice and any other output_type);
+        without a config, loglikelihood when every metric is one of loglikelihood's (acc, ppl...), else
+        generate_until."""
         if self.output_type:
             return (self.output_type if self.output_type in ("generate_until", "loglikelihood_rolling")
                     else "loglikelihood")
@@ -56,17 +65,21 @@ class TaskResult:
 
 @dataclass
 class ParsedResults:
+    """A parsed results file: the model (name and model_args as written: a dict or a "k=v,..." string), the
+    harness version, git hash, evaluation date (Unix seconds), file timestamp, top-level config, and its tasks."""
+
     model: str
     model_args: Any
     harness_version: str | None
     git_hash: str | None
     evaluated_at: float | None
     timestamp: str | None  # the `<ts>` of results_<ts>.json, used to pair samples files
-    config: dict
+    config: dict[str, Any]
     tasks: list[TaskResult]
 
     @property
     def leaf_tasks(self) -> list[TaskResult]:
+        """The tasks that are not groups."""
         return [t for t in self.tasks if not t.is_group]
 
 
@@ -74,6 +87,7 @@ TIMESTAMP = re.compile(r"_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)\.json$
 
 
 def file_timestamp(path: str) -> str | None:
+    """The `<ts>` of a `..._<YYYY-MM-DDTHH-MM-SS[.ffffff]>.json` path, or None."""
     m = TIMESTAMP.search(path)
     return m.group(1) if m else None
 
@@ -86,7 +100,7 @@ def _number(value: Any) -> float | None:
     return None  # "N/A" and anything else non-numeric is missing, not zero
 
 
-def _metrics_of(entry: dict) -> list[MetricValue]:
+def _metrics_of(entry: dict[str, Any]) -> list[MetricValue]:
     values: dict[tuple[str, str], float | None] = {}
     stderrs: dict[tuple[str, str], float | None] = {}
     for key, raw in entry.items():
@@ -110,7 +124,7 @@ def _model_from_args(model_args: Any) -> str | None:
     return None
 
 
-def _group_names(doc: dict) -> set[str]:
+def _group_names(doc: dict[str, Any]) -> set[str]:
     groups = set((doc.get("groups") or {}).keys())
     groups |= {g for g, subs in (doc.get("group_subtasks") or {}).items() if subs}
     return groups
@@ -160,14 +174,14 @@ def is_results_document(doc: Any) -> bool:
 _INDENT = re.compile(r"^( *)- ")
 
 
-def _alias_depth(entry: dict) -> int:
+def _alias_depth(entry: dict[str, Any]) -> int:
     """lm-eval indents a subtask's alias as `" " * depth + "- "` below its group."""
     alias = entry.get("alias")
     m = _INDENT.match(alias) if isinstance(alias, str) else None
     return len(m.group(1)) if m else 0
 
 
-def _mapping_groups(results: dict) -> set[str]:
+def _mapping_groups(results: dict[str, Any]) -> set[str]:
     """Groups of a mapping that has no `groups`/`group_subtasks` beside it: an entry with no metric (a
     group that aggregates nothing: alias/name/sample_len, or the " " placeholder), with `sample_count`
     (lm-eval counts samples per metric for group aggregates only), or whose next entry's alias is indented
@@ -183,7 +197,8 @@ def _mapping_groups(results: dict) -> set[str]:
 
 
 def parse_results(doc: Any, path: str) -> ParsedResults:
-    """Raise ValueError with the reason when `doc` is not an lm-eval results document.
+    """Parse a decoded results file found at `path` (the path gives the timestamp and, failing all else, the
+    model: its folder). Raise ValueError with the reason when `doc` is not an lm-eval results document.
 
     A bare results mapping (see results_mapping_problem) is a results file of unknown vintage: no config,
     the model from the folder, harness version None.

@@ -17,6 +17,8 @@ FIXED_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps",
 
 @dataclass(slots=True)
 class Sample:
+    """One record of an lm-eval samples log, normalised: doc, target and arguments as lm-eval wrote them."""
+
     doc_id: int
     filter: str
     doc: Any
@@ -93,6 +95,11 @@ def request_args(raw: Any) -> list[list[Any]]:
 
 
 def normalise(record: Any, path: str, line: int, default_filter: str) -> Sample:
+    """The Sample of one decoded record (line `line` of `path`); `default_filter` when it names none (0.3.x).
+
+    Raises MalformedFile naming file and line when the record is not an object, has no integer doc_id, or
+    its arguments are neither an object nor a list.
+    """
     if not isinstance(record, dict):
         raise MalformedFile(path, "sample is not a JSON object", line=line)
     doc_id = record.get("doc_id")
@@ -122,7 +129,7 @@ def normalise(record: Any, path: str, line: int, default_filter: str) -> Sample:
     )
 
 
-def request_of(sample: Sample) -> tuple[str, str, list[str], dict]:
+def request_of(sample: Sample) -> tuple[str, str, list[str], dict[str, Any]]:
     """(request kind, prompt, continuations, gen kwargs) as lm-eval recorded the doc's requests."""
     try:
         args = request_args(sample.arguments)

@@ -1,0 +1,117 @@
+"""Generation backends and the models a worker process holds: a vLLM engine (or an embedder) is loaded
+once and reused by every partition and run that asks for the same model; loading another model first
+releases the previous one, so one model's memory is held at a time."""
+from __future__ import annotations
+
+import gc
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import numpy as np
+
+from eval_pipeline.generation.requests import GenRequest
+from eval_pipeline.generation.rows import Outcome
+from eval_pipeline.generation.vllm_backend import VllmEngine, apply_cpu_defaults
+from eval_pipeline.models.registry import Model
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+
+class Backend(Protocol):
+    """What answers a partition's requests (the role of lm-eval's `LM`: lm_eval/api/model.py)."""
+
+    @property
+    def engine_info(self) -> dict[str, Any]:
+        """What the backend resolved when it loaded: {backend, dtype, max_model_len, tokenizer, ...}."""
+
+    def generate(self, requests: list[GenRequest], run_generation: dict[str, Any],
+                 settings: dict[str, Any]) -> list[Outcome]:
+        """One Outcome per request, in the order given. `run_generation` is the run's generation object,
+        `settings` its settings. A request that fails alone becomes an Outcome with `error` set; an
+        exception means the whole batch failed."""
+
+
+_lock = threading.Lock()
+_loaded: dict[str, Backend] = {}
+
+
+@dataclass
+class Lease:
+    """A backend handed to one partition, and whether this call paid for loading it."""
+
+    backend: Backend
+    loaded_now: bool
+
+
+def backend_for(model: Model) -> Lease:
+    """The backend of a registered model: a new OpenAI-compatible client, or this process's vLLM engine
+    for the model (loaded now, after releasing any other model, when it is not the one held)."""
+    if model.backend == "openai":
+        # deferred: the openai client takes 0.7 s to import and a vllm-only process never needs it
+        from eval_pipeline.generation.openai_backend import OpenAIBackend
+
+        return Lease(OpenAIBackend(model), False)
+    with _lock:
+        engine = _loaded.get(model.fingerprint)
+        if engine is not None:
+            return Lease(engine, False)
+        release_all()
+        engine = _loaded[model.fingerprint] = VllmEngine(model)
+        return Lease(engine, True)
+
+
+def engine_info(backend: Backend) -> dict[str, Any]:
+    """A copy of what the backend resolved when it loaded (see Backend.engine_info)."""
+    return dict(backend.engine_info)
+
+
+def release_all() -> None:
+    """Drop every loaded engine, embedding models included (one model's memory at a time)."""
+    _loaded.clear()
+    release_embedders()
+    gc.collect()
+
+
+_embed_lock = threading.RLock()  # loading a vLLM embedder releases every engine, this cache included
+_embedders: dict[str, Any] = {}
+
+
+def release_embedders() -> None:
+    """Drop every loaded embedding model."""
+    with _embed_lock:
+        _embedders.clear()
+
+
+def embed(model: Model, texts: list[str]) -> npt.NDArray[np.float32]:
+    """Unit-length embeddings, shape (len(texts), dim), float32, of a sentence-transformers or vllm
+    model (loaded once per process). Raises ValueError for a model that cannot embed."""
+    o = model.options
+    with _embed_lock:
+        encoder = _embedders.get(model.fingerprint)
+        if encoder is None:
+            encoder = _embedders[model.fingerprint] = _load_embedder(model)
+    if o.backend == "sentence-transformers":
+        return cast("npt.NDArray[np.float32]", encoder.encode(
+            texts, batch_size=o.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False))
+    vectors = np.array([r.outputs.embedding for r in encoder.embed(texts, use_tqdm=False)], dtype=np.float32)
+    return cast("npt.NDArray[np.float32]", vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12))
+
+
+def _load_embedder(model: Model) -> Any:
+    """A SentenceTransformer (local files only) or a pooling vLLM engine; ValueError for another backend."""
+    o = model.options
+    if o.backend == "sentence-transformers":
+        from sentence_transformers import SentenceTransformer  # deferred: a heavy import few processes need
+
+        return SentenceTransformer(o.path, device=o.device, local_files_only=True)
+    if o.backend == "vllm":
+        apply_cpu_defaults()  # before vllm is first imported: it reads the environment then
+        from vllm import LLM  # deferred: importing vLLM takes seconds and most processes never embed
+
+        release_all()  # one engine's memory at a time
+        window: dict[str, Any] = {"max_model_len": o.max_model_len} if o.max_model_len else {}
+        return LLM(model=o.path, runner="pooling", dtype=o.dtype, enforce_eager=True, **window)
+    raise ValueError(f"model {model.name!r} (backend {o.backend}) cannot embed text")
+

@@ -1,0 +1,69 @@
+"""Sensors: queued eval runs become Dagster runs; finished Dagster runs move their eval run on."""
+import dagster as dg
+
+from eval_pipeline import runs
+from eval_pipeline.exports.tasks import claim_export, queued_exports
+from eval_pipeline.orchestration.job_names import EXPORT_JOB, GENERATION_JOB
+from eval_pipeline.service.launching import after_dagster_run, eval_run_of, plan_block_runs
+from eval_pipeline.service.partitions import export_partitions_def, model_partitions_def, task_partitions_def
+from resources import CatalogResource, LakeResource
+
+
+@dg.sensor(job_name=GENERATION_JOB, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+def queued_runs(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
+    """Each queued eval run: add its model and task partitions, request one Dagster run per model and
+    contiguous block of tasks, and mark it in_progress."""
+    order = list(context.instance.get_dynamic_partitions(task_partitions_def.name))
+    known_models = set(context.instance.get_dynamic_partitions(model_partitions_def.name))
+    new_models: list[str] = []
+    new_tasks: list[str] = []
+    requests = []
+    for run in runs.queued_runs(catalog.catalog):
+        if not runs.mark_started(catalog.catalog, run["id"]):
+            continue  # taken meanwhile (a server's --execute worker)
+        block_runs, model_keys, task_keys = plan_block_runs(catalog.catalog, run["id"], order)
+        for key in sorted(model_keys - known_models - set(new_models)):
+            new_models.append(key)
+        for br in block_runs:
+            for key in br.task_keys:
+                if key not in order:
+                    order.append(key)
+                    new_tasks.append(key)
+        requests += [dg.RunRequest(run_key=br.run_key, tags=br.tags) for br in block_runs]
+    partition_requests = []
+    if new_models:
+        partition_requests.append(model_partitions_def.build_add_request(new_models))
+    if new_tasks:
+        partition_requests.append(task_partitions_def.build_add_request(new_tasks))
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, default_status=dg.DefaultSensorStatus.RUNNING)
+def generation_succeeded(context: dg.RunStatusSensorContext, catalog: CatalogResource, lake: LakeResource) -> None:
+    """A Dagster run of an eval run succeeded: the eval run completes when its last partition is done."""
+    run_id = eval_run_of(catalog.catalog, context.dagster_run)
+    if run_id:
+        after_dagster_run(catalog.catalog, lake.lake, run_id, True)
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
+def generation_failed(context: dg.RunFailureSensorContext, catalog: CatalogResource, lake: LakeResource) -> None:
+    """A Dagster run of an eval run failed (a step raised, a blocking check failed, or run monitoring
+    found its worker dead): the eval run fails, and partitions left running are released."""
+    run_id = eval_run_of(catalog.catalog, context.dagster_run)
+    if run_id:
+        message = context.failure_event.message if context.failure_event else ""
+        after_dagster_run(catalog.catalog, lake.lake, run_id, False, message,
+                          dagster_run_id=context.dagster_run.run_id)
+
+
+@dg.sensor(job_name=EXPORT_JOB, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+def queued_export_tasks(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
+    """Each queued export task: its partition of export_bundles, materialised by one Dagster run (the
+    run key is the export id, so a task is launched once)."""
+    # claimed here (queued -> running), so a server's --execute worker beside the daemon cannot take it too
+    pending = [e for e in queued_exports(catalog.catalog) if claim_export(catalog.catalog, e)]
+    known = set(context.instance.get_dynamic_partitions(export_partitions_def.name))
+    new = [e for e in pending if e not in known]
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=e, partition_key=e) for e in pending],
+                           dynamic_partitions_requests=[export_partitions_def.build_add_request(new)] if new else [])

@@ -1,0 +1,1 @@
+"""Results of runs: metrics with error bars, comparisons, the run report, the overview, samples as served."""

@@ -1,0 +1,212 @@
+"""Eval runs as the catalog records them: the `eval.run` object with its live counts, lookups, listings.
+
+A run is planned as (model, task) partitions when it is created (creation.py); their rows carry the
+progress that request_counts and token totals are summed from, so concurrent partitions never contend for
+one counter.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, Iterable, Protocol, cast
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from eval_pipeline.errors import NotFound
+from eval_pipeline.scoring.gradability import PREDICT_ONLY, REFUSED
+from eval_pipeline.stores.catalog import Catalog
+from eval_pipeline.stores.catalog import tables as t
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+DEFAULT_ORG, DEFAULT_TEAM = "org_default", "team_default"  # runs made without an API key (CLI, Dagster)
+
+
+def _index_for_search(run: t.Run) -> None:
+    run.search_text = f"{(run.name or '').lower()} {run.id.lower()}"
+    run.model_list = "|" + "|".join(run.models) + "|"
+
+
+def _totals(s: Session, run_id: str) -> dict[str, int]:
+    row = s.execute(select(func.coalesce(func.sum(t.RunPartition.completed), 0),
+                           func.coalesce(func.sum(t.RunPartition.failed), 0),
+                           func.coalesce(func.sum(t.RunPartition.input_tokens), 0),
+                           func.coalesce(func.sum(t.RunPartition.output_tokens), 0),
+                           func.coalesce(func.sum(t.RunPartition.cached), 0))
+                    .where(t.RunPartition.run_id == run_id)).one()
+    return {"completed": int(row[0]), "failed": int(row[1]), "input": int(row[2]), "output": int(row[3]),
+            "cached": int(row[4])}
+
+
+def _engines_and_task_errors(s: Session, run_id: str) -> dict[str, Any]:
+    """`engines`: per model, what answered (backend, resolved dtype, max_model_len, tokenizer);
+    `task_errors`: per (model, task) a task no rule grades, with the reason (the run still completes)."""
+    rows = s.execute(select(t.RunPartition.model, t.RunPartition.task_id, t.RunPartition.engine,
+                            t.RunPartition.grading).where(t.RunPartition.run_id == run_id)).all()
+    errors = not_graded(s, [SimpleNamespace(model=m, task_id=tid, grading=g) for m, tid, _, g in rows])
+    return {"engines": {m: e for m, _, e, _ in rows if e},
+            "task_errors": [{"model": e["model"], "task_id": e["task_id"], "task": e["task"], "code": e["status"],
+                             "message": e["reason"]} for e in errors]}
+
+
+def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> dict[str, Any]:
+    """The MKA1 `eval.run` object of `run`, every field present (times in Unix seconds, `tokens` and
+    `request_counts` summed over its partitions); with `partitions`, also a `partitions` list of
+    {model, task_id, partition_key, status, planned, completed, failed, chunks, engine, grading}."""
+    totals = _totals(s, run.id)
+    out = {
+        "id": run.id, "object": "eval.run", "name": run.name, "description": run.description,
+        "suite_id": run.suite_id, "suite_version": run.suite_version, "suite_version_id": run.suite_version_id,
+        "org_id": run.org_id, "team_id": run.team_id, "status": run.status, "models": run.models,
+        "task_ids": run.task_ids, "judge_model": run.judge_model, "embedding_model": run.embedding_model,
+        "generation": run.generation,
+        "request_counts": {"total": run.request_total, "completed": totals["completed"],
+                           "failed": totals["failed"]},
+        "metrics": run.metrics, "error": run.error, "artifact_file_ids": run.artifact_file_ids,
+        "metadata": run.metadata_, "agent_name": None, "agent_version": None, "agent_effort": None,
+        "cost_usd": None,
+        # `cached` counts input tokens of requests answered from the generation cache.
+        "tokens": {"input": totals["input"], "output": totals["output"], "cached": totals["cached"],
+                   "reasoning": 0},
+        "created_at": run.created_at, "started_at": run.started_at, "completed_at": run.completed_at,
+        "cancelled_at": run.cancelled_at, "failed_at": run.failed_at,
+        "settings": run.settings, "system_tags": run.system_tags or [], "user_tags": run.user_tags or [],
+        "attempt": run.attempt or 0,
+        **_engines_and_task_errors(s, run.id),
+    }
+    if partitions:
+        out["partitions"] = [
+            {"model": p.model, "task_id": p.task_id, "partition_key": f"{p.model_key}|{p.task_key}",
+             "status": p.status, "planned": p.planned, "completed": p.completed, "failed": p.failed,
+             "chunks": len(p.chunks), "engine": p.engine, "grading": p.grading}
+            for p in s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run.id)
+                               .order_by(t.RunPartition.model, t.RunPartition.task_key))]
+    return out
+
+
+def run_row(s: Session, run_id: str, org_id: str | None = None) -> t.Run:
+    """The run, or NotFound, also when it belongs to another org than `org_id` (when given)."""
+    run = s.get(t.Run, run_id)
+    if run is None or (org_id is not None and run.org_id != org_id):
+        raise NotFound("run", run_id)
+    return run
+
+
+def get_run(catalog: Catalog, run_id: str, *, partitions: bool = False,
+            org_id: str | None = None) -> dict[str, Any]:
+    """The run's `eval.run` object (see run_object). Raises NotFound when there is no such run in `org_id`."""
+    with catalog.session() as s:
+        return run_object(s, run_row(s, run_id, org_id), partitions=partitions)
+
+
+def list_runs(catalog: Catalog, *, status: str | None = None, suite_id: str | None = None,
+              limit: int = 20, after: str | None = None, org_id: str | None = None,
+              suite_version: int | None = None, created_by: str | None = None) -> list[dict[str, Any]]:
+    """Up to `limit` `eval.run` objects, newest first; `after` is the id of the last run of the previous
+    page. `org_id` limits to one org (the API always passes the caller's); `created_by` to one user's runs
+    (owned_only). Raises NotFound when `after` is not a run (of `org_id`)."""
+    with catalog.session() as s:
+        q = select(t.Run).order_by(t.Run.created_ns.desc(), t.Run.id.desc())
+        if org_id is not None:
+            q = q.where(t.Run.org_id == org_id)
+        if suite_version is not None:
+            q = q.where(t.Run.suite_version == suite_version)
+        if created_by is not None:
+            q = q.where(t.Run.created_by == created_by)
+        if status:
+            q = q.where(t.Run.status == status)
+        if suite_id:
+            q = q.where(t.Run.suite_id == suite_id)
+        if after:
+            anchor = run_row(s, after, org_id)
+            q = q.where((t.Run.created_ns < anchor.created_ns)
+                        | ((t.Run.created_ns == anchor.created_ns) & (t.Run.id < anchor.id)))
+        return [run_object(s, r) for r in s.scalars(q.limit(limit))]
+
+
+def queued_runs(catalog: Catalog) -> list[dict[str, Any]]:
+    """The `eval.run` objects of every queued run, any org, oldest first (the order they are taken in)."""
+    with catalog.session() as s:
+        return [run_object(s, r) for r in s.scalars(select(t.Run).where(t.Run.status == "queued")
+                                                    .order_by(t.Run.created_ns, t.Run.id))]
+
+
+def run_partitions(catalog: Catalog, run_id: str, *, unfinished_only: bool = False) -> list[t.RunPartition]:
+    """The run's partition rows (detached), by model then task key; only those not `done` when
+    `unfinished_only`. An unknown run has none."""
+    with catalog.session() as s:
+        q = select(t.RunPartition).where(t.RunPartition.run_id == run_id)
+        if unfinished_only:
+            q = q.where(t.RunPartition.status != "done")
+        return list(s.scalars(q.order_by(t.RunPartition.model, t.RunPartition.task_key)))
+
+
+def run_artifacts(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> dict[str, Any]:
+    """MKA1's `eval.artifacts` of the run: its `artifact_file_ids` (the report); raises NotFound as get_run."""
+    with catalog.session() as s:
+        run = run_row(s, run_id, org_id)
+        return {"object": "eval.artifacts", "run_id": run.id, "result_file_id": None, "samples_file_id": None,
+                "artifact_file_ids": list(run.artifact_file_ids or [])}
+
+
+def run_attempt(catalog: Catalog, run_id: str) -> int:
+    """How many times the run was queued again (retry, rerun-failed); 0 also for an unknown run."""
+    with catalog.session() as s:
+        return s.scalar(select(t.Run.attempt).where(t.Run.id == run_id)) or 0
+
+
+def partition_chunks(catalog: Catalog, run_id: str, model: str, task_id: str) -> list[dict[str, Any]]:
+    """The partition's written chunks as recorded ({index, path, completed, failed, input_tokens,
+    output_tokens, cached_tokens...}, by index); [] for an unknown partition."""
+    with catalog.session() as s:
+        part = s.get(t.RunPartition, (run_id, model, task_id))
+        return list(part.chunks) if part else []
+
+
+def run_for_origin(catalog: Catalog, origin: str) -> str | None:
+    """The id of a run made from `origin` (e.g. "backfill:<id>"), or None."""
+    with catalog.session() as s:
+        return s.scalar(select(t.Run.id).where(t.Run.origin == origin).limit(1))
+
+
+def partition_by_keys(catalog: Catalog, run_id: str, model_key: str, task_key: str) -> t.RunPartition:
+    """The run's partition (detached) of a Dagster partition key's model and task keys; raises NotFound."""
+    with catalog.session() as s:
+        part = s.scalar(select(t.RunPartition).where(t.RunPartition.run_id == run_id,
+                                                     t.RunPartition.model_key == model_key,
+                                                     t.RunPartition.task_key == task_key))
+        if part is None:
+            raise NotFound("run partition", f"{run_id}/{model_key}|{task_key}")
+        return part
+
+
+class _GradedPartition(Protocol):
+    """What not_graded reads of a partition: a RunPartition row, or any object with these attributes."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def grading(self) -> dict[str, Any] | None: ...
+
+
+def not_graded(s: Session, parts: Iterable[_GradedPartition]) -> list[dict[str, Any]]:
+    """{model, task, task_id, status, reason} of the partitions whose task no rule grades (predict-only
+    or not gradable), from what their grading recorded; `task` is the task's name."""
+    out = []
+    for p in parts:
+        status = (p.grading or {}).get("status")
+        if status in (REFUSED, PREDICT_ONLY):
+            out.append({"model": p.model, "task": cast(t.Task, s.get(t.Task, p.task_id)).name, "task_id": p.task_id,
+                        "status": status, "reason": cast(dict[str, Any], p.grading).get("reason")})
+    return out
+
+
+def suite_runs(catalog: Catalog, suite_id: str) -> list[tuple[str, str]]:
+    """[(run id, status)] of every run of a suite, any org."""
+    with catalog.session() as s:
+        return [(i, st) for i, st in s.execute(select(t.Run.id, t.Run.status).where(t.Run.suite_id == suite_id))]

@@ -1,0 +1,42 @@
+"""Reads of a run's results: the overview, comparisons, samples with their scores, the report, and
+the samples still waiting for a person's grade."""
+from __future__ import annotations
+
+from typing import Any
+
+from eval_pipeline import runs
+from eval_pipeline.grading.human import ungraded
+from eval_pipeline.results.comparisons import run_comparisons as _run_comparisons
+from eval_pipeline.results.overview import run_overview as _run_overview
+from eval_pipeline.results.report import html_page, markdown
+from eval_pipeline.results.samples import list_samples as _list_samples
+from eval_pipeline.stores.runtime import Runtime
+
+
+def run_overview(rt: Runtime, run_id: str, *, metric: str = "reward", org_id: str | None = None) -> dict[str, Any]:
+    """`eval.run.overview`: one score, the sample counts and tokens. Raises NotFound."""
+    return _run_overview(rt.catalog, rt.lake, run_id, metric=metric, org_id=org_id)
+
+
+def run_comparisons(rt: Runtime, run_id: str) -> dict[str, Any]:
+    """Paired differences between the run's models per task, and deltas against imported history."""
+    return _run_comparisons(rt.catalog, rt.lake, run_id)
+
+
+def list_samples(rt: Runtime, run_id: str, **filters: Any) -> tuple[list[dict[str, Any]], bool]:
+    """(samples, has_more): a page of the run's generated samples with their scores; `filters` as
+    results.samples.list_samples takes them. Raises NotFound, InvalidInput naming the filter."""
+    return _list_samples(rt.catalog, rt.lake, run_id, **filters)
+
+
+def ungraded_samples(rt: Runtime, run_id: str) -> list[dict[str, Any]]:
+    """The samples of the run's manual tasks that still wait for a person's grade."""
+    return ungraded(rt.catalog, rt.lake, run_id)
+
+
+def run_report(rt: Runtime, run_id: str, *, html: bool = False) -> str:
+    """The run's report: Markdown (metrics with error bars, paired differences, deltas against history),
+    or the HTML page with its chart. Raises NotFound."""
+    run, comparisons = runs.get_run(rt.catalog, run_id), _run_comparisons(rt.catalog, rt.lake, run_id)
+    return html_page(run, comparisons) if html else markdown(run, comparisons)
+
