@@ -1,9 +1,7 @@
 """Import historical lm-eval results into versioned suites: the one core function every front door calls."""
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import func, select
@@ -11,12 +9,10 @@ from sqlalchemy.exc import IntegrityError
 
 from eval_pipeline import ids
 from eval_pipeline.errors import InvalidInput, NotFound
-from eval_pipeline.harness.jsonio import loads
-from eval_pipeline.harness.layout import classify, pair_samples
-from eval_pipeline.harness.results import ParsedResults, TaskResult, is_results_document, parse_results
+from eval_pipeline.harness.results import ParsedResults
 from eval_pipeline.historical.ingest import IngestedRun, IngestJob, IngestOutcome, run_job
+from eval_pipeline.historical.planning import PlannedRun, plan_runs, task_names
 from eval_pipeline.historical.request import (
-    DEFAULT_LISTING_LIMIT,
     DEFAULT_SUITE_NAME,
     HubSourceSpec,
     ImportRequest,
@@ -29,29 +25,11 @@ from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.catalog.store import now
 from eval_pipeline.stores.files import register_file
 from eval_pipeline.stores.lake import Lake
-from eval_pipeline.stores.sources import FsspecSource, HubSource, ListedFile, Source, safe_relative
-from eval_pipeline.suites.tasks import TaskSpec, ensure_tasks, task_spec, tasks_with_inputs
+from eval_pipeline.stores.sources import FsspecSource, HubSource, Source, safe_relative
+from eval_pipeline.suites.tasks import ensure_tasks, tasks_with_inputs
 from eval_pipeline.suites.versions import publish_manifest, suite_task_pins
 
 MATCH_TOLERANCE = 1e-6
-MAX_RESULTS_BYTES = 64 << 20  # results files are kilobytes; a larger JSON is some other data file
-
-
-@dataclass
-class PlannedRun:
-    """One results file to import: its parsed results, its samples files by task, the fingerprint of all
-    of them (the source's content ids), and the catalog spec of each task it has."""
-
-    results: ListedFile
-    parsed: ParsedResults
-    samples: dict[str, list[ListedFile]]
-    fingerprint: str
-    specs: dict[str, TaskSpec] = field(default_factory=dict)
-
-    @property
-    def lake_key(self) -> str:
-        """32 hex characters naming this run's files in the lake (same path and content, same key)."""
-        return hashlib.sha256(f"{self.results.path}\n{self.fingerprint}".encode()).hexdigest()[:32]
 
 
 def open_source(spec: HubSourceSpec | PathSourceSpec, hub_token: str | None, hub_endpoint: str | None,
@@ -95,7 +73,7 @@ def import_results(
             created_suite=suite is None, created_suite_version=False, dry_run=req.dry_run,
         )
         listing = source.list(prefix)
-        plans = _plan(source, listing, files, req.limit_files, result)
+        plans = plan_runs(source, listing, files, req.limit_files, result)
         todo = _drop_already_imported(catalog, source.key, suite, plans, result)
         _check_missing_tasks(catalog, suite, req, plans)
         jobs = _jobs(catalog, source, todo)
@@ -151,75 +129,6 @@ def _create_suite(catalog: Catalog, req: ImportRequest, org_id: str, team_id: st
             return cast(t.Suite, s.scalar(select(t.Suite).where(t.Suite.org_id == org_id, t.Suite.name == name)))
 
 
-def _read_json(source: Source, f: ListedFile) -> Any:
-    with source.open(f) as stream:
-        return loads(stream.read())
-
-
-def _candidates(source: Source, listing: list[ListedFile], explicit: list[str], limit: int | None
-                ) -> tuple[list[ListedFile], set[str], int | None]:
-    """(files to try as results, those that must be results, the limit that applies)."""
-    by_path = {f.path: f for f in listing}
-    if explicit:
-        missing = [p for p in explicit if p not in by_path]
-        if missing:
-            raise NotFound("file", ", ".join(missing), f"at revision {source.revision or 'current'}")
-        return [by_path[p] for p in dict.fromkeys(explicit)], set(explicit), limit
-    named, maybe = classify(listing)
-    return sorted(named + maybe, key=lambda f: f.path), {f.path for f in named}, limit or DEFAULT_LISTING_LIMIT
-
-
-def _parse_candidate(source: Source, f: ListedFile, must_be_results: bool,
-                     result: ImportResult) -> ParsedResults | None:
-    """The parsed results file; None (with an error when it had to be results) for anything else."""
-    def reject(reason: str) -> None:
-        if must_be_results:
-            result.discovered_files += 1
-            result.errors.append({"path": f.path, "reason": reason})
-
-    if (f.size or 0) > MAX_RESULTS_BYTES:
-        reject(f"{f.size} bytes is too large for a results file (limit {MAX_RESULTS_BYTES})")
-        return None
-    try:
-        doc = _read_json(source, f)
-    except ValueError as e:  # not JSON (json.JSONDecodeError), or not UTF-8
-        reject(f"invalid JSON: {e}")
-        return None
-    if not must_be_results and not is_results_document(doc):
-        return None  # some other JSON file, not an lm-eval results file (nor its bare results mapping)
-    try:
-        parsed = parse_results(doc, f.path)
-    except ValueError as e:
-        reject(f"not an lm-eval results file: {e}")
-        return None
-    result.discovered_files += 1
-    return parsed
-
-
-def _planned_run(source: Source, f: ListedFile, parsed: ParsedResults, listing: list[ListedFile]) -> PlannedRun:
-    samples = pair_samples(f.path, parsed.timestamp, parsed.model, [task.name for task in parsed.leaf_tasks],
-                           listing)
-    parts = [source.fingerprint(f)] + sorted(
-        f"{s.path}={source.fingerprint(s)}" for files in samples.values() for s in files)
-    specs = {task.name: task_spec(task) for task in parsed.leaf_tasks}
-    for name in samples:
-        specs.setdefault(name, task_spec(TaskResult(name=name, is_group=False, metrics=[])))
-    return PlannedRun(f, parsed, samples, hashlib.sha256("\n".join(parts).encode()).hexdigest(), specs)
-
-
-def _plan(source: Source, listing: list[ListedFile], explicit: list[str], limit: int | None,
-          result: ImportResult) -> list[PlannedRun]:
-    candidates, named, limit = _candidates(source, listing, explicit, limit)
-    plans = []
-    for f in candidates:
-        if limit is not None and result.discovered_files >= limit:
-            break
-        parsed = _parse_candidate(source, f, f.path in named, result)
-        if parsed is not None:
-            plans.append(_planned_run(source, f, parsed, listing))
-    return plans
-
-
 def _drop_already_imported(catalog: Catalog, source_key: str, suite: t.Suite | None,
                            plans: list[PlannedRun], result: ImportResult) -> list[PlannedRun]:
     done: set[tuple[str, str]] = set()
@@ -238,18 +147,11 @@ def _drop_already_imported(catalog: Catalog, source_key: str, suite: t.Suite | N
     return todo
 
 
-def _task_names(plans: list[PlannedRun]) -> set[str]:
-    names = set()
-    for plan in plans:
-        names |= {task.name for task in plan.parsed.leaf_tasks} | set(plan.samples)
-    return names
-
-
 def _check_missing_tasks(catalog: Catalog, suite: t.Suite | None, req: ImportRequest,
                          plans: list[PlannedRun]) -> None:
     if suite is None or req.create_missing_tasks:
         return
-    missing = sorted(_task_names(plans) - set(suite_task_pins(catalog, suite.id)))
+    missing = sorted(task_names(plans) - set(suite_task_pins(catalog, suite.id)))
     if missing:
         raise InvalidInput("create_missing_tasks",
                            f"suite {suite.id} lacks tasks {', '.join(missing)}; set create_missing_tasks "
@@ -332,6 +234,8 @@ def _already_imported(catalog: Catalog, suite_id: str, source_key: str, plan: Pl
 
 
 CREDENTIAL_WORDS = ("key", "token", "secret", "password", "auth")
+
+
 REDACTED = "[redacted]"
 
 
@@ -382,7 +286,7 @@ def _pins_after(catalog: Catalog, suite_id: str | None, plans: list[PlannedRun],
     (a task that gained inputs has a newer one). A task not in the catalog yet (a dry run) counts as 1.
     """
     failed = {e.get("results_file") for e in result.errors}
-    names = _task_names([p for p in plans if p.results.path not in failed])
+    names = task_names([p for p in plans if p.results.path not in failed])
     current = suite_task_pins(catalog, suite_id) if suite_id else {}
     with catalog.session() as s:
         versions = dict(s.execute(select(t.Task.name, t.Task.current_version).where(t.Task.name.in_(names))).all())
@@ -429,3 +333,4 @@ def _preview_suite_version(catalog: Catalog, suite: t.Suite | None, plans: list[
     latest, pins = _pins_after(catalog, suite.id if suite else None, plans, result)
     result.created_suite_version = pins is not None
     result.suite_version = latest + (pins is not None)
+

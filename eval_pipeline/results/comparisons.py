@@ -49,7 +49,7 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict[str, Any
 def history_delta(value: float, stderr: float | None, past: float, past_stderr: float | None) -> dict[str, Any]:
     """{delta, stderr, p_value} of value - past: the two standard errors combined as independent and a
     two-sided normal p-value; stderr and p_value None when either standard error is unknown."""
-    from scipy import stats
+    from scipy import stats  # deferred: scipy is slow to import and only comparisons need it
 
     delta = value - past
     if stderr is None or past_stderr is None:
