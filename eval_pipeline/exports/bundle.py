@@ -22,6 +22,7 @@ from eval_pipeline.grading.generated_docs import generation_docs
 from eval_pipeline.grading.grade_files import doc_scores
 from eval_pipeline.results.comparisons import run_comparisons
 from eval_pipeline.runs import run_object
+from eval_pipeline.runs.records import RunObject
 from eval_pipeline.stores.catalog import Catalog
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.catalog.store import now
@@ -53,13 +54,13 @@ def _file_entry(path: Path, rows: int | None) -> dict[str, Any]:
     return {"name": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "rows": rows}
 
 
-def _run_spec(catalog: Catalog, run_id: str) -> dict[str, Any]:
+def _run_spec(catalog: Catalog, run_id: str) -> RunObject:
     with catalog.session() as s:
         return run_object(s, cast(t.Run, s.get(t.Run, run_id)))  # an export's run_id is a foreign key of eval_runs
 
 
 def write_manifest(folder: Path, export_id: str, fmt: str, content: list[str], columns: list[str],
-                   run_spec: dict[str, Any], files: list[dict[str, Any]], **extra: Any) -> None:
+                   run_spec: RunObject, files: list[dict[str, Any]], **extra: Any) -> None:
     """`manifest.json`: the commit mark of a bundle, listing every other file with its sha256, bytes and rows.
 
     `run_spec` is the run's MKA1 `eval.run` object, `files` the entries {name, sha256, bytes, rows}; `extra`

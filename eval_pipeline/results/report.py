@@ -13,6 +13,7 @@ from tabulate import tabulate
 
 from eval_pipeline.results.comparisons import run_comparisons
 from eval_pipeline.runs import get_run
+from eval_pipeline.runs.records import RunObject
 from eval_pipeline.stores.catalog import Catalog
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.files import register_file
@@ -41,7 +42,7 @@ def metric_rows(metrics: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def markdown(run: dict[str, Any], comparisons: dict[str, Any] | None = None) -> str:
+def markdown(run: RunObject, comparisons: dict[str, Any] | None = None) -> str:
     """The report's Markdown tables of an `eval.run` object: metrics, tasks not graded by rule, what ran
     (engines, when it has `partitions`), and run_comparisons' paired differences and history deltas."""
     out = [f"### {run.get('name') or run['id']}: {run['status']}",
@@ -54,7 +55,7 @@ def markdown(run: dict[str, Any], comparisons: dict[str, Any] | None = None) -> 
     if skipped:
         out += ["", "Not graded by rule (no number is shown for these):",
                 tabulate(skipped, headers=["model", "task", "status", "reason"], tablefmt="github")]
-    engines = {p["model"]: p["engine"] for p in run.get("partitions") or [] if p.get("engine")}
+    engines = {p["model"]: engine for p in run.get("partitions") or [] if (engine := p.get("engine"))}
     if engines:
         out += ["", "What ran:", tabulate(
             [[m, e.get("backend"), e.get("dtype", ""), e.get("max_model_len", ""), e.get("tokenizer", "")]
@@ -113,7 +114,7 @@ def _chart(metrics: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def html_page(run: dict[str, Any], comparisons: dict[str, Any] | None = None) -> str:
+def html_page(run: RunObject, comparisons: dict[str, Any] | None = None) -> str:
     """The report as one self-contained HTML page: a chart of each task's first metric with 95% intervals,
     the Markdown tables, and the metrics object as JSON (script `#metrics`)."""
     md = markdown(run, comparisons)

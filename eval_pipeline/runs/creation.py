@@ -13,7 +13,14 @@ from eval_pipeline import ids
 from eval_pipeline.errors import Conflict, InvalidInput, NotFound
 from eval_pipeline.generation.requests import count_requests, task_repeats
 from eval_pipeline.models.registry import Model, model_by_key, resolve_in
-from eval_pipeline.runs.records import DEFAULT_ORG, DEFAULT_TEAM, _index_for_search, run_for_origin, run_object
+from eval_pipeline.runs.records import (
+    DEFAULT_ORG,
+    DEFAULT_TEAM,
+    RunObject,
+    _index_for_search,
+    run_for_origin,
+    run_object,
+)
 from eval_pipeline.runs.request import RunRequest
 from eval_pipeline.stores.catalog import Catalog
 from eval_pipeline.stores.catalog import tables as t
@@ -105,7 +112,7 @@ def _plan_partitions(s: Session, lake: Lake, run: t.Run, models: list[Model],
 
 def create_run(catalog: Catalog, lake: Lake, body: dict[str, Any] | RunRequest, *, origin: str = "cli",
                status: str = "queued", org_id: str | None = None, team_id: str | None = None,
-               created_by: str | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+               created_by: str | None = None, idempotency_key: str | None = None) -> RunObject:
     """Validate and record a run with its planned partitions; nothing is written when anything is wrong.
     Returns its `eval.run` object. With an idempotency key, a repeat of the same request in the same org
     returns the first run. Raises InvalidInput naming the field (request, models, suite version, tasks
@@ -166,10 +173,10 @@ def ensure_backfill_run(catalog: Catalog, lake: Lake, origin: str, partition_key
         suite_id, version = sv.suite_id, sv.version
     run_id = run_for_origin(catalog, origin)
     if run_id is None:
-        return cast(str, create_run(catalog, lake, {
+        return create_run(catalog, lake, {
             "suite_id": suite_id, "suite_version": version, "models": [m.name for m in models],
             "task_ids": task_ids, "name": f"Dagster backfill {origin.split(':', 1)[-1]}"},
-            origin=origin, status="in_progress")["id"])
+            origin=origin, status="in_progress")["id"]
     with catalog.session() as s:
         run = s.get(t.Run, run_id)
         known = {(p.model_key, p.task_key) for p in

@@ -9,7 +9,7 @@ from pydantic import Field
 from sqlalchemy import CursorResult, Table, func, select, update
 
 from eval_pipeline.errors import Conflict, NotFound
-from eval_pipeline.runs.records import TERMINAL, _index_for_search, get_run, run_object, run_row
+from eval_pipeline.runs.records import TERMINAL, RunObject, _index_for_search, get_run, run_object, run_row
 from eval_pipeline.stores.catalog import Catalog
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.catalog.store import now
@@ -37,7 +37,7 @@ class RunUpdate(Strict):
 
 
 def update_run(catalog: Catalog, run_id: str, changes: dict[str, Any], *, org_id: str | None = None
-               ) -> dict[str, Any]:
+               ) -> RunObject:
     """Rename, describe or tag a run (any state); fields left out keep their values. Returns the
     `eval.run` object. Raises InvalidInput naming the field, NotFound (also for a run of another org)."""
     upd = parse_model(RunUpdate, changes)
@@ -74,7 +74,7 @@ def delete_run(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | None 
     return {"id": run_id, "object": "eval.run.deleted", "deleted": True}
 
 
-def retry_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> dict[str, Any]:
+def retry_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> RunObject:
     """A failed run queued again for the sensor: chunks already written are kept, the rest is generated.
     Returns the `eval.run` object. Raises NotFound, Conflict unless the run failed."""
     with catalog.session() as s:
@@ -86,7 +86,7 @@ def retry_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> di
     return get_run(catalog, run_id)
 
 
-def cancel_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> dict[str, Any]:
+def cancel_run(catalog: Catalog, run_id: str, *, org_id: str | None = None) -> RunObject:
     """Stop starting work: a queued run is cancelled at once; a running one is `cancelling` until its
     partitions have stopped (each checks between chunks). Returns the `eval.run` object. Raises NotFound,
     Conflict for a run that is completed, failed or cancelled already."""
@@ -221,7 +221,7 @@ def release_partitions(catalog: Catalog, run_id: str, dagster_run_id: str) -> in
     return released
 
 
-def resume_run(catalog: Catalog, run_id: str) -> dict[str, Any]:
+def resume_run(catalog: Catalog, run_id: str) -> RunObject:
     """Take a failed or interrupted run up again (in_progress): unfinished partitions go back to pending;
     the chunks they wrote already are kept and skipped. Returns the `eval.run` object. Raises NotFound,
     Conflict for a run that is completed, cancelled or cancelling."""

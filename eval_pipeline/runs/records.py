@@ -7,7 +7,7 @@ one counter.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, Iterable, Protocol, cast
+from typing import Any, Iterable, Literal, NotRequired, Protocol, TypedDict, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,6 +21,93 @@ TERMINAL = ("completed", "failed", "cancelled")
 
 
 DEFAULT_ORG, DEFAULT_TEAM = "org_default", "team_default"  # runs made without an API key (CLI, Dagster)
+
+
+class RequestCounts(TypedDict):
+    """Requests of a run: planned in all, answered, and failed."""
+
+    total: int
+    completed: int
+    failed: int
+
+
+class TokenCounts(TypedDict):
+    """Tokens of a run's answered requests; `cached` counts the input tokens of requests answered from the
+    generation cache; `reasoning` is always 0 (no backend reports it separately)."""
+
+    input: int
+    output: int
+    cached: int
+    reasoning: int
+
+
+class TaskError(TypedDict):
+    """A (model, task) no rule grades: `code` predict-only or not-gradable, `message` the reason."""
+
+    model: str
+    task_id: str
+    task: str
+    code: str
+    message: str | None
+
+
+class PartitionProgress(TypedDict):
+    """One (model, task) partition of a run as `get_run(..., partitions=True)` shows it."""
+
+    model: str
+    task_id: str
+    partition_key: str  # "model key|task key", the Dagster partition
+    status: str  # pending | running | done | failed | cancelled
+    planned: int
+    completed: int
+    failed: int
+    chunks: int  # chunks written
+    engine: dict[str, Any] | None  # what answered: backend, resolved dtype, max_model_len, tokenizer
+    grading: dict[str, Any] | None  # {status, reason}: how the task was graded
+
+
+class RunObject(TypedDict):
+    """The `eval.run` document: what the CLI prints, export bundles embed, the report reads, and MKA1's
+    API serves (its shape is the brief's, after MKA1's EvalRun; `agent_*` and `cost_usd` are MKA1's fields
+    this product never sets). Times are Unix seconds."""
+
+    id: str
+    object: Literal["eval.run"]
+    name: str | None
+    description: str | None
+    suite_id: str
+    suite_version: int
+    suite_version_id: str
+    org_id: str
+    team_id: str
+    status: str  # queued | in_progress | finalizing | completed | failed | cancelling | cancelled
+    models: list[str]
+    task_ids: list[str] | None
+    judge_model: str | None
+    embedding_model: str | None
+    generation: dict[str, Any]
+    request_counts: RequestCounts
+    metrics: dict[str, Any] | None  # model -> task -> "metric,filter" -> {value, stderr, ci_low, ci_high, n}
+    error: dict[str, Any] | None  # {code, message, model, task}
+    artifact_file_ids: list[str]
+    metadata: dict[str, Any] | None
+    agent_name: None
+    agent_version: None
+    agent_effort: None
+    cost_usd: None
+    tokens: TokenCounts
+    created_at: int
+    started_at: int | None
+    completed_at: int | None
+    cancelled_at: int | None
+    failed_at: int | None
+    settings: dict[str, Any]
+    system_tags: list[str]
+    user_tags: list[str]
+    attempt: int
+    engines: dict[str, dict[str, Any]]  # model -> what answered it
+    task_errors: list[TaskError]
+    partitions: NotRequired[list[PartitionProgress]]
 
 
 def _index_for_search(run: t.Run) -> None:
@@ -39,23 +126,24 @@ def _totals(s: Session, run_id: str) -> dict[str, int]:
             "cached": int(row[4])}
 
 
-def _engines_and_task_errors(s: Session, run_id: str) -> dict[str, Any]:
+def _engines_and_task_errors(s: Session, run_id: str) -> tuple[dict[str, dict[str, Any]], list[TaskError]]:
     """`engines`: per model, what answered (backend, resolved dtype, max_model_len, tokenizer);
     `task_errors`: per (model, task) a task no rule grades, with the reason (the run still completes)."""
     rows = s.execute(select(t.RunPartition.model, t.RunPartition.task_id, t.RunPartition.engine,
                             t.RunPartition.grading).where(t.RunPartition.run_id == run_id)).all()
     errors = not_graded(s, [SimpleNamespace(model=m, task_id=tid, grading=g) for m, tid, _, g in rows])
-    return {"engines": {m: e for m, _, e, _ in rows if e},
-            "task_errors": [{"model": e["model"], "task_id": e["task_id"], "task": e["task"], "code": e["status"],
-                             "message": e["reason"]} for e in errors]}
+    return ({m: e for m, _, e, _ in rows if e},
+            [{"model": e["model"], "task_id": e["task_id"], "task": e["task"], "code": e["status"],
+              "message": e["reason"]} for e in errors])
 
 
-def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> dict[str, Any]:
+def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> RunObject:
     """The MKA1 `eval.run` object of `run`, every field present (times in Unix seconds, `tokens` and
     `request_counts` summed over its partitions); with `partitions`, also a `partitions` list of
     {model, task_id, partition_key, status, planned, completed, failed, chunks, engine, grading}."""
     totals = _totals(s, run.id)
-    out = {
+    engines, task_errors = _engines_and_task_errors(s, run.id)
+    out: RunObject = {
         "id": run.id, "object": "eval.run", "name": run.name, "description": run.description,
         "suite_id": run.suite_id, "suite_version": run.suite_version, "suite_version_id": run.suite_version_id,
         "org_id": run.org_id, "team_id": run.team_id, "status": run.status, "models": run.models,
@@ -73,7 +161,7 @@ def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> dict[str,
         "cancelled_at": run.cancelled_at, "failed_at": run.failed_at,
         "settings": run.settings, "system_tags": run.system_tags or [], "user_tags": run.user_tags or [],
         "attempt": run.attempt or 0,
-        **_engines_and_task_errors(s, run.id),
+        "engines": engines, "task_errors": task_errors,
     }
     if partitions:
         out["partitions"] = [
@@ -94,7 +182,7 @@ def run_row(s: Session, run_id: str, org_id: str | None = None) -> t.Run:
 
 
 def get_run(catalog: Catalog, run_id: str, *, partitions: bool = False,
-            org_id: str | None = None) -> dict[str, Any]:
+            org_id: str | None = None) -> RunObject:
     """The run's `eval.run` object (see run_object). Raises NotFound when there is no such run in `org_id`."""
     with catalog.session() as s:
         return run_object(s, run_row(s, run_id, org_id), partitions=partitions)
@@ -102,7 +190,7 @@ def get_run(catalog: Catalog, run_id: str, *, partitions: bool = False,
 
 def list_runs(catalog: Catalog, *, status: str | None = None, suite_id: str | None = None,
               limit: int = 20, after: str | None = None, org_id: str | None = None,
-              suite_version: int | None = None, created_by: str | None = None) -> list[dict[str, Any]]:
+              suite_version: int | None = None, created_by: str | None = None) -> list[RunObject]:
     """Up to `limit` `eval.run` objects, newest first; `after` is the id of the last run of the previous
     page. `org_id` limits to one org (the API always passes the caller's); `created_by` to one user's runs
     (owned_only). Raises NotFound when `after` is not a run (of `org_id`)."""
@@ -125,7 +213,7 @@ def list_runs(catalog: Catalog, *, status: str | None = None, suite_id: str | No
         return [run_object(s, r) for r in s.scalars(q.limit(limit))]
 
 
-def queued_runs(catalog: Catalog) -> list[dict[str, Any]]:
+def queued_runs(catalog: Catalog) -> list[RunObject]:
     """The `eval.run` objects of every queued run, any org, oldest first (the order they are taken in)."""
     with catalog.session() as s:
         return [run_object(s, r) for r in s.scalars(select(t.Run).where(t.Run.status == "queued")

@@ -4,21 +4,20 @@ taken from the set-aside files); grades, metrics and the report are made again a
 from __future__ import annotations
 
 import posixpath
-from typing import Any
 
 from sqlalchemy import select
 
 from eval_pipeline.errors import Conflict
 from eval_pipeline.generation.cache import superseded_dir
 from eval_pipeline.runs.lifecycle import set_chunks
-from eval_pipeline.runs.records import run_object, run_row
+from eval_pipeline.runs.records import RunObject, run_object, run_row
 from eval_pipeline.stores.catalog import Catalog
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.catalog.store import now
 from eval_pipeline.stores.lake import Lake
 
 
-def rerun_failed(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | None = None) -> dict[str, Any]:
+def rerun_failed(catalog: Catalog, lake: Lake, run_id: str, *, org_id: str | None = None) -> RunObject:
     """Queue a completed or failed run again (one more attempt) with only its failed samples to answer;
     returns the `eval.run` object. Raises NotFound (also for a run of another org), Conflict when the run is
     not completed or failed, or has no failed samples."""

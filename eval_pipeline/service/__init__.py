@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from eval_pipeline.historical.request import ImportResult
     from eval_pipeline.models.registry import Model
     from eval_pipeline.results.overview import headline_score
+    from eval_pipeline.runs.records import RunObject
     from eval_pipeline.runs.search import RunPage, RunSummary
     from eval_pipeline.service.exports import (
         EXPORT_CONTENT,
@@ -80,6 +81,7 @@ _WHERE: dict[str, str] = {
     "ImportResult": "eval_pipeline.historical.request",
     "Model": "eval_pipeline.models.registry",
     "Principal": "eval_pipeline.stores.keys",
+    "RunObject": "eval_pipeline.runs.records",
     "RunPage": "eval_pipeline.runs.search",
     "RunSummary": "eval_pipeline.runs.search",
     "add_model": "eval_pipeline.service.registry",
@@ -139,6 +141,7 @@ __all__ = [
     "ImportResult",
     "Model",
     "Principal",
+    "RunObject",
     "RunPage",
     "RunSummary",
     "Runtime",

@@ -14,6 +14,7 @@ from eval_pipeline.grading.judge import judge_partition
 from eval_pipeline.results.metrics import refresh_run_metrics, write_partition_metrics
 from eval_pipeline.runs import get_run
 from eval_pipeline.runs.creation import check_graders
+from eval_pipeline.runs.records import RunObject
 from eval_pipeline.runs.request import RunRequest
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.runtime import Runtime
@@ -33,7 +34,7 @@ def grade_sample(rt: Runtime, run_id: str, body: dict[str, Any]) -> dict[str, An
 
 
 def regrade_run(rt: Runtime, run_id: str, *, judge_model: str | None = None, judge_rubric: str | None = None,
-                embedding_model: str | None = None) -> dict[str, Any]:
+                embedding_model: str | None = None) -> RunObject:
     """Grade a completed run again with the judge, rubric or embedding model given (the others kept).
     Returns the run. Raises NotFound, Conflict unless completed, InvalidInput when nothing is named or a
     model does not resolve to a grader."""

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from eval_pipeline import runs
+from eval_pipeline.runs.records import RunObject
 from eval_pipeline.runs.request import RunRequest
 from eval_pipeline.runs.rerun import rerun_failed as _rerun_failed
 from eval_pipeline.runs.search import RunPage, RunSummary
@@ -19,7 +20,7 @@ from eval_pipeline.stores.runtime import Runtime
 
 def create_run(rt: Runtime, body: dict[str, Any] | RunRequest, *, origin: str = "cli", org_id: str | None = None,
                team_id: str | None = None, created_by: str | None = None,
-               idempotency_key: str | None = None) -> dict[str, Any]:
+               idempotency_key: str | None = None) -> RunObject:
     """Validate and record a run (the brief's `eval.run` request) with its planned (model, task)
     partitions, queued for the `queued_runs` sensor or a server's worker. Returns the `eval.run` object.
     Raises InvalidInput (naming the field), NotFound (suite, model), Conflict (an Idempotency-Key reused
@@ -28,14 +29,14 @@ def create_run(rt: Runtime, body: dict[str, Any] | RunRequest, *, origin: str = 
                            created_by=created_by, idempotency_key=idempotency_key)
 
 
-def execute_run(rt: Runtime, run_id: str, job: dg.JobDefinition) -> dict[str, Any]:
+def execute_run(rt: Runtime, run_id: str, job: dg.JobDefinition) -> RunObject:
     """Execute the run's unfinished partitions here, as Dagster runs of `job` recorded in the instance
     (no daemon), and return the run with its partitions once it is terminal or stopped."""
     execute_in_process(dagster_instance(rt), rt.catalog, rt.lake, run_id, job, run_config=QUIET)
     return runs.get_run(rt.catalog, run_id, partitions=True)
 
 
-def cancel_run(rt: Runtime, run_id: str, *, org_id: str | None = None) -> dict[str, Any]:
+def cancel_run(rt: Runtime, run_id: str, *, org_id: str | None = None) -> RunObject:
     """Stop the run: a queued run is cancelled at once, a running one is `cancelling` until its partitions
     stop after their chunk in flight; its Dagster runs not yet finished are cancelled or terminated.
     Returns the run as the cancel left it. Raises NotFound, or Conflict for a run already terminal."""
@@ -44,12 +45,12 @@ def cancel_run(rt: Runtime, run_id: str, *, org_id: str | None = None) -> dict[s
     return run
 
 
-def retry_run(rt: Runtime, run_id: str, *, org_id: str | None = None) -> dict[str, Any]:
+def retry_run(rt: Runtime, run_id: str, *, org_id: str | None = None) -> RunObject:
     """Queue a failed run again; the chunks it wrote are kept. Raises NotFound, or Conflict unless failed."""
     return runs.retry_run(rt.catalog, run_id, org_id=org_id)
 
 
-def resume_run(rt: Runtime, run_id: str, *, requeue: bool = True) -> dict[str, Any]:
+def resume_run(rt: Runtime, run_id: str, *, requeue: bool = True) -> RunObject:
     """Take up a failed or interrupted run: its unfinished partitions go back to pending (the chunks they
     wrote are kept) and the run is queued for the sensor, or, with `requeue=False`, left in_progress for
     `execute_run` here. Raises NotFound, or Conflict for a completed, cancelled or cancelling run."""
@@ -60,7 +61,7 @@ def resume_run(rt: Runtime, run_id: str, *, requeue: bool = True) -> dict[str, A
     return runs.get_run(rt.catalog, run_id)
 
 
-def rerun_failed(rt: Runtime, run_id: str, *, org_id: str | None = None) -> dict[str, Any]:
+def rerun_failed(rt: Runtime, run_id: str, *, org_id: str | None = None) -> RunObject:
     """Queue a finished run again for its failed samples only. Raises NotFound, or Conflict when the run is
     not finished or has no failed sample."""
     return _rerun_failed(rt.catalog, rt.lake, run_id, org_id=org_id)
@@ -72,7 +73,7 @@ def delete_run(rt: Runtime, run_id: str, *, org_id: str | None = None) -> dict[s
     return runs.delete_run(rt.catalog, rt.lake, run_id, org_id=org_id)
 
 
-def update_run(rt: Runtime, run_id: str, changes: dict[str, Any], *, org_id: str | None = None) -> dict[str, Any]:
+def update_run(rt: Runtime, run_id: str, changes: dict[str, Any], *, org_id: str | None = None) -> RunObject:
     """Rename, describe or tag a run (any state). Raises NotFound, or InvalidInput naming the field."""
     return runs.update_run(rt.catalog, run_id, changes, org_id=org_id)
 
@@ -85,7 +86,7 @@ def execute_queued_run(rt: Runtime, job: dg.JobDefinition) -> str | None:
             execute_in_process(dagster_instance(rt), rt.catalog, rt.lake, run["id"], job, run_config=QUIET)
             return str(run["id"])
     return None
-def get_run(rt: Runtime, run_id: str, *, partitions: bool = False, org_id: str | None = None) -> dict[str, Any]:
+def get_run(rt: Runtime, run_id: str, *, partitions: bool = False, org_id: str | None = None) -> RunObject:
     """The `eval.run` object (with each (model, task) partition's progress when `partitions`). Raises
     NotFound, also for another org's run when `org_id` is given."""
     return runs.get_run(rt.catalog, run_id, partitions=partitions, org_id=org_id)
@@ -101,7 +102,7 @@ def list_runs(
     org_id: str | None = None,
     suite_version: int | None = None,
     created_by: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[RunObject]:
     """Up to `limit` `eval.run` objects, newest first, after the run `after` (see runs.list_runs)."""
     return runs.list_runs(
         rt.catalog,
