@@ -30,6 +30,7 @@ def principal(request: Request) -> Principal:
 Caller = Depends(principal)
 
 async def json_body(request: Request) -> dict:
+    """The request's body as a JSON object; InvalidInput (400) naming `body` otherwise."""
     raw = await request.body()
     try:
         body = json.loads(raw or b"{}")
@@ -41,6 +42,8 @@ async def json_body(request: Request) -> dict:
 
 
 def page(items: list[dict], limit: int) -> dict:
+    """MKA1's list page of `items` (fetched with one extra to know `has_more`): {object, data, has_more, first_id,
+    last_id}."""
     data = items[:limit]
     return {"object": "list", "data": data, "has_more": len(items) > limit,
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}

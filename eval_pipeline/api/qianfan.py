@@ -137,6 +137,7 @@ def describe_eval_tasks(rt, caller: Principal, params: dict) -> dict:
 
 
 def describe_eval_task(rt, caller: Principal, params: dict) -> dict:
+    """DescribeEvalTask: one run as a Qianfan eval task, with its state, models, metrics and progress (%)."""
     run = service.get_run(rt, _required(params, "taskId"), org_id=caller.org_id)
     item = _task_item(service.run_summary(rt, run["id"]))
     counts = run["request_counts"]
@@ -146,11 +147,13 @@ def describe_eval_task(rt, caller: Principal, params: dict) -> dict:
 
 
 def stop_eval_task(rt, caller: Principal, params: dict) -> dict:
+    """StopEvalTask: cancel the run and its Dagster runs (service.cancel_run), as the other doors do."""
     run = service.cancel_run(rt, _required(params, "taskId"), org_id=caller.org_id)
     return {"taskId": run["id"], "state": RUN_STATES[run["status"]]}
 
 
 def create_export_task(rt, caller: Principal, params: dict) -> dict:
+    """CreateEvalResultExportTask: queue an export of a completed run; {taskId}."""
     eval_id = _required(params, "evalId")
     service.get_run(rt, eval_id, org_id=caller.org_id)  # another org's run is not found
     storage = params.get("storageType", "sysStorage")
@@ -176,6 +179,7 @@ def create_export_task(rt, caller: Principal, params: dict) -> dict:
 
 
 def describe_export_task(rt, caller: Principal, params: dict) -> dict:
+    """DescribeEvalResultExportTask: the export's state, storage, files and download location."""
     export = service.get_export(rt, _required(params, "taskId"))
     service.get_run(rt, export["run_id"], org_id=caller.org_id)
     return {"taskId": export["id"], "evalId": export["run_id"], "state": STATES[export["status"]],

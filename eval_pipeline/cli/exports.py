@@ -26,6 +26,7 @@ def exports_group() -> None:
 @click.option("--queue", is_flag=True, help="Only queue it, for the Dagster daemon's sensor; default: export now.")
 @front_door
 def exports_create(run_id, storage_type, bucket, prefix, content, fmt, queue) -> None:
+    """Export a completed run (RUN_ID) now, or queue it with --queue; prints the eval.export."""
     body = {"run_id": run_id, "storage_type": "object" if storage_type == "s3" else storage_type, "bucket": bucket,
             "prefix": prefix, "format": fmt}
     if content is not None:  # left out, not empty: format lm-eval takes none, bundle says it is required
@@ -43,4 +44,5 @@ def exports_create(run_id, storage_type, bucket, prefix, content, fmt, queue) ->
 @click.argument("export_id")
 @front_door
 def exports_get(export_id: str) -> None:
+    """Print an export task (eval.export): status, location, files."""
     _emit(service.get_export(service.open_runtime(), export_id))

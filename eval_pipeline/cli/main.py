@@ -87,6 +87,7 @@ def suites() -> None:
 @suites.command("list")
 @front_door
 def suites_list() -> None:
+    """Print every suite (eval.suite objects), oldest first."""
     _emit({"object": "list", "data": service.list_suites(service.open_runtime())})
 
 
@@ -94,6 +95,7 @@ def suites_list() -> None:
 @click.argument("suite_id")
 @front_door
 def suites_get(suite_id: str) -> None:
+    """Print a suite with its versions."""
     _emit(service.get_suite(service.open_runtime(), suite_id))
 
 
@@ -114,6 +116,7 @@ def tasks() -> None:
 @tasks.command("list")
 @front_door
 def tasks_list() -> None:
+    """Print every task with its current version and gradability."""
     _emit({"object": "list", "data": service.list_tasks(service.open_runtime())})
 
 

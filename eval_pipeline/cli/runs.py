@@ -53,6 +53,7 @@ def models_add(name: str, backend: str, headers: tuple[str, ...], is_default: bo
 @models.command("list")
 @front_door
 def models_list() -> None:
+    """Print the model registry."""
     _emit({"object": "list", "data": [m.to_dict() for m in service.list_models(service.open_runtime())]})
 
 
@@ -60,6 +61,7 @@ def models_list() -> None:
 @click.argument("name")
 @front_door
 def models_remove(name: str) -> None:
+    """Remove NAME from the model registry."""
     service.remove_model(service.open_runtime(), name)
     _emit({"object": "model.deleted", "name": name, "deleted": True})
 
@@ -133,6 +135,7 @@ def runs_create(suite_id, suite_version, models_, task_ids, judge_model, embeddi
 @click.option("--partitions", is_flag=True, help="Include each (model, task) partition's progress.")
 @front_door
 def runs_get(run_id: str, partitions: bool) -> None:
+    """Print the run (eval.run)."""
     _emit(service.get_run(service.open_runtime(), run_id, partitions=partitions))
 
 
@@ -143,6 +146,7 @@ def runs_get(run_id: str, partitions: bool) -> None:
 @click.option("--after", help="The last id of the previous page.")
 @front_door
 def runs_list(status, suite_id, limit, after) -> None:
+    """Print a page of runs, newest first."""
     data = service.list_runs(service.open_runtime(), status=status, suite_id=suite_id, limit=limit + 1, after=after)
     page = data[:limit]
     _emit({"object": "list", "data": page, "has_more": len(data) > limit,

@@ -43,4 +43,5 @@ def keys_create(org_id: str, team_id: str | None, name: str | None, kind: str) -
 @click.argument("key_id")
 @front_door
 def keys_revoke(key_id: str) -> None:
+    """Revoke an API key: it authenticates nothing from now on."""
     _emit(service.revoke_key(service.open_runtime(), key_id))
