@@ -17,16 +17,19 @@ class GenerationThresholds(dg.ConfigurableResource):
     max_empty_rate: Optional[float] = None
 
     def _resolve(self, field: str) -> float:
-        value = getattr(self, field)
-        if value is not None:
-            return float(value)
         env, default = DEFAULTS[field]
-        raw = os.environ.get(env)
-        try:
-            return float(raw) if raw else default
-        except ValueError:
-            raise ValueError(f"{env}={raw!r} is not a number") from None
+        value, source = getattr(self, field), f"thresholds.{field}"
+        if value is None:
+            raw, source = os.environ.get(env), env
+            try:
+                value = float(raw) if raw else default
+            except ValueError:
+                raise ValueError(f"{env}={raw!r} is not a number") from None
+        if not 0.0 <= float(value) <= 1.0:  # NaN fails this too
+            raise ValueError(f"{source}={value!r} must be a fraction from 0 to 1")
+        return float(value)
 
     def limits(self) -> tuple[float, float]:
-        """(max failed rate, max empty rate), each a fraction in [0, 1]."""
+        """(max failed rate, max empty rate), each a fraction in [0, 1]. Raises ValueError naming the variable
+        or field that is not a number or out of range."""
         return self._resolve("max_failed_rate"), self._resolve("max_empty_rate")

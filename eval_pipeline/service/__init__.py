@@ -39,27 +39,17 @@ if TYPE_CHECKING:
         set_eval_mode,
         set_metric_list,
     )
-    from eval_pipeline.service.results import (
-        list_samples,
-        run_comparisons,
-        run_overview,
-        run_report,
-        ungraded_samples,
-    )
+    from eval_pipeline.service.results import list_samples, run_comparisons, run_overview, run_report, ungraded_samples
+    from eval_pipeline.service.run_reads import get_run, list_runs, run_artifacts, run_summary, search_runs
     from eval_pipeline.service.runs import (
         cancel_run,
         create_run,
         delete_run,
         execute_queued_run,
         execute_run,
-        get_run,
-        list_runs,
         rerun_failed,
         resume_run,
         retry_run,
-        run_artifacts,
-        run_summary,
-        search_runs,
         update_run,
     )
     from eval_pipeline.service.suites import (
@@ -103,7 +93,7 @@ _WHERE: dict[str, str] = {
     "file_uri": "eval_pipeline.service.files",
     "get_export": "eval_pipeline.service.exports",
     "get_file": "eval_pipeline.service.files",
-    "get_run": "eval_pipeline.service.runs",
+    "get_run": "eval_pipeline.service.run_reads",
     "get_suite": "eval_pipeline.service.suites",
     "get_suite_version": "eval_pipeline.service.suites",
     "grade_sample": "eval_pipeline.service.grading",
@@ -111,7 +101,7 @@ _WHERE: dict[str, str] = {
     "import_historical": "eval_pipeline.service.imports",
     "imported_metrics": "eval_pipeline.service.suites",
     "list_models": "eval_pipeline.service.registry",
-    "list_runs": "eval_pipeline.service.runs",
+    "list_runs": "eval_pipeline.service.run_reads",
     "list_samples": "eval_pipeline.service.results",
     "list_suites": "eval_pipeline.service.suites",
     "list_tasks": "eval_pipeline.service.suites",
@@ -122,12 +112,12 @@ _WHERE: dict[str, str] = {
     "resume_run": "eval_pipeline.service.runs",
     "retry_run": "eval_pipeline.service.runs",
     "revoke_key": "eval_pipeline.service.registry",
-    "run_artifacts": "eval_pipeline.service.runs",
+    "run_artifacts": "eval_pipeline.service.run_reads",
     "run_comparisons": "eval_pipeline.service.results",
     "run_overview": "eval_pipeline.service.results",
     "run_report": "eval_pipeline.service.results",
-    "run_summary": "eval_pipeline.service.runs",
-    "search_runs": "eval_pipeline.service.runs",
+    "run_summary": "eval_pipeline.service.run_reads",
+    "search_runs": "eval_pipeline.service.run_reads",
     "set_eval_mode": "eval_pipeline.service.registry",
     "set_metric_list": "eval_pipeline.service.registry",
     "ungraded_samples": "eval_pipeline.service.results",
