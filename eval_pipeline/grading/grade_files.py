@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from typing import Any, Sequence, TypeAlias
+from typing import Any, Sequence
 
 import pyarrow as pa
 
+from eval_pipeline.scoring.lm_eval_code import GradeRow
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.lake import Lake
 
@@ -17,11 +18,6 @@ GRADES_SCHEMA = pa.schema([
     ("error", pa.string()), ("stats", pa.list_(pa.float64())), ("rationale", pa.string()),
     ("rubric_sha256", pa.string()),
 ])
-
-# One grade as graders produce it: (doc_id, filter, metric, score, grader, error, stats); `score` is None
-# when `error` says why it could not be graded, `stats` a corpus metric's per-sample statistics.
-GradeRow: TypeAlias = tuple[int, str, str, float | None, str, str | None, list[float] | None]
-
 
 def grades_dir(run_id: str, model_key: str, task_key: str) -> str:
     """The lake folder (relative to its root) of one partition's grade files."""

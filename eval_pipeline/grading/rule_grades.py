@@ -11,11 +11,12 @@ import pyarrow as pa
 
 from eval_pipeline.generation.requests import ROLLING
 from eval_pipeline.grading.generated_docs import load_partition
-from eval_pipeline.grading.grade_files import GradeRow, grades_path, grades_table
+from eval_pipeline.grading.grade_files import grades_path, grades_table
 from eval_pipeline.harness.jsonio import loads
 from eval_pipeline.scoring.corpus import CORPUS_METRICS, label_stats, text_stats
 from eval_pipeline.scoring.gradability import PREDICT_ONLY, REFUSED, REGISTRY, Gradability
 from eval_pipeline.scoring.lm_eval_code import (
+    GradeRow,
     generation_error,
     generation_gold,
     grade_rolling,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 
@@ -21,8 +21,9 @@ from eval_pipeline.scoring.rules import TaskRules, filtered_predictions
 
 ROLLING_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 
-# A grades row (grading/grade_files.py's GradeRow): (doc_id, filter, metric, score, grader, error, statistics)
-_Row = tuple[int, str, str, float | None, str, str | None, list[float] | None]
+# One grade as graders produce it, a row of a grade file (grading/grade_files.py): (doc_id, filter, metric, score,
+# grader, error, stats); `score` is None when `error` says why, `stats` a corpus metric's per-sample statistics.
+GradeRow: TypeAlias = tuple[int, str, str, float | None, str, str | None, list[float] | None]
 
 
 def generation_error(rows_of_doc: list[dict[str, Any]]) -> str | None:
@@ -90,7 +91,7 @@ def _rolling_item(metric: str, ll: float, target: str) -> list[float]:
     return [ll, float(weight)]
 
 
-def _item_row(doc_id: int, filter_name: str, metric: str, value: Any) -> _Row:
+def _item_row(doc_id: int, filter_name: str, metric: str, value: Any) -> GradeRow:
     """A grades row from one lm-eval item: a number is the score; an (ll, weight) pair of a weighted
     aggregation keeps both as statistics, scored as the doc alone would be."""
     if isinstance(value, bool) or isinstance(value, (int, float)):
@@ -106,7 +107,7 @@ def _item_row(doc_id: int, filter_name: str, metric: str, value: Any) -> _Row:
 
 
 def grade_rolling(rules: TaskRules, by_doc: dict[int, list[dict[str, Any]]], inputs: dict[int, dict[str, Any]],
-                  rows: list[_Row]) -> None:
+                  rows: list[GradeRow]) -> None:
     """word_perplexity, byte_perplexity, bits_per_byte of loglikelihood_rolling docs, kept as lm-eval's
     (loglikelihood, weight) items so the aggregates are its weighted ones.
 
@@ -128,7 +129,7 @@ def grade_rolling(rules: TaskRules, by_doc: dict[int, list[dict[str, Any]]], inp
 
 
 def grade_with_registry(task_name: str, rules: TaskRules, by_doc: dict[int, list[dict[str, Any]]],
-                        inputs: dict[int, dict[str, Any]], rows: list[_Row]) -> None:
+                        inputs: dict[int, dict[str, Any]], rows: list[GradeRow]) -> None:
     """Score each doc with the installed lm-eval's `process_results(doc, results)` of task `task_name`,
     fed as lm-eval feeds it: (loglikelihood, is_greedy) per request for multiple_choice and loglikelihood,
     (loglikelihood,) for loglikelihood_rolling, the filtered answer per filter for generate_until.
