@@ -12,6 +12,8 @@ from eval_pipeline.quality.checks import check_metrics
 from eval_pipeline.results.metrics import metrics_path, run_metrics_object, write_partition_metrics
 from eval_pipeline.results.report import markdown
 from eval_pipeline.runs.records import not_graded
+from eval_pipeline.schedules.outcomes import regression_settings
+from eval_pipeline.schedules.regressions import compare_run
 from eval_pipeline.service.partitions import generation_partitions_def, split_key
 from resources import CatalogResource, LakeResource
 
@@ -63,3 +65,25 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
             (key, check_metrics(lake.lake.read_table(metrics_path(run_id, *split_key(key))).to_pandas(),
                                 partition_grades(catalog, lake, run_id, key).to_pandas()))
             for key in context.partition_keys])
+
+    @dg.asset_check(asset=metrics, partitions_def=generation_partitions_def, blocking=False)
+    def no_regression(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
+                      lake: LakeResource) -> dg.AssetCheckResult:
+        """A scheduled run's partitions against the schedule's previous completed run and the imported
+        baseline: WARN when a metric dropped significantly (Benjamini-Hochberg over the run's comparisons,
+        eval_pipeline/schedules/regressions.py). Runs no schedule made pass with nothing compared."""
+        run_id = eval_run_id(context, catalog, lake, create=False)
+        settings = regression_settings(catalog.catalog, run_id) if run_id else None
+        if settings is None:
+            return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                       metadata={"summary": "not a scheduled run: nothing compared"})
+        previous, comparisons = compare_run(catalog.catalog, lake.lake, run_id, alpha=settings[0],
+                                            min_drop=settings[1])
+        keys = set(context.partition_keys)
+        mine = [c for c in comparisons if c["partition_key"] in keys]
+        found = [{k: c[k] for k in ("partition_key", "metric", "filter", "against", "value", "against_value",
+                                    "difference", "p_adjusted")} for c in mine if c["regression"]]
+        return dg.AssetCheckResult(passed=not found, severity=dg.AssetCheckSeverity.WARN, metadata={
+            "summary": f"{len(found)} regressions in {len(mine)} comparisons", "previous_run_id": previous or "",
+            "comparisons": len(mine), "regressions": dg.MetadataValue.json(found),
+            "alpha": settings[0], "min_drop": settings[1]})

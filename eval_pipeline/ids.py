@@ -15,6 +15,9 @@ PREFIXES = {
     "file": "file_",
     "export": "eval_export_",
     "api_key": "key_",
+    "schedule": "eval_sched_",
+    "schedule_tick": "eval_tick_",
+    "webhook_delivery": "eval_whd_",
 }
 
 

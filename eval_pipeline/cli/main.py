@@ -11,6 +11,7 @@ from eval_pipeline.cli import grading as _grading  # noqa: F401  (adds its comma
 from eval_pipeline.cli.common import _emit, _metadata, front_door
 from eval_pipeline.cli.exports import exports_group
 from eval_pipeline.cli.runs import models, runs_group
+from eval_pipeline.cli.schedules import schedules_group
 from eval_pipeline.cli.serve import keys, serve
 from eval_pipeline.errors import InvalidInput
 
@@ -154,6 +155,7 @@ def demo() -> None:
 main.add_command(models)
 main.add_command(runs_group)
 main.add_command(exports_group)
+main.add_command(schedules_group)
 main.add_command(serve)
 main.add_command(keys)
 

@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, Callable
 
 from eval_pipeline.exports.lm_eval_format import _gen_kwargs, _sanitize, doc_hash, dumps_sample, hash_string
 from eval_pipeline.grading.generated_docs import task_rules
@@ -21,7 +21,7 @@ from eval_pipeline.results.metrics import metrics_path
 from eval_pipeline.scoring.corpus import CORPUS_METRICS
 from eval_pipeline.scoring.gradability import PREDICT_ONLY, REFUSED
 from eval_pipeline.scoring.lm_eval_code import generation_gold
-from eval_pipeline.scoring.rules import DEFAULT_FILTERS, TaskRules, _lm_eval, filtered_predictions
+from eval_pipeline.scoring.rules import DEFAULT_FILTERS, TaskRules, filtered_predictions, higher_is_better
 from eval_pipeline.stores.catalog import Catalog
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.lake import Lake
@@ -31,9 +31,6 @@ _GEN_COLUMNS = ["doc_id", "request_index", "request_kind", "prompt", "continuati
                 "is_greedy", "error"]
 _INPUT_COLUMNS = ["doc_id", "gen_kwargs", "target", "doc", "continuations"]
 # Metrics of this product's own graders: a mean where higher is better.
-_OWN_METRICS = {"judge_score": True, "embedding_similarity": True, "human_score": True, "numeric_match": True}
-
-
 @dataclass
 class _Partition:
     """One (model, task) partition of the run as read from the catalog: the task's row, the lake paths of its
@@ -116,16 +113,6 @@ def task_config(task: t.Task, gradability: dict[str, Any] | None) -> dict[str, A
     meta["eval_pipeline"] = {"task_id": task.id, "gradability": gradability}
     cfg["metadata"] = meta
     return cfg
-
-
-def _higher_is_better(task: t.Task, metric: str) -> bool | None:
-    """The task's metric_list says, else this product's graders, else lm-eval's registry (None: unknown)."""
-    for m in task.metric_spec or []:
-        if isinstance(m, dict) and m.get("metric") == metric and isinstance(m.get("higher_is_better"), bool):
-            return cast(bool, m["higher_is_better"])
-    if metric in _OWN_METRICS:
-        return _OWN_METRICS[metric]
-    return cast("bool | None", _lm_eval().higher_is_better_registry.get(metric, None))
 
 
 def _item(metric: str, grade: dict[str, Any], kind: str, gold: Callable[[], Any], prediction: Any) -> Any:
@@ -330,9 +317,9 @@ class _PartitionWriter:
             stderr = row["stderr"]
             entry[f"{metric}_stderr,{filter_name}"] = (stderr if stderr is not None and math.isfinite(stderr)
                                                       and (row["n"] or 0) > 1 else "N/A")
-            hib.setdefault(metric, _higher_is_better(self.p.task, metric))
+            hib.setdefault(metric, higher_is_better(self.p.task.metric_spec, metric))
         for m in metric_order:  # metrics of the config that scored nothing still say which way is better
             if m not in hib and not self.refused and not self.predict_only:
-                hib[m] = _higher_is_better(self.p.task, m)
+                hib[m] = higher_is_better(self.p.task.metric_spec, m)
         return entry, hib
 

@@ -1,11 +1,14 @@
-"""Sensors: queued eval runs become Dagster runs; finished Dagster runs move their eval run on."""
+"""Sensors: queued eval runs become Dagster runs; finished Dagster runs move their eval run on; schedules
+tick; scheduled runs that ended are compared and their webhook events sent."""
 import dagster as dg
 
-from eval_pipeline import runs
+from eval_pipeline import runs, service
 from eval_pipeline.exports.tasks import claim_export, queued_exports
 from eval_pipeline.orchestration.job_names import EXPORT_JOB, GENERATION_JOB
 from eval_pipeline.service.launching import after_dagster_run, eval_run_of, plan_block_runs
 from eval_pipeline.service.partitions import export_partitions_def, model_partitions_def, task_partitions_def
+from eval_pipeline.stores.runtime import Runtime
+from eval_pipeline.stores.settings import Settings
 from resources import CatalogResource, LakeResource
 
 
@@ -67,3 +70,38 @@ def queued_export_tasks(context: dg.SensorEvaluationContext, catalog: CatalogRes
     new = [e for e in pending if e not in known]
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=e, partition_key=e) for e in pending],
                            dynamic_partitions_requests=[export_partitions_def.build_add_request(new)] if new else [])
+
+
+def _runtime(catalog: CatalogResource, lake: LakeResource) -> Runtime:
+    return Runtime(Settings.from_env(), catalog.catalog, lake.lake)
+
+
+@dg.sensor(minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+def schedule_ticks(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                   lake: LakeResource) -> dg.SkipReason:
+    """The API's and CLI's schedules: each due tick makes its eval run (queued for `queued_runs`), or is
+    skipped or buffered under its overlap policy; at most one run per tick (schedules/ticks.py)."""
+    results = service.evaluate_schedules(_runtime(catalog, lake))
+    for r in results:
+        context.log.info(f"schedule {r.schedule_id} {r.kind} at {r.tick_at}: {r.status}"
+                         + (f" run {r.run_id}" if r.run_id else "") + (f" ({r.reason})" if r.reason else ""))
+    made = sum(r.status == "created" for r in results)
+    return dg.SkipReason(f"{len(results)} ticks, {made} eval runs queued" if results else "no tick due")
+
+
+@dg.sensor(minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+def scheduled_run_outcomes(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                           lake: LakeResource) -> dg.SkipReason:
+    """Scheduled runs that ended: compared with the schedule's previous run and the baseline, regressions
+    recorded, webhook events queued; then every due webhook event sent (one attempt each, retried later
+    with backoff)."""
+    rt = _runtime(catalog, lake)
+    settled = service.settle_scheduled_runs(rt)
+    for o in settled:
+        context.log.info(f"run {o['run_id']} {o['status']}: {len(o['regressions'])} regressions in "
+                         f"{o['comparisons']} comparisons; events {o['events']}")
+    sent = service.deliver_webhooks(rt)
+    for d in sent:  # the URL's secret is never logged: only ids, codes and errors
+        context.log.info(f"webhook {d['delivery_id']} attempt {d['attempt']}: {d['status_code'] or d['error']}"
+                         f" -> {d['status']}")
+    return dg.SkipReason(f"{len(settled)} runs settled, {len(sent)} webhook attempts")

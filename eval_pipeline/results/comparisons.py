@@ -72,7 +72,9 @@ def model_args_dtype(model_args: Any) -> str | None:
     return str(value).removeprefix("torch.") if value else None
 
 
-def _doc_scores(lake: Lake, run: t.Run, part: t.RunPartition) -> dict[tuple[str, str], dict[int, float]]:
+def partition_doc_scores(lake: Lake, run: t.Run, part: t.RunPartition) -> dict[tuple[str, str], dict[int, float]]:
+    """Per (metric, filter) of a partition's grades, doc id -> score (corpus metrics left out: they are not
+    means of per-doc scores)."""
     out: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for doc_id, scores in doc_scores(lake, run, part.model_key, part.task_key).items():
         for key, score in scores.items():
@@ -83,11 +85,43 @@ def _doc_scores(lake: Lake, run: t.Run, part: t.RunPartition) -> dict[tuple[str,
     return out
 
 
+def baseline_metrics(catalog: Catalog, run_id: str) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """The newest imported result per (run model, task id, metric, filter) of a run's suite: a model's
+    history is what was imported under its name or its registered path. Values {historical_run_id,
+    value, stderr, dtype (from the results file's model_args)}. Raises NotFound for an unknown run."""
+    with catalog.session() as s:
+        run = s.get(t.Run, run_id)
+        if run is None:
+            raise NotFound("run", run_id)
+        task_ids = list(set(s.scalars(select(t.RunPartition.task_id).where(t.RunPartition.run_id == run_id))))
+        aliases = {}  # a partition's model -> the names its imported results may carry
+        for m in run.models:
+            row = s.get(t.Model, m)
+            aliases[m] = {m, (row.options or {}).get("path") if row is not None else None} - {None}
+        history = s.execute(select(t.HistoricalRun.id, t.HistoricalRun.model, t.HistoricalRun.evaluated_at,
+                                   t.HistoricalMetric.task_id, t.HistoricalMetric.metric, t.HistoricalMetric.filter,
+                                   t.HistoricalMetric.value, t.HistoricalMetric.stderr, t.HistoricalRun.model_args)
+                            .join(t.HistoricalMetric, t.HistoricalMetric.run_id == t.HistoricalRun.id)
+                            .where(t.HistoricalRun.suite_id == run.suite_id,
+                                   t.HistoricalMetric.task_id.in_(task_ids))).all()
+    # the task id column is nullable, but the query keeps only the run's tasks
+    latest: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for hrun_id, hmodel, evaluated_at, task_id, metric, filt, value, stderr, model_args in history:
+        for m, names_of_m in aliases.items():
+            if hmodel in names_of_m and value is not None:
+                hkey = (m, task_id, metric, filt)
+                if hkey not in latest or (evaluated_at or 0) > (latest[hkey]["evaluated_at"] or 0):
+                    latest[hkey] = {"evaluated_at": evaluated_at, "historical_run_id": hrun_id, "value": value,
+                                    "stderr": stderr, "dtype": model_args_dtype(model_args)}
+    return latest
+
+
 def run_comparisons(catalog: Catalog, lake: Lake, run_id: str) -> dict[str, list[dict[str, Any]]]:
     """{"pairs": [...], "history": [...]} for a run whose partitions have grades and metrics. `pairs`: per
     task, two models and (metric, filter) with per-doc scores, paired_difference's fields; `history`: per
     model, task and (metric, filter) with an imported result, the value now and then, dtypes and
     history_delta's fields. Raises NotFound for an unknown run."""
+    latest = baseline_metrics(catalog, run_id)
     with catalog.session() as s:
         run = s.get(t.Run, run_id)
         if run is None:
@@ -95,17 +129,7 @@ def run_comparisons(catalog: Catalog, lake: Lake, run_id: str) -> dict[str, list
         parts = list(s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)
                                .order_by(t.RunPartition.task_key, t.RunPartition.model)))
         names = {p.task_id: cast(t.Task, s.get(t.Task, p.task_id)).name for p in parts}  # foreign key
-        aliases = {}  # a partition's model -> the names its imported results may carry
-        for m in {p.model for p in parts}:
-            row = s.get(t.Model, m)
-            aliases[m] = {m, (row.options or {}).get("path") if row is not None else None} - {None}
         engines = {p.model: (p.engine or {}).get("dtype") for p in parts}
-        history = s.execute(select(t.HistoricalRun.id, t.HistoricalRun.model, t.HistoricalRun.evaluated_at,
-                                   t.HistoricalMetric.task_id, t.HistoricalMetric.metric, t.HistoricalMetric.filter,
-                                   t.HistoricalMetric.value, t.HistoricalMetric.stderr, t.HistoricalRun.model_args)
-                            .join(t.HistoricalMetric, t.HistoricalMetric.run_id == t.HistoricalRun.id)
-                            .where(t.HistoricalRun.suite_id == run.suite_id,
-                                   t.HistoricalMetric.task_id.in_(list(names)))).all()
         for p in parts:
             s.expunge(p)
         s.expunge(run)
@@ -114,27 +138,19 @@ def run_comparisons(catalog: Catalog, lake: Lake, run_id: str) -> dict[str, list
         by_task[p.task_id].append(p)
     pairs = []
     for task_id, task_parts in by_task.items():
-        scores = {p.model: _doc_scores(lake, run, p) for p in task_parts}
+        scores = {p.model: partition_doc_scores(lake, run, p) for p in task_parts}
         for a, b in combinations([p.model for p in task_parts], 2):
             for key in sorted(set(scores[a]) & set(scores[b])):
                 pairs.append({"task_id": task_id, "task": names[task_id], "metric": key[0], "filter": key[1],
                               "model_a": a, "model_b": b, **paired_difference(scores[a][key], scores[b][key])})
-    # newest historical (evaluated_at, run id, value, stderr, dtype) per (model, task id, metric, filter);
-    # the task id column is nullable, but the query keeps only the run's tasks
-    latest: dict[tuple[str, Any, str, str], tuple[float | None, str, float, float | None, str | None]] = {}
-    for hrun_id, hmodel, evaluated_at, task_id, metric, filt, value, stderr, model_args in history:
-        for m, names_of_m in aliases.items():
-            if hmodel in names_of_m and value is not None:
-                hkey = (m, task_id, metric, filt)
-                if hkey not in latest or (evaluated_at or 0) > (latest[hkey][0] or 0):
-                    latest[hkey] = (evaluated_at, hrun_id, value, stderr, model_args_dtype(model_args))
     deltas = []
     metrics = run.metrics or {}
-    for (m, task_id, metric, filt), (_, hrun_id, value, stderr, dtype) in sorted(latest.items()):
+    for (m, task_id, metric, filt), past in sorted(latest.items()):
         now_ = (metrics.get(m, {}).get(names[task_id], {}) or {}).get(f"{metric},{filt}")
         if now_ and now_.get("value") is not None:
             deltas.append({"model": m, "task_id": task_id, "task": names[task_id], "metric": metric, "filter": filt,
-                           "value": now_["value"], "historical_value": value, "historical_stderr": stderr,
-                           "historical_run_id": hrun_id, "dtype": engines.get(m), "historical_dtype": dtype,
-                           **history_delta(now_["value"], now_.get("stderr"), value, stderr)})
+                           "value": now_["value"], "historical_value": past["value"],
+                           "historical_stderr": past["stderr"], "historical_run_id": past["historical_run_id"],
+                           "dtype": engines.get(m), "historical_dtype": past["dtype"],
+                           **history_delta(now_["value"], now_.get("stderr"), past["value"], past["stderr"])})
     return {"pairs": pairs, "history": deltas}

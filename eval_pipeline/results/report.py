@@ -42,9 +42,27 @@ def metric_rows(metrics: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def markdown(run: RunObject, comparisons: dict[str, Any] | None = None) -> str:
+def schedule_table(scheduled: list[dict[str, Any]]) -> list[str]:
+    """The report's lines for a scheduled run's comparisons (schedules.regressions.compare_run's rows),
+    regressions first."""
+    if not scheduled:
+        return []
+    rows = sorted(scheduled, key=lambda c: (not c["regression"], c["model"], c["task"], c["metric"], c["against"]))
+    return ["", "Against the schedule's previous run and the imported baseline (p adjusted with "
+            "Benjamini-Hochberg over the run's comparisons):", tabulate(
+                [["REGRESSION" if c["regression"] else "", c["model"], c["task"], f"{c['metric']},{c['filter']}",
+                  c["against"], _fmt(c["value"]), _fmt(c["against_value"]), _fmt(c["difference"]),
+                  _fmt(c["stderr"]), _fmt(c["p_adjusted"]), "paired" if c["paired"] else "unpaired"]
+                 for c in rows],
+                headers=["", "model", "task", "metric,filter", "against", "now", "then", "difference", "stderr",
+                         "p (BH)", "test"], tablefmt="github")]
+
+
+def markdown(run: RunObject, comparisons: dict[str, Any] | None = None,
+             scheduled: list[dict[str, Any]] | None = None) -> str:
     """The report's Markdown tables of an `eval.run` object: metrics, tasks not graded by rule, what ran
-    (engines, when it has `partitions`), and run_comparisons' paired differences and history deltas."""
+    (engines, when it has `partitions`), run_comparisons' paired differences and history deltas, and a
+    scheduled run's comparisons with its regressions (`scheduled`)."""
     out = [f"### {run.get('name') or run['id']}: {run['status']}",
            tabulate(metric_rows(run.get("metrics") or {}),
                     headers=["model", "task", "metric,filter", "value", "stderr", "95% CI", "n", "failed"],
@@ -75,6 +93,7 @@ def markdown(run: RunObject, comparisons: dict[str, Any] | None = None) -> str:
              for h in comparisons["history"]],
             headers=["model", "task", "metric,filter", "now", "then", "delta", "stderr", "p", "dtype"],
             tablefmt="github")]
+    out += schedule_table(scheduled or [])
     return "\n".join(out)
 
 
@@ -114,10 +133,11 @@ def _chart(metrics: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def html_page(run: RunObject, comparisons: dict[str, Any] | None = None) -> str:
+def html_page(run: RunObject, comparisons: dict[str, Any] | None = None,
+              scheduled: list[dict[str, Any]] | None = None) -> str:
     """The report as one self-contained HTML page: a chart of each task's first metric with 95% intervals,
     the Markdown tables, and the metrics object as JSON (script `#metrics`)."""
-    md = markdown(run, comparisons)
+    md = markdown(run, comparisons, scheduled)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run['id'])}</title></head>"
             f"<body><h1>Eval run {html.escape(run.get('name') or run['id'])}</h1>"
             f"<p>suite {html.escape(run['suite_id'])} v{run['suite_version']} · status {run['status']}</p>"
@@ -126,11 +146,12 @@ def html_page(run: RunObject, comparisons: dict[str, Any] | None = None) -> str:
             "</body></html>")
 
 
-def write_report(catalog: Catalog, lake: Lake, run_id: str) -> str:
-    """Write reports/<run>/report.html, register it as a file and list it among the run's artifacts;
-    returns its lake path. Raises NotFound for an unknown run."""
+def write_report(catalog: Catalog, lake: Lake, run_id: str, scheduled: list[dict[str, Any]] | None = None) -> str:
+    """Write reports/<run>/report.html (again, with `scheduled` comparisons once a scheduled run's are
+    known), register it as a file and list it among the run's artifacts; returns its lake path. Raises
+    NotFound for an unknown run."""
     run = get_run(catalog, run_id, partitions=True)
-    page = html_page(run, run_comparisons(catalog, lake, run_id))
+    page = html_page(run, run_comparisons(catalog, lake, run_id), scheduled)
     stored = lake.write_bytes(f"reports/{run_id}/report.html", page.encode())
     with catalog.session() as s:
         file_id = register_file(s, "run_report", stored)

@@ -7,6 +7,7 @@ import time
 from typing import Any, Sequence, cast
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from eval_pipeline import ids
@@ -93,6 +94,23 @@ def check_graders(s: Session, req: RunRequest, tasks: list[t.Task]) -> None:
             raise InvalidInput("embedding_model", "must be a sentence-transformers or vllm model")
 
 
+def _resolve(s: Session, req: RunRequest, org_id: str | None
+             ) -> tuple[list[Model], t.SuiteVersion, Sequence[tuple[t.Task, int, str]]]:
+    models = [resolve_in(s, name, f"models[{i}]") for i, name in enumerate(req.models)]
+    sv = _suite_version(s, req.suite_id, req.suite_version, org_id)
+    tasks = _runnable_tasks(s, sv, req.task_ids)
+    check_graders(s, req, [task for task, _, _ in tasks])
+    return models, sv, tasks
+
+
+def check_run_request(catalog: Catalog, req: RunRequest, *, org_id: str | None = None) -> None:
+    """Everything create_run checks, writing nothing: the models resolve, the suite (of `org_id`) has the
+    version, its tasks have inputs, the graders suit the tasks. Raises InvalidInput naming the field, or
+    NotFound for the suite."""
+    with catalog.session() as s:
+        _resolve(s, req, org_id)
+
+
 def _plan_partitions(s: Session, lake: Lake, run: t.Run, models: list[Model],
                      tasks: Sequence[tuple[t.Task, int, str]]) -> int:
     total = 0
@@ -110,28 +128,47 @@ def _plan_partitions(s: Session, lake: Lake, run: t.Run, models: list[Model],
     return total
 
 
+def _first_with_key(catalog: Catalog, req: RunRequest, org_id: str | None, key: str) -> RunObject | None:
+    with catalog.session() as s:
+        first = s.scalar(select(t.Run).where(t.Run.org_id == (org_id or DEFAULT_ORG), t.Run.idempotency_key == key))
+        if first is None:
+            return None
+        if first.models != list(req.models) or first.suite_id != req.suite_id:
+            raise Conflict(f"Idempotency-Key {key!r} was used for another request")
+        return run_object(s, first)
+
+
 def create_run(catalog: Catalog, lake: Lake, body: dict[str, Any] | RunRequest, *, origin: str = "cli",
                status: str = "queued", org_id: str | None = None, team_id: str | None = None,
-               created_by: str | None = None, idempotency_key: str | None = None) -> RunObject:
+               created_by: str | None = None, idempotency_key: str | None = None,
+               system_tags: list[str] | None = None) -> RunObject:
     """Validate and record a run with its planned partitions; nothing is written when anything is wrong.
     Returns its `eval.run` object. With an idempotency key, a repeat of the same request in the same org
-    returns the first run. Raises InvalidInput naming the field (request, models, suite version, tasks
-    without inputs, graders), NotFound for an unknown suite (or one of another org), Conflict for an
-    idempotency key used for another request."""
+    returns the first run, also when the two race (the key is unique per org). Raises InvalidInput naming
+    the field (request, models, suite version, tasks without inputs, graders), NotFound for an unknown
+    suite (or one of another org), Conflict for an idempotency key used for another request."""
     req = body if isinstance(body, RunRequest) else RunRequest.parse(body)
     if idempotency_key is not None:
-        with catalog.session() as s:
-            first = s.scalar(select(t.Run).where(t.Run.org_id == (org_id or DEFAULT_ORG),
-                                                 t.Run.idempotency_key == idempotency_key))
-            if first is not None:
-                if first.models != list(req.models) or first.suite_id != req.suite_id:
-                    raise Conflict(f"Idempotency-Key {idempotency_key!r} was used for another request")
-                return run_object(s, first)
+        first = _first_with_key(catalog, req, org_id, idempotency_key)
+        if first is not None:
+            return first
+    try:
+        return _record_run(catalog, lake, req, origin=origin, status=status, org_id=org_id, team_id=team_id,
+                           created_by=created_by, idempotency_key=idempotency_key, system_tags=system_tags)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        first = _first_with_key(catalog, req, org_id, idempotency_key)  # created meanwhile under the same key
+        if first is None:
+            raise
+        return first
+
+
+def _record_run(catalog: Catalog, lake: Lake, req: RunRequest, *, origin: str, status: str, org_id: str | None,
+                team_id: str | None, created_by: str | None, idempotency_key: str | None,
+                system_tags: list[str] | None) -> RunObject:
     with catalog.session() as s:
-        models = [resolve_in(s, name, f"models[{i}]") for i, name in enumerate(req.models)]
-        sv = _suite_version(s, req.suite_id, req.suite_version, org_id)
-        tasks = _runnable_tasks(s, sv, req.task_ids)
-        check_graders(s, req, [task for task, _, _ in tasks])
+        models, sv, tasks = _resolve(s, req, org_id)
         run = t.Run(id=ids.new_id("run"), name=req.name, description=req.description, suite_id=sv.suite_id,
                     suite_version=sv.version, suite_version_id=sv.id, status=status, origin=origin,
                     models=list(req.models), task_ids=req.task_ids, judge_model=req.judge_model,
@@ -139,7 +176,8 @@ def create_run(catalog: Catalog, lake: Lake, body: dict[str, Any] | RunRequest, 
                     settings=req.settings(), metadata_=req.metadata, request_total=0, artifact_file_ids=[],
                     created_at=now(), created_ns=time.time_ns(),
                     started_at=now() if status == "in_progress" else None, org_id=org_id or DEFAULT_ORG,
-                    team_id=team_id or DEFAULT_TEAM, created_by=created_by, idempotency_key=idempotency_key)
+                    team_id=team_id or DEFAULT_TEAM, created_by=created_by, idempotency_key=idempotency_key,
+                    system_tags=list(system_tags or []))
         run.eval_type, run.eval_mode = eval_kind([task.eval_mode for task, _, _ in tasks])
         _index_for_search(run)
         s.add(run)

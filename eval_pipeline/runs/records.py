@@ -190,10 +190,12 @@ def get_run(catalog: Catalog, run_id: str, *, partitions: bool = False,
 
 def list_runs(catalog: Catalog, *, status: str | None = None, suite_id: str | None = None,
               limit: int = 20, after: str | None = None, org_id: str | None = None,
-              suite_version: int | None = None, created_by: str | None = None) -> list[RunObject]:
+              suite_version: int | None = None, created_by: str | None = None,
+              origin: str | None = None) -> list[RunObject]:
     """Up to `limit` `eval.run` objects, newest first; `after` is the id of the last run of the previous
     page. `org_id` limits to one org (the API always passes the caller's); `created_by` to one user's runs
-    (owned_only). Raises NotFound when `after` is not a run (of `org_id`)."""
+    (owned_only); `origin` to the runs one source made (e.g. `schedule:<id>`). Raises NotFound when `after`
+    is not a run (of `org_id`)."""
     with catalog.session() as s:
         q = select(t.Run).order_by(t.Run.created_ns.desc(), t.Run.id.desc())
         if org_id is not None:
@@ -202,6 +204,8 @@ def list_runs(catalog: Catalog, *, status: str | None = None, suite_id: str | No
             q = q.where(t.Run.suite_version == suite_version)
         if created_by is not None:
             q = q.where(t.Run.created_by == created_by)
+        if origin is not None:
+            q = q.where(t.Run.origin == origin)
         if status:
             q = q.where(t.Run.status == status)
         if suite_id:

@@ -12,7 +12,7 @@ import re
 import string
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 
@@ -62,6 +62,20 @@ def _lm_eval() -> Any:
     from lm_eval.api import registry  # deferred: lm_eval takes seconds to import; only grading needs it
 
     return registry
+
+
+_OWN_METRICS = {"judge_score": True, "embedding_similarity": True, "human_score": True, "numeric_match": True}
+
+
+def higher_is_better(metric_spec: list[Any] | None, metric: str) -> bool | None:
+    """Whether a larger `metric` is better: the task's metric_list says, else this product's graders, else
+    lm-eval's registry (lm_eval.api.registry.higher_is_better_registry); None when none knows."""
+    for m in metric_spec or []:
+        if isinstance(m, dict) and m.get("metric") == metric and isinstance(m.get("higher_is_better"), bool):
+            return cast(bool, m["higher_is_better"])
+    if metric in _OWN_METRICS:
+        return _OWN_METRICS[metric]
+    return cast("bool | None", _lm_eval().higher_is_better_registry.get(metric, None))
 
 
 def filtered_predictions(rules: TaskRules, responses: list[list[str]], docs: list[dict[str, Any]]

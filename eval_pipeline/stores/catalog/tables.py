@@ -217,7 +217,8 @@ class Run(Base):
     suite_version_id: Mapped[str] = mapped_column(ForeignKey("suite_versions.id"))
     status: Mapped[str] = mapped_column(String(16), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # times queued again (retry, rerun-failed)
-    origin: Mapped[str] = mapped_column(String(255))  # cli, api, backfill:<id>
+    # cli, api, dagster:<backfill id>, schedule:<schedule id>, nightly:<deployment schedule name>
+    origin: Mapped[str] = mapped_column(String(255), index=True)
     models: Mapped[list[str]] = mapped_column(JSON)
     task_ids: Mapped[list[str] | None] = mapped_column(JSON)
     judge_model: Mapped[str | None] = mapped_column(String(512))
@@ -314,3 +315,84 @@ class ApiKey(Base):
     key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Schedule(Base):
+    """A schedule of an org: an eval run made from `run` (a run request without the suite) at each tick of
+    `cron` (wall-clock in `timezone`) or every `interval_seconds`. `next_run_at` is the next tick to
+    evaluate (None when disabled); the webhook secret is kept only encrypted."""
+
+    __tablename__ = "eval_schedules"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(128), index=True)
+    team_id: Mapped[str] = mapped_column(String(128))
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    suite_id: Mapped[str] = mapped_column(ForeignKey("suites.id", ondelete="CASCADE"), index=True)
+    suite_version: Mapped[int | None] = mapped_column(Integer)  # None: the suite's active version at each tick
+    cron: Mapped[str | None] = mapped_column(String(255))
+    interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64))
+    overlap_policy: Mapped[str] = mapped_column(String(16))  # skip | buffer_one | allow_all
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    run: Mapped[dict[str, Any]] = mapped_column(JSON)
+    regression: Mapped[dict[str, Any]] = mapped_column(JSON)  # {alpha, min_drop}
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    next_run_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    created_ns: Mapped[int] = mapped_column(BigInteger, index=True)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ScheduleTick(Base):
+    """One tick of a schedule (or a trigger): unique per (schedule, kind, tick time), so a tick makes at
+    most one run. status: claimed (being evaluated) | created | skipped | buffered | failed."""
+
+    __tablename__ = "eval_schedule_ticks"
+    __table_args__ = (UniqueConstraint("schedule_id", "kind", "tick_at", name="uq_schedule_ticks_tick"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("eval_schedules.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # tick | trigger
+    tick_at: Mapped[int] = mapped_column(BigInteger)  # the tick's time (Unix seconds)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("eval_runs.id", ondelete="SET NULL"), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookDelivery(Base):
+    """One webhook event of a schedule (unique per schedule, run and event type), delivered by the
+    orchestration side with bounded retries; `attempts` records each try {attempt, at, status_code, error,
+    duration_ms}. status: pending | delivered | failed."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("schedule_id", "run_id", "event_type", name="uq_webhook_event"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("eval_schedules.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(String(64))  # no foreign key: the record outlives a deleted run
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    next_attempt_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RunOutcome(Base):
+    """What a scheduled run's end meant, recorded once when it is terminal: its comparisons with the
+    schedule's previous completed run and the imported baseline, the regressions among them, and that its
+    webhook events are queued."""
+
+    __tablename__ = "eval_run_outcomes"
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True)
+    schedule_key: Mapped[str] = mapped_column(String(255), index=True)  # the run origin: schedule:<id>, nightly:...
+    status: Mapped[str] = mapped_column(String(16))  # the run's terminal status
+    previous_run_id: Mapped[str | None] = mapped_column(String(64))
+    comparisons: Mapped[int] = mapped_column(Integer)
+    regressions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger)
