@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/grading.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/schedules.py
 
 clean:
 	rm -rf $(VENV) .eval_pipeline

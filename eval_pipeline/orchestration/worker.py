@@ -1,7 +1,8 @@
 """The server's own worker (`serve --execute`): queued eval runs and export tasks executed one at a time
 in this process, as the same Dagster jobs the sensors launch, for a single machine without a Dagster
-daemon. Runs and exports are claimed with a conditional update, so a daemon's sensors running beside
-it never take the same one twice."""
+daemon; between them it does the schedule sensors' work too (due ticks, outcomes of ended scheduled runs,
+webhook deliveries). Runs, exports, ticks and deliveries are claimed with conditional updates or unique
+keys, so a daemon's sensors running beside it never take the same one twice."""
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,16 @@ class Worker:
                 self._stop.wait(self.interval)
 
     def step(self) -> bool:
-        """Execute the oldest queued run, else the oldest queued export; False when there was none."""
+        """Schedules first (due ticks queue their runs; ended scheduled runs are compared and their webhook
+        events sent), then execute the oldest queued run, else the oldest queued export; False when
+        there was no run or export."""
         from eval_pipeline.orchestration.definitions import defs  # deferred: it loads every asset module
+
+        for tick in service.evaluate_schedules(self.rt):
+            log.info("schedule %s %s at %s: %s", tick.schedule_id, tick.kind, tick.tick_at, tick.status)
+        for outcome in service.settle_scheduled_runs(self.rt):
+            log.info("scheduled run %s: %d regressions", outcome["run_id"], len(outcome["regressions"]))
+        service.deliver_webhooks(self.rt)
 
         run_id = service.execute_queued_run(self.rt, defs.resolve_job_def(GENERATION_JOB))
         if run_id is not None:

@@ -42,6 +42,7 @@ def check_webhook_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL")
+    parts.port  # noqa: B018  (raises ValueError for a port out of range)
     return url
 
 

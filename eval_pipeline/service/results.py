@@ -10,12 +10,17 @@ from eval_pipeline.results.comparisons import run_comparisons as _run_comparison
 from eval_pipeline.results.overview import run_overview as _run_overview
 from eval_pipeline.results.report import html_page, markdown
 from eval_pipeline.results.samples import list_samples as _list_samples
+from eval_pipeline.schedules.outcomes import run_outcome
 from eval_pipeline.stores.runtime import Runtime
 
 
 def run_overview(rt: Runtime, run_id: str, *, metric: str = "reward", org_id: str | None = None) -> dict[str, Any]:
-    """`eval.run.overview`: one score, the sample counts and tokens. Raises NotFound."""
-    return _run_overview(rt.catalog, rt.lake, run_id, metric=metric, org_id=org_id)
+    """`eval.run.overview`: one score, the sample counts and tokens; for a run a schedule made, its
+    `regressions` against the schedule's previous run and the baseline once it is settled (else null).
+    Raises NotFound."""
+    outcome = run_outcome(rt.catalog, run_id)
+    return {**_run_overview(rt.catalog, rt.lake, run_id, metric=metric, org_id=org_id),
+            "regressions": outcome["regressions"] if outcome else None}
 
 
 def run_comparisons(rt: Runtime, run_id: str) -> dict[str, Any]:
@@ -35,8 +40,10 @@ def ungraded_samples(rt: Runtime, run_id: str) -> list[dict[str, Any]]:
 
 
 def run_report(rt: Runtime, run_id: str, *, html: bool = False) -> str:
-    """The run's report: Markdown (metrics with error bars, paired differences, deltas against history),
-    or the HTML page with its chart. Raises NotFound."""
+    """The run's report: Markdown (metrics with error bars, paired differences, deltas against history, a
+    scheduled run's regressions), or the HTML page with its chart. Raises NotFound."""
     run, comparisons = runs.get_run(rt.catalog, run_id), _run_comparisons(rt.catalog, rt.lake, run_id)
-    return html_page(run, comparisons) if html else markdown(run, comparisons)
+    outcome = run_outcome(rt.catalog, run_id)
+    scheduled = outcome["regressions"] if outcome else None
+    return html_page(run, comparisons, scheduled) if html else markdown(run, comparisons, scheduled)
 

@@ -30,6 +30,18 @@ def cron_times(start: float, cron: str, timezone: str, ascending: bool) -> Itera
     return cron_string_iterator(start, cron, timezone, ascending=ascending)
 
 
+def cron_ok(cron: str) -> bool:
+    """Whether Dagster accepts `cron` for a schedule and it ever ticks ("0 0 31 4 *" passes Dagster's
+    syntax check but has no date)."""
+    if not is_valid_cron_string(cron):
+        return False
+    try:
+        next(cron_string_iterator(time.time(), cron, "UTC"))
+    except Exception:  # croniter's CroniterBadDateError and kin: a cron with no date
+        return False
+    return True
+
+
 def _self_check(self_addresses: tuple[set[str], int | None] | None) -> records.SelfCheck | None:
     if self_addresses is None:
         return None
@@ -43,7 +55,7 @@ def create_schedule(rt: Runtime, body: object, *, org_id: str, team_id: str, cre
     port the server answers on) refuses a webhook that points back at it. Returns the `eval.schedule`.
     Raises InvalidInput naming the field (`cron`, `run.models[1]`...), NotFound for the suite."""
     return records.create_schedule(rt.catalog, rt.settings.home, body, org_id=org_id, team_id=team_id,
-                                   created_by=created_by, cron_ok=is_valid_cron_string, cron_times=cron_times,
+                                   created_by=created_by, cron_ok=cron_ok, cron_times=cron_times,
                                    points_at_self=_self_check(self_addresses))
 
 
@@ -64,7 +76,7 @@ def update_schedule(rt: Runtime, schedule_id: str, changes: object, *, org_id: s
     """PATCH a schedule (MKA1's updateEvalSchedule body). Returns the `eval.schedule`. Raises NotFound, or
     InvalidInput naming the field; nothing changes then."""
     return records.update_schedule(rt.catalog, rt.settings.home, schedule_id, changes, org_id=org_id,
-                                   cron_ok=is_valid_cron_string, cron_times=cron_times,
+                                   cron_ok=cron_ok, cron_times=cron_times,
                                    points_at_self=_self_check(self_addresses))
 
 
@@ -126,7 +138,7 @@ def nightly_entries(path: Path) -> list[NightlyEntry]:
     rules). Raises InvalidInput naming the file and entry."""
     entries = nightly.load_nightly(path)
     for i, entry in enumerate(entries):
-        if not is_valid_cron_string(entry.cron):
+        if not cron_ok(entry.cron):
             raise InvalidInput(f"{path}: nightly[{i}].cron", f"{entry.cron!r} is not a valid 5-field cron")
     return entries
 
