@@ -142,10 +142,13 @@ def _buffer(catalog: Catalog, tick_id: str, schedule_id: str, reason: str) -> No
                   .values(status="buffered", reason=reason, updated_at=now()))
 
 
-def evaluate_schedules(catalog: Catalog, lake: Lake, at: float, cron_times: CronIterator) -> list[TickResult]:
+def evaluate_schedules(catalog: Catalog, lake: Lake, at: float, cron_times: CronIterator, *,
+                       budget: float = 40.0) -> list[TickResult]:
     """One evaluation at Unix time `at`: finish ticks left claimed by an evaluator that died, start
     buffered ticks whose schedule has no run working any more, then claim and carry out every due tick of
-    an enabled schedule. Returns what each tick did."""
+    an enabled schedule, oldest first, until `budget` seconds have passed (the rest stay due for the next
+    evaluation: a Dagster sensor evaluation must end within its timeout). Returns what each tick did."""
+    deadline = time.monotonic() + budget
     results: list[TickResult] = []
     with catalog.session() as s:
         stale = s.scalars(select(t.ScheduleTick.id).where(t.ScheduleTick.status == "claimed",
@@ -161,6 +164,8 @@ def evaluate_schedules(catalog: Catalog, lake: Lake, at: float, cron_times: Cron
         if result.status != "buffered":  # a tick still waiting is not news
             results.append(result)
     for schedule_id in due:
+        if time.monotonic() > deadline:
+            break
         claimed = _claim(catalog, schedule_id, at, cron_times)
         if claimed is not None:
             results.append(fire(catalog, lake, claimed))
