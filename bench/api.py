@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -25,21 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-
-
-def _pg_database() -> tuple[str, callable]:
-    admin = os.environ.get("EVAL_PIPELINE_BENCH_PG") or "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-    name = f"bench_api_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(admin).set(database=name).render_as_string(hide_password=False)
-
-    def drop():
-        with engine.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-    return url, drop
+from throwaway_pg import throwaway_database  # noqa: E402
 
 
 def _seed(rt, n_runs: int) -> tuple[str, list[str]]:
@@ -137,7 +122,7 @@ def bench(backend: str, n_runs: int, n_requests: int) -> dict:
     with tempfile.TemporaryDirectory() as home:
         env = {"EVAL_PIPELINE_HOME": home}
         if backend == "postgresql":
-            env["EVAL_PIPELINE_DATABASE_URL"], drop = _pg_database()
+            env["EVAL_PIPELINE_DATABASE_URL"], drop = throwaway_database("bench_api")
         try:
             rt = open_runtime(Settings.from_env(env))
             t0 = time.perf_counter()

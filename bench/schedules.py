@@ -17,27 +17,12 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa  # noqa: E402
-
-
-def _pg_database() -> tuple[str, callable]:
-    admin = os.environ.get("EVAL_PIPELINE_BENCH_PG") or "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-    name = f"bench_sched_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(admin).set(database=name).render_as_string(hide_password=False)
-
-    def drop():
-        with engine.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-    return url, drop
+from throwaway_pg import throwaway_database  # noqa: E402
 
 
 def main() -> None:
@@ -50,7 +35,7 @@ def main() -> None:
     os.environ["EVAL_PIPELINE_HOME"] = str(home)
     drop = None
     if args.backend == "postgresql":
-        os.environ["EVAL_PIPELINE_DATABASE_URL"], drop = _pg_database()
+        os.environ["EVAL_PIPELINE_DATABASE_URL"], drop = throwaway_database("bench_sched")
 
     import dagster as dg
 

@@ -9,7 +9,7 @@ def test_demo_imports_through_dagster_and_is_repeatable(tmp_path):
     first = _cli(home, "demo")
     assert first.returncode == 0, first.stderr
     assert "imported runs 2, skipped 0, samples 190, rejected files 0" in first.stdout
-    assert first.stdout.count(" passed ") == 8 and "FAILED" not in first.stdout and "MISMATCH" not in first.stdout
+    assert first.stdout.count(" passed ") == 9 and "FAILED" not in first.stdout and "MISMATCH" not in first.stdout
     assert "status completed, requests {'total': 290, 'completed': 290, 'failed': 0}" in first.stdout
     assert "tiny-demo|arith_mul_gen" in first.stdout
     assert "acc_norm,none" in first.stdout and "95% interval" in first.stdout

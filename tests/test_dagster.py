@@ -25,11 +25,11 @@ def test_definitions_load_and_validate():
         "historical_results", "suite_versions", "generations", "grades", "metrics", "export_bundles"}
     assert {k.name for k in graph.asset_check_keys} == {
         "historical_samples_valid", "historical_metrics_agree", "suite_inputs_valid", "generations_complete",
-        "generations_healthy", "grades_valid", "metrics_valid", "bundle_checksums_valid"}
+        "generations_healthy", "grades_valid", "metrics_valid", "no_regression", "bundle_checksums_valid"}
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"historical_import", "suite_publish", "generation",
                                                              "export"}
     assert {s.name for s in defs.sensors} == {"queued_runs", "generation_succeeded", "generation_failed",
-                                              "queued_export_tasks"}
+                                              "queued_export_tasks", "schedule_ticks", "scheduled_run_outcomes"}
     gen = graph.get(dg.AssetKey("generations"))
     assert gen.pools == {"gpu"}
     node = defs.resolve_assets_def("generations").node_def

@@ -73,8 +73,13 @@ def test_the_sdk_drives_all_seven_schedule_operations(eval_home, api):
     ({"cron": None, "interval_seconds": 30}, 400, "interval_seconds"),
     ({"cron": None}, 400, "cron"),
     ({"timezone": "Mars/Olympus_Mons"}, 400, "timezone"),
+    ({"timezone": "America"}, 400, "timezone"),  # a folder of zones, not a zone
+    ({"cron": "0 0 31 4 *"}, 400, "cron"),  # valid syntax, no such date: it would never tick
     ({"overlap_policy": "never"}, 400, "overlap_policy"),
     ({"webhook_url": "ftp://example.com/hook", "webhook_secret": SECRET}, 400, "webhook_url"),
+    ({"webhook_url": "http://\u2603.com/hook", "webhook_secret": SECRET}, 400, "webhook_url"),
+    ({"webhook_url": "http://example.com:99999/hook", "webhook_secret": SECRET}, 400, "webhook_url"),
+    ({"regression": {"alpha": 1.5}}, 400, "regression.alpha"),
     ({"webhook_url": "http://example.com/hook"}, 400, "webhook_secret"),
     ({"webhook_url": "http://example.com/hook", "webhook_secret": "short"}, 400, "webhook_secret"),
     ({"suite_version": 99}, 400, "suite_version"),
@@ -101,8 +106,11 @@ def test_updates_are_checked_whole_and_orgs_are_isolated(eval_home, api):
     for body, field in [({"run": {"models": ["tiny", "ghost"]}}, "run.models[1]"),
                         ({"interval_seconds": None}, "cron"), ({"suite_id": "x"}, "suite_id"),
                         ({"webhook_secret": SECRET}, "webhook_url"),
-                        # a webhook pointing back at the server itself
-                        ({"webhook_url": api + "/api/v1/llm/evals/runs", "webhook_secret": SECRET}, "webhook_url")]:
+                        # a webhook pointing back at the server itself, however its address is spelled
+                        ({"webhook_url": api + "/api/v1/llm/evals/runs", "webhook_secret": SECRET}, "webhook_url"),
+                        ({"webhook_url": api.replace("127.0.0.1", "127.1"), "webhook_secret": SECRET}, "webhook_url"),
+                        ({"webhook_url": api.replace("127.0.0.1", "[::ffff:127.0.0.1]"), "webhook_secret": SECRET},
+                         "webhook_url")]:
         r = httpx.patch(f"{url}/{made['id']}", headers=ours, json=body)
         assert r.status_code == 400 and r.json()["error"]["message"].startswith(f"{field}:"), (body, r.text)
     assert httpx.get(f"{url}/{made['id']}", headers=ours).json() == {**made}
@@ -115,6 +123,12 @@ def test_updates_are_checked_whole_and_orgs_are_isolated(eval_home, api):
                                               "run": {"models": ["tiny"]}, "interval_seconds": 600})
     assert r.status_code == 404
     assert httpx.get(url, headers=ours, params={"enabled": "maybe"}).status_code == 400
+    # numbers JSON cannot carry back (Infinity, NaN, 1e999) are refused, not stored
+    for raw in (b'{"regression": {"min_drop": 1e999}}', b'{"run": {"models": ["tiny"], "metadata": NaN}}',
+                b'{"run": {"models": ["tiny"], "generation": {"extra_body": {"x": Infinity}}}}'):
+        r = httpx.patch(f"{url}/{made['id']}", headers={**ours, "Content-Type": "application/json"}, content=raw)
+        assert r.status_code == 400 and r.json()["error"]["message"].startswith("body:"), r.text
+    assert httpx.get(f"{url}/{made['id']}", headers=ours).json() == {**made}
 
 
 def test_the_cli_schedules_commands(eval_home, tmp_path):

@@ -11,6 +11,7 @@ import time_machine
 from sqlalchemy import select, update
 
 from eval_pipeline import service
+from eval_pipeline.errors import InvalidInput
 from eval_pipeline.orchestration.sensors import schedule_ticks
 from eval_pipeline.service.instance import dagster_instance
 from eval_pipeline.stores.catalog import tables as t
@@ -192,6 +193,10 @@ def test_a_deleted_suite_takes_its_schedules_and_a_removed_model_fails_the_tick(
     assert failed["status"] == "failed" and "models[0]" in failed["reason"] and failed["run_id"] is None
     _evaluate(eval_home, utc(2026, 6, 1, 12, 1, 5))  # it keeps ticking (the model may come back)
     assert len(service.schedule_ticks(eval_home, doomed["id"])) == 2
+    # it can still be switched off (its run is checked again when it is switched on)
+    assert service.update_schedule(eval_home, doomed["id"], {"enabled": False})["enabled"] is False
+    with pytest.raises(InvalidInput, match="run.models"):
+        service.update_schedule(eval_home, doomed["id"], {"enabled": True})
     for run in _runs(eval_home, sched["id"]):
         service.cancel_run(eval_home, run["id"])
     service.delete_suite(eval_home, eval_home.suite_id, org_id=ORG)
@@ -199,3 +204,45 @@ def test_a_deleted_suite_takes_its_schedules_and_a_removed_model_fails_the_tick(
         assert s.scalars(select(t.Schedule)).all() == []
         assert s.scalars(select(t.ScheduleTick)).all() == []
     _evaluate(eval_home, utc(2026, 6, 1, 12, 2, 5))  # nothing left to tick, and no error
+
+
+def test_a_buffered_tick_of_a_schedule_disabled_since_is_skipped(eval_home):
+    with time_machine.travel(utc(2026, 6, 1, 11, 59, 30), tick=False):
+        sched = _create(eval_home, interval_seconds=60, overlap_policy="buffer_one")
+    _evaluate(eval_home, utc(2026, 6, 1, 12, 0, 5))
+    _evaluate(eval_home, utc(2026, 6, 1, 12, 1, 5))
+    assert [s for _, _, s in _ticks(eval_home, sched["id"])] == ["created", "buffered"]
+    service.update_schedule(eval_home, sched["id"], {"enabled": False})
+    _finish(eval_home, _runs(eval_home, sched["id"])[0]["id"])
+    _evaluate(eval_home, utc(2026, 6, 1, 12, 2, 5))
+    assert [s for _, _, s in _ticks(eval_home, sched["id"])] == ["created", "skipped"]
+    assert len(_runs(eval_home, sched["id"])) == 1
+
+
+def test_a_schedule_whose_next_tick_is_claimed_already_moves_on(eval_home):
+    with time_machine.travel(utc(2026, 6, 1, 11, 59, 30), tick=False):
+        sched = _create(eval_home, interval_seconds=60, overlap_policy="allow_all")
+    noon = int(utc(2026, 6, 1, 12).timestamp())
+    with eval_home.catalog.session() as s:  # claimed by an evaluator whose clock ran ahead, still working on it
+        s.add(t.ScheduleTick(id="eval_tick_ahead", schedule_id=sched["id"], kind="tick", tick_at=noon,
+                             status="claimed", created_at=noon, updated_at=noon))
+    _evaluate(eval_home, utc(2026, 6, 1, 12, 0, 5))
+    assert service.get_schedule(eval_home, sched["id"])["next_run_at"] == noon + 60
+    _evaluate(eval_home, utc(2026, 6, 1, 12, 1, 5))
+    assert [(tk_at - noon, st) for _, tk_at, st in _ticks(eval_home, sched["id"])] == [(0, "claimed"), (60, "created")]
+
+
+def test_a_retried_scheduled_run_is_settled_again_when_it_ends_again(eval_home):
+    with time_machine.travel(utc(2026, 6, 1, 11, 59, 30), tick=False):
+        sched = _create(eval_home, interval_seconds=60)
+    run_id = service.trigger_schedule(eval_home, sched["id"])["trigger"]["run_id"]
+    with eval_home.catalog.session() as s:
+        s.execute(update(t.Run).where(t.Run.id == run_id).values(status="failed"))
+    assert [o["status"] for o in service.settle_scheduled_runs(eval_home)] == ["failed"]
+    assert service.settle_scheduled_runs(eval_home) == []  # once
+    service.retry_run(eval_home, run_id)
+    with eval_home.catalog.session() as s:
+        s.execute(update(t.Run).where(t.Run.id == run_id).values(status="completed"))
+    (again,) = service.settle_scheduled_runs(eval_home)
+    assert again["status"] == "completed" and again["error"] is None
+    assert service.run_outcome(eval_home, run_id)["status"] == "completed"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from fastapi import Depends, Request
 
@@ -29,12 +30,24 @@ def principal(request: Request) -> Principal:
 
 Caller = Depends(principal)
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON has no infinity, and the answer could not be JSON either
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")  # json.loads would take NaN and Infinity
+
+
 async def json_body(request: Request) -> dict:
-    """The request's body as a JSON object; InvalidInput (400) naming `body` otherwise."""
+    """The request's body as a JSON object (finite numbers only); InvalidInput (400) naming `body`
+    otherwise."""
     raw = await request.body()
     try:
-        body = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        body = json.loads(raw or b"{}", parse_float=_finite, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as e:  # json.JSONDecodeError is a ValueError
         raise InvalidInput("body", f"is not JSON: {e}") from None
     if not isinstance(body, dict):
         raise InvalidInput("body", "must be a JSON object")

@@ -23,7 +23,9 @@ def _schedule(entry: NightlyEntry) -> dg.ScheduleDefinition:
                  lake: LakeResource) -> list[dg.RunRequest]:
         tick_at = int(context.scheduled_execution_time.timestamp())
         rt = Runtime(Settings.from_env(), catalog.catalog, lake.lake)
-        block_runs = service.start_nightly_tick(rt, context.instance, entry, tick_at)
+        block_runs, errors = service.start_nightly_tick(rt, context.instance, entry, tick_at)
+        for error in errors:
+            context.log.warning(f"nightly {entry.name}: not run on {error}")
         return [dg.RunRequest(run_key=br.run_key, tags=br.tags) for br in block_runs]
 
     return evaluate

@@ -49,11 +49,14 @@ class Worker:
         there was no run or export."""
         from eval_pipeline.orchestration.definitions import defs  # deferred: it loads every asset module
 
-        for tick in service.evaluate_schedules(self.rt):
-            log.info("schedule %s %s at %s: %s", tick.schedule_id, tick.kind, tick.tick_at, tick.status)
-        for outcome in service.settle_scheduled_runs(self.rt):
-            log.info("scheduled run %s: %d regressions", outcome["run_id"], len(outcome["regressions"]))
-        service.deliver_webhooks(self.rt)
+        try:
+            for tick in service.evaluate_schedules(self.rt):
+                log.info("schedule %s %s at %s: %s", tick.schedule_id, tick.kind, tick.tick_at, tick.status)
+            for outcome in service.settle_scheduled_runs(self.rt):
+                log.info("scheduled run %s: %d regressions", outcome["run_id"], len(outcome["regressions"]))
+            service.deliver_webhooks(self.rt)
+        except Exception:  # noqa: BLE001  (a schedule's failure must not stop the runs and exports below)
+            log.exception("schedule work failed")
 
         run_id = service.execute_queued_run(self.rt, defs.resolve_job_def(GENERATION_JOB))
         if run_id is not None:

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from eval_pipeline.errors import InvalidInput, NotFound
 from eval_pipeline.runs.request import RunRequest
-from eval_pipeline.schedules.request import check_timezone
+from eval_pipeline.schedules.request import check_cron_fields, check_timezone
 from eval_pipeline.stores.catalog import Catalog
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.validation import Strict, parse_model
@@ -57,9 +57,7 @@ class NightlyEntry(Strict):
     @field_validator("cron")
     @classmethod
     def _five_fields(cls, v: str) -> str:
-        if len(v.split()) != 5:
-            raise ValueError("must have 5 fields: minute hour day-of-month month day-of-week")
-        return v
+        return check_cron_fields(v)
 
     def run_request(self, suite_id: str) -> RunRequest:
         """The run request of one tick for one suite. Raises InvalidInput naming `run.<field>`."""

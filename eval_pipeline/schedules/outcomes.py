@@ -2,9 +2,11 @@
 the schedule's previous completed run and the imported baseline (regressions.compare_run); the regressions
 go into the run (its metadata says how many, its report lists them) and, with a webhook, the schedule's
 events are queued: `eval.run.completed` or `eval.run.failed`, and `eval.run.regression` when there are
-regressions. One RunOutcome row per run makes this happen once, whoever evaluates."""
+regressions. One RunOutcome row per (run, attempt, terminal status) makes this happen once, whoever
+evaluates; a run retried or rerun is settled again when it ends again."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -42,10 +44,13 @@ def _event(delivery_id: str, event_type: str, sched: t.Schedule, run: t.Run,
 
 
 def unsettled_runs(catalog: Catalog, limit: int = 20) -> list[str]:
-    """Terminal runs a schedule made whose outcome is not recorded yet, oldest first."""
+    """Terminal runs a schedule made whose outcome is not recorded for their current attempt and status,
+    oldest first."""
     with catalog.session() as s:
         return list(s.scalars(
-            select(t.Run.id).outerjoin(t.RunOutcome, t.RunOutcome.run_id == t.Run.id)
+            select(t.Run.id).outerjoin(t.RunOutcome, and_(t.RunOutcome.run_id == t.Run.id,
+                                                         t.RunOutcome.attempt == t.Run.attempt,
+                                                         t.RunOutcome.status == t.Run.status))
             .where(and_(SCHEDULED, t.Run.status.in_(TERMINAL), t.RunOutcome.run_id.is_(None)))
             .order_by(t.Run.created_ns).limit(limit)))
 
@@ -63,26 +68,37 @@ def regression_settings(catalog: Catalog, run_id: str) -> tuple[float, float] | 
 
 
 def settle_run(catalog: Catalog, lake: Lake, run_id: str) -> dict[str, Any] | None:
-    """Record a terminal scheduled run's outcome (see the module); None when it is not terminal or was
-    settled already. Returns {run_id, status, previous_run_id, comparisons, regressions, events}."""
+    """Record a terminal scheduled run's outcome for its current attempt and status (see the module); None
+    when it is not terminal or was settled already. A comparison that fails (a lake read error) is
+    recorded as the outcome's `error`, with the run's events still sent. Returns {run_id, status,
+    previous_run_id, comparisons, regressions, error, events}."""
     with catalog.session() as s:
         run = s.get(t.Run, run_id)
-        if run is None or run.status not in TERMINAL or s.get(t.RunOutcome, run_id) is not None:
+        if run is None or run.status not in TERMINAL:
             return None
-        origin, status = run.origin, run.status
+        if s.get(t.RunOutcome, (run_id, run.attempt, run.status)) is not None:
+            return None
+        origin, status, attempt = run.origin, run.status, run.attempt
     alpha, min_drop = regression_settings(catalog, run_id) or (DEFAULT_ALPHA, DEFAULT_MIN_DROP)
-    previous, comparisons = (compare_run(catalog, lake, run_id, alpha=alpha, min_drop=min_drop)
-                             if status == "completed" else (None, []))
+    previous: str | None = None
+    comparisons: list[dict[str, Any]] = []
+    error: str | None = None
+    if status == "completed":
+        try:
+            previous, comparisons = compare_run(catalog, lake, run_id, alpha=alpha, min_drop=min_drop)
+        except Exception as e:  # noqa: BLE001  (one run's comparison must not stop every later run's outcome)
+            error = f"the comparison failed: {type(e).__name__}: {e}"
     regressions = [c for c in comparisons if c["regression"]]
     events: list[str] = []
     try:
         with catalog.session() as s:
             run = s.get(t.Run, run_id)
             sched = s.get(t.Schedule, origin.split(":", 1)[1]) if origin.startswith("schedule:") else None
-            if run is None:
-                return None
-            s.add(t.RunOutcome(run_id=run_id, schedule_key=origin, status=status, previous_run_id=previous,
-                               comparisons=len(comparisons), regressions=regressions, created_at=now()))
+            if run is None or (run.attempt, run.status) != (attempt, status):
+                return None  # deleted, or queued again, meanwhile
+            s.add(t.RunOutcome(run_id=run_id, attempt=attempt, status=status, schedule_key=origin,
+                               previous_run_id=previous, comparisons=len(comparisons), regressions=regressions,
+                               error=error, created_at=now(), created_ns=time.time_ns()))
             if status == "completed":
                 run.metadata_ = {**(run.metadata_ or {}), "regressions": str(len(regressions))}
             if sched is not None and sched.webhook_url is not None:
@@ -90,16 +106,19 @@ def settle_run(catalog: Catalog, lake: Lake, run_id: str) -> dict[str, Any] | No
                           + (["eval.run.regression"] if regressions else []))
                 for event_type in events:
                     delivery_id = ids.new_id("webhook_delivery")
-                    s.add(t.WebhookDelivery(id=delivery_id, schedule_id=sched.id, run_id=run_id,
+                    s.add(t.WebhookDelivery(id=delivery_id, schedule_id=sched.id, run_id=run_id, run_attempt=attempt,
                                             event_type=event_type, status="pending", attempts=[],
                                             payload=_event(delivery_id, event_type, sched, run, regressions),
                                             next_attempt_at=now(), created_at=now()))
     except IntegrityError:  # settled meanwhile by another evaluator
         return None
-    if status == "completed" and comparisons:
-        write_report(catalog, lake, run_id, comparisons)
+    if comparisons:
+        try:
+            write_report(catalog, lake, run_id, comparisons)
+        except Exception as e:  # noqa: BLE001  (the report of record stays the one written at completion)
+            error = f"the report could not be rewritten: {type(e).__name__}: {e}"
     return {"run_id": run_id, "status": status, "previous_run_id": previous, "comparisons": len(comparisons),
-            "regressions": regressions, "events": events}
+            "regressions": regressions, "error": error, "events": events}
 
 
 def settle_runs(catalog: Catalog, lake: Lake, limit: int = 20) -> list[dict[str, Any]]:
@@ -108,11 +127,13 @@ def settle_runs(catalog: Catalog, lake: Lake, limit: int = 20) -> list[dict[str,
 
 
 def run_outcome(catalog: Catalog, run_id: str) -> dict[str, Any] | None:
-    """A scheduled run's recorded outcome {schedule_key, status, previous_run_id, comparisons, regressions},
-    None before it is settled (or for a run no schedule made)."""
+    """A scheduled run's latest recorded outcome {schedule_key, attempt, status, previous_run_id, comparisons,
+    regressions, error}, None before it is settled (or for a run no schedule made)."""
     with catalog.session() as s:
-        row = s.get(t.RunOutcome, run_id)
+        row = s.scalar(select(t.RunOutcome).where(t.RunOutcome.run_id == run_id)
+                       .order_by(t.RunOutcome.created_ns.desc()).limit(1))
         if row is None:
             return None
-        return {"schedule_key": row.schedule_key, "status": row.status, "previous_run_id": row.previous_run_id,
-                "comparisons": row.comparisons, "regressions": row.regressions}
+        return {"schedule_key": row.schedule_key, "attempt": row.attempt, "status": row.status,
+                "previous_run_id": row.previous_run_id, "comparisons": row.comparisons,
+                "regressions": row.regressions, "error": row.error}

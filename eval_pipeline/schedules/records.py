@@ -64,12 +64,14 @@ def schedule_object(s: Session, row: t.Schedule) -> dict[str, Any]:
 
 
 def _validate(catalog: Catalog, fields: ScheduleFields, org_id: str, cron_ok: CronCheck,
-              points_at_self: SelfCheck | None) -> None:
+              points_at_self: SelfCheck | None, *, check_disabled: bool = True) -> None:
     if fields.cron is not None and not cron_ok(fields.cron):
         raise InvalidInput("cron", f"{fields.cron!r} is not a valid 5-field cron expression")
     if fields.webhook_url is not None and points_at_self is not None and points_at_self(fields.webhook_url):
         raise InvalidInput("webhook_url", "points at this server itself")
     req = fields.run_request()
+    if not fields.enabled and not check_disabled:
+        return  # a disabled schedule may hold a run that cannot be made now (a model removed): fix it later
     try:
         check_run_request(catalog, req, org_id=org_id)
     except InvalidInput as e:
@@ -151,7 +153,8 @@ def update_schedule(catalog: Catalog, home: Path, schedule_id: str, changes: obj
         raise InvalidInput("webhook_secret", "webhook_url and webhook_secret go together: events are signed")
     if fields.webhook_url is None and fields.webhook_secret is not None:
         raise InvalidInput("webhook_url", "webhook_url and webhook_secret go together: events are signed")
-    _validate(catalog, fields, org, cron_ok, points_at_self)
+    # a disabled schedule's run is checked again when it is enabled (so a broken one can be switched off)
+    _validate(catalog, fields, org, cron_ok, points_at_self, check_disabled=False)
     with catalog.session() as s:
         row = schedule_row(s, schedule_id, org_id)
         cadence_changed = (row.cron, row.interval_seconds, row.timezone) != (

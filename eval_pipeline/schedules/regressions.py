@@ -12,6 +12,7 @@ schedule's previous completed run and with the suite's imported baseline for tha
   least `min_drop` in the metric's own units."""
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 from sqlalchemy import select
@@ -46,13 +47,18 @@ def _partition_metrics(lake: Lake, run_id: str, part: t.RunPartition) -> dict[tu
 
 def _compare(now: dict[str, Any], then_value: float, then_stderr: float | None,
              pairs: tuple[dict[int, float], dict[int, float]] | None) -> dict[str, Any]:
+    """The difference now - then with its test: paired by doc when `pairs` gives at least 2 common docs,
+    else unpaired from the two standard errors. Untested (p_value None) with fewer than 2 samples, or
+    unpaired when both standard errors are 0 (lm-eval's stderr of one sample): nothing to test with."""
     if pairs is not None:
         p = paired_difference(*pairs)
         if p["p_value"] is not None:
             return {"difference": p["difference"], "stderr": p["stderr"], "p_value": p["p_value"], "n": p["n"],
                     "paired": True}
     d = history_delta(now["value"], now["stderr"], then_value, then_stderr)
-    return {"difference": d["delta"], "stderr": d["stderr"], "p_value": d["p_value"], "n": now["n"], "paired": False}
+    testable = (now["n"] or 0) >= 2 and d["stderr"] is not None and d["stderr"] > 0
+    return {"difference": d["delta"], "stderr": d["stderr"], "p_value": d["p_value"] if testable else None,
+            "n": now["n"], "paired": False}
 
 
 def compare_run(catalog: Catalog, lake: Lake, run_id: str, *, alpha: float, min_drop: float
@@ -71,7 +77,7 @@ def compare_run(catalog: Catalog, lake: Lake, run_id: str, *, alpha: float, min_
                                .order_by(t.RunPartition.model, t.RunPartition.task_key)))
         tasks = {p.task_id: cast(t.Task, s.get(t.Task, p.task_id)) for p in parts}
         prev_run = s.get(t.Run, previous) if previous else None
-        prev_parts = {(p.model, p.task_id): p for p in s.scalars(
+        prev_parts = {(p.model, p.task_id, p.task_version): p for p in s.scalars(
             select(t.RunPartition).where(t.RunPartition.run_id == previous))} if previous else {}
         s.expunge_all()
     out: list[dict[str, Any]] = []
@@ -82,7 +88,8 @@ def compare_run(catalog: Catalog, lake: Lake, run_id: str, *, alpha: float, min_
         task = tasks[part.task_id]
         base = {"model": part.model, "task_id": part.task_id, "task": task.name,
                 "partition_key": f"{part.model_key}|{part.task_key}"}
-        prev_part = prev_parts.get((part.model, part.task_id))
+        # the same task at another version has other docs: nothing to pair with, nothing to compare
+        prev_part = prev_parts.get((part.model, part.task_id, part.task_version))
         if prev_run is not None and prev_part is not None:
             then_metrics = _partition_metrics(lake, prev_run.id, prev_part)
             now_docs = partition_doc_scores(lake, run, part)
@@ -102,7 +109,7 @@ def compare_run(catalog: Catalog, lake: Lake, run_id: str, *, alpha: float, min_
                 out.append({**base, "metric": key[0], "filter": key[1], "against": "baseline",
                             "against_id": past["historical_run_id"], "value": now["value"],
                             "against_value": past["value"], **_compare(now, past["value"], past["stderr"], None)})
-    tested = [c for c in out if c["p_value"] is not None]
+    tested = [c for c in out if c["p_value"] is not None and math.isfinite(c["p_value"])]
     adjusted = false_discovery_control([c["p_value"] for c in tested], method="bh") if tested else []
     for c, q in zip(tested, adjusted):
         c["p_adjusted"] = float(q)

@@ -3,6 +3,7 @@ errors name the field (`run.models[1]`, `interval_seconds`)."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 import zoneinfo
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
@@ -25,20 +26,29 @@ class RegressionSettings(Strict):
     (in the metric's units) at least `min_drop`."""
 
     alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1)
-    min_drop: float = Field(DEFAULT_MIN_DROP, ge=0)
+    min_drop: float = Field(DEFAULT_MIN_DROP, ge=0, le=1e9, allow_inf_nan=False)
 
 
 def check_timezone(name: str) -> str:
     """`name` if it is an IANA time zone; ValueError otherwise."""
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones ("America")
         raise ValueError(f"{name!r} is not an IANA time zone name (e.g. Europe/Berlin)") from None
     return name
 
 
+def check_cron_fields(cron: str) -> str:
+    """`cron` if it has the 5 fields of a standard cron (Dagster checks the rest); ValueError otherwise."""
+    if len(cron.split()) != 5:
+        raise ValueError("must have 5 fields: minute hour day-of-month month day-of-week")
+    return cron
+
+
 def check_webhook_url(url: str) -> str:
     """`url` if it is an absolute http(s) URL with a host; ValueError otherwise."""
+    if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("must be ASCII without spaces or control characters (punycode for international names)")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL")
@@ -77,9 +87,7 @@ class ScheduleFields(Strict):
     @field_validator("cron")
     @classmethod
     def _five_fields(cls, v: str | None) -> str | None:
-        if v is not None and len(v.split()) != 5:
-            raise ValueError("must have 5 fields: minute hour day-of-month month day-of-week")
-        return v
+        return v if v is None else check_cron_fields(v)
 
     @model_validator(mode="after")
     def _one_cadence(self) -> Self:
@@ -140,15 +148,28 @@ def apply_update(current: dict[str, Any], changes: object) -> ScheduleFields:
     return fields
 
 
-def refers_to(url: str, hosts: set[str], port: int | None) -> bool:
-    """Whether `url` points at this server: one of `hosts` (names or addresses it answers on, loopback and
-    unspecified addresses included) on `port`."""
-    parts = urlsplit(url)
-    target_port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = (parts.hostname or "").lower()
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address a URL host spells, in any form the resolver accepts (127.1, 2130706433, 0x7f000001,
+    ::ffff:127.0.0.1); None for a name."""
     try:
         addr = ipaddress.ip_address(host)
-        local = addr.is_loopback or addr.is_unspecified
     except ValueError:
-        local = host == "localhost"
-    return target_port == port and (host in hosts or local)
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def refers_to(url: str, hosts: set[str], port: int | None) -> bool:
+    """Whether `url` points at this server: one of `hosts` (names or addresses it answers on), a loopback or
+    unspecified address in any spelling, or localhost, on `port`."""
+    parts = urlsplit(url)
+    target_port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = (parts.hostname or "").lower().rstrip(".")
+    addr = _address(host)
+    local = host == "localhost" or host.endswith(".localhost") or (
+        addr is not None and (addr.is_loopback or addr.is_unspecified))
+    return target_port == port and (host in hosts or local or (addr is not None and str(addr) in hosts))

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from eval_pipeline import ids
-from eval_pipeline.errors import EvalPipelineError
+from eval_pipeline.errors import EvalPipelineError, NotFound
 from eval_pipeline.runs.creation import create_run
 from eval_pipeline.runs.records import TERMINAL
 from eval_pipeline.schedules.records import cadence_of, origin_of_schedule, schedule_object, schedule_row
@@ -51,16 +51,16 @@ def tick_key(schedule_id: str, kind: str, tick_at: int) -> str:
 def _claim(catalog: Catalog, schedule_id: str, at: float, cron_times: CronIterator) -> str | None:
     """Claim the schedule's latest due tick and move its next tick past `at`, in one transaction; the
     tick's id, or None when it is not due or another evaluator took it."""
+    with catalog.session() as s:
+        row = s.get(t.Schedule, schedule_id)
+        if row is None or not row.enabled or row.next_run_at is None or row.next_run_at > at:
+            return None
+        cadence, due = cadence_of(row), row.next_run_at
+        tick_at, following = max(latest_tick(cadence, at, cron_times), due), next_tick(cadence, at, cron_times)
     try:
         with catalog.session() as s:
-            row = s.get(t.Schedule, schedule_id)
-            if row is None or not row.enabled or row.next_run_at is None or row.next_run_at > at:
-                return None
-            cadence = cadence_of(row)
-            tick_at = max(latest_tick(cadence, at, cron_times), row.next_run_at)
-            moved = s.execute(update(t.Schedule).where(t.Schedule.id == schedule_id,
-                                                       t.Schedule.next_run_at == row.next_run_at)
-                              .values(next_run_at=next_tick(cadence, at, cron_times)))
+            moved = s.execute(update(t.Schedule).where(t.Schedule.id == schedule_id, t.Schedule.next_run_at == due)
+                              .values(next_run_at=following))
             if moved.rowcount != 1:  # type: ignore[attr-defined]  # (CursorResult) another evaluator moved it
                 return None
             tick = t.ScheduleTick(id=ids.new_id("schedule_tick"), schedule_id=schedule_id, kind="tick",
@@ -68,7 +68,12 @@ def _claim(catalog: Catalog, schedule_id: str, at: float, cron_times: CronIterat
             s.add(tick)
             s.flush()
             return tick.id
-    except IntegrityError:  # the same tick claimed by another evaluator
+    except IntegrityError:
+        # The tick is claimed already (another evaluator, or next_run_at set behind it by a PATCH on a host
+        # whose clock lags): whoever claimed it carries it out; move past it, or the schedule never ticks again.
+        with catalog.session() as s:
+            s.execute(update(t.Schedule).where(t.Schedule.id == schedule_id, t.Schedule.next_run_at == due)
+                      .values(next_run_at=following))
         return None
 
 
@@ -92,23 +97,28 @@ def _set_status(catalog: Catalog, tick_id: str, status: str, *, from_: tuple[str
 
 def fire(catalog: Catalog, lake: Lake, tick_id: str) -> TickResult:
     """Carry out a claimed or buffered tick under its schedule's overlap policy: create its run (once), or
-    skip or buffer it. A run that cannot be made (its suite, a model or a task gone) fails the tick with
-    the reason; the schedule keeps ticking."""
+    skip or buffer it. A run that cannot be made (its suite, a model, a task or its inputs gone) fails the
+    tick with the reason; the schedule keeps ticking. A buffered tick of a schedule disabled since is
+    skipped."""
     with catalog.session() as s:
         tick = s.get(t.ScheduleTick, tick_id)
-        assert tick is not None  # callers pass a tick they just read or wrote
-        row = s.get(t.Schedule, tick.schedule_id)
-        assert row is not None  # ticks cascade with their schedule
+        row = s.get(t.Schedule, tick.schedule_id) if tick is not None else None
+        if tick is None or row is None:  # the schedule was deleted meanwhile (its ticks with it)
+            return TickResult("", "tick", 0, status="gone", reason="the schedule was deleted")
         key = tick_key(row.id, tick.kind, tick.tick_at)
         org_id, team_id, created_by, policy = row.org_id, row.team_id, row.created_by, row.overlap_policy
         body: dict[str, Any] = {**row.run, "suite_id": row.suite_id, "suite_version": row.suite_version}
         body["metadata"] = {**body.get("metadata", {}), "schedule_id": row.id,
                             "schedule_tick": f"{tick.kind}:{tick.tick_at}"}
-        status, result_base = tick.status, (row.id, tick.kind, tick.tick_at)
+        status, result_base, enabled = tick.status, (row.id, tick.kind, tick.tick_at), row.enabled
     if status not in ("claimed", "buffered"):
         return TickResult(*result_base, status=status)
     with catalog.session() as s:
         made = s.scalar(select(t.Run.id).where(t.Run.org_id == org_id, t.Run.idempotency_key == key))
+    if made is None and status == "buffered" and not enabled:
+        reason = "the schedule was disabled while this tick waited"
+        _set_status(catalog, tick_id, "skipped", from_=("buffered",), reason=reason)
+        return TickResult(*result_base, status="skipped", reason=reason)
     if made is None and policy != "allow_all":
         busy = _working_run(catalog, result_base[0], key)
         if busy is not None:
@@ -124,9 +134,10 @@ def fire(catalog: Catalog, lake: Lake, tick_id: str) -> TickResult:
                               team_id=team_id, created_by=created_by, idempotency_key=key,
                               system_tags=[f"schedule:{result_base[0]}", f"tick:{result_base[1]}:{result_base[2]}"]
                               )["id"]
-        except EvalPipelineError as e:
-            _set_status(catalog, tick_id, "failed", from_=("claimed", "buffered"), reason=str(e))
-            return TickResult(*result_base, status="failed", reason=str(e))
+        except Exception as e:  # noqa: BLE001  (any failure fails this tick only; the reason is kept)
+            reason = str(e) if isinstance(e, EvalPipelineError) else f"{type(e).__name__}: {e}"
+            _set_status(catalog, tick_id, "failed", from_=("claimed", "buffered"), reason=reason)
+            return TickResult(*result_base, status="failed", reason=reason)
     _set_status(catalog, tick_id, "created", from_=("claimed", "buffered", "skipped"), run_id=made)
     return TickResult(*result_base, status="created", run_id=made)
 
@@ -187,11 +198,14 @@ def trigger_schedule(catalog: Catalog, lake: Lake, schedule_id: str, *, org_id: 
             s.add(tick)
             s.flush()
             tick_id = tick.id
-    except IntegrityError:
+    except IntegrityError:  # a trigger in the same second (one tick), or the schedule deleted meanwhile
         with catalog.session() as s:
-            tick_id = s.scalars(select(t.ScheduleTick.id).where(
+            found = s.scalar(select(t.ScheduleTick.id).where(
                 t.ScheduleTick.schedule_id == schedule_id, t.ScheduleTick.kind == "trigger",
-                t.ScheduleTick.tick_at == tick_at)).one()
+                t.ScheduleTick.tick_at == tick_at))
+        if found is None:
+            raise NotFound("schedule", schedule_id) from None
+        tick_id = found
     result = fire(catalog, lake, tick_id)
     with catalog.session() as s:
         return schedule_object(s, schedule_row(s, schedule_id)), result

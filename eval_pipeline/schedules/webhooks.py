@@ -34,6 +34,7 @@ MAX_ATTEMPTS = 6
 TIMEOUT = 10.0  # seconds per attempt
 LEASE = 120  # seconds an evaluator holds a delivery it is sending
 RETRIED = {408, 429}
+MAX_ANSWER = 64 * 1024  # bytes of a receiver's answer read at most
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -46,13 +47,13 @@ def verify(secret: str, header: str, body: bytes, *, tolerance: int = 300, at: f
     """Whether `header` signs `body` under `secret` and was made at most `tolerance` seconds from `at`
     (default now), compared in constant time."""
     fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    try:
-        timestamp = int(fields["t"])
-    except (KeyError, ValueError):
+    if not (fields.get("t", "").isascii() and fields.get("t", "").isdigit()):
         return False
+    timestamp = int(fields["t"])
     if abs((time.time() if at is None else at) - timestamp) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, timestamp, body), f"t={timestamp},v1={fields.get('v1', '')}")
+    expected = sign(secret, timestamp, body).encode()
+    return hmac.compare_digest(expected, f"t={timestamp},v1={fields.get('v1', '')}".encode())
 
 
 def backoff_unit() -> float:
@@ -83,11 +84,17 @@ def _send(client: httpx.Client, url: str, secret: str, delivery_id: str, event_t
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, int(time.time()), body),
                EVENT_HEADER: event_type, DELIVERY_HEADER: delivery_id, "User-Agent": "eval-pipeline-webhooks"}
+    deadline = time.monotonic() + TIMEOUT
     try:
-        response = client.post(url, content=body, headers=headers, timeout=TIMEOUT)
-    except httpx.HTTPError as e:
+        with client.stream("POST", url, content=body, headers=headers, timeout=TIMEOUT) as response:
+            read = 0
+            for piece in response.iter_raw():  # the answer is not needed: read a little, never for long
+                read += len(piece)
+                if read > MAX_ANSWER or time.monotonic() > deadline:
+                    break
+            return response.status_code, None
+    except Exception as e:  # noqa: BLE001  (httpx's errors, and its InvalidURL / IDNA errors of odd URLs)
         return None, f"{type(e).__name__}: {e}"
-    return response.status_code, None
 
 
 def deliver_due(catalog: Catalog, home: Path, *, at: float | None = None, limit: int = 20,
@@ -113,18 +120,21 @@ def deliver_due(catalog: Catalog, home: Path, *, at: float | None = None, limit:
                 url, token = sched.webhook_url, sched.webhook_secret_encrypted
                 event_type, payload, attempt = d.event_type, d.payload, len(d.attempts or []) + 1
             began = time.monotonic()
-            code: int | None
+            code: int | None = None
             error: str | None
+            permanent = True  # no retry can fix these: no webhook, or a secret this server key cannot read
             if url is None or token is None:
-                code, error = None, "the schedule has no webhook any more"
+                error = "the schedule has no webhook any more"
             else:
                 try:
-                    code, error = _send(client, url, decrypt_secret(home, token), delivery_id, event_type, payload)
+                    secret = decrypt_secret(home, token)
                 except SecretUnreadable as e:
-                    code, error = None, str(e)
+                    error = str(e)
+                else:
+                    permanent = False
+                    code, error = _send(client, url, secret, delivery_id, event_type, payload)
             ok = code is not None and 200 <= code < 300
-            retry = not ok and url is not None and token is not None and (code is None or code >= 500
-                                                                           or code in RETRIED)
+            retry = not ok and not permanent and (code is None or code >= 500 or code in RETRIED)
             status = "delivered" if ok else ("pending" if retry and attempt < MAX_ATTEMPTS else "failed")
             record = {"attempt": attempt, "at": now(), "status_code": code, "error": error,
                       "duration_ms": round((time.monotonic() - began) * 1000)}

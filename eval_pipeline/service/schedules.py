@@ -15,6 +15,7 @@ from dagster._utils.schedules import cron_string_iterator, is_valid_cron_string 
 
 from eval_pipeline.errors import EvalPipelineError, InvalidInput
 from eval_pipeline.runs.creation import create_run
+from eval_pipeline.runs.lifecycle import requeue
 from eval_pipeline.runs.records import RunObject
 from eval_pipeline.schedules import nightly, outcomes, records, ticks, webhooks
 from eval_pipeline.schedules.nightly import NightlyEntry
@@ -144,10 +145,11 @@ def nightly_entries(path: Path) -> list[NightlyEntry]:
 
 
 def start_nightly_tick(rt: Runtime, instance: dg.DagsterInstance, entry: NightlyEntry, tick_at: int
-                       ) -> list[BlockRun]:
+                       ) -> tuple[list[BlockRun], list[str]]:
     """One tick of a nightly entry: an eval run per suite (once per tick: its idempotency key is the tick),
-    started at once, and the Dagster runs its partitions need (their dynamic partitions added). A suite
-    that cannot be run is left out with the others still started; raises the first such error after."""
+    started at once, and the Dagster runs its partitions need (their dynamic partitions added). Returns
+    (the Dagster runs to request, an error per suite that could not be run). A run whose Dagster runs
+    cannot be planned goes back to the queue for `queued_runs`. Raises the first error when no suite ran."""
     block_runs: list[BlockRun] = []
     errors: list[EvalPipelineError] = []
     for suite in entry.suites:
@@ -160,9 +162,14 @@ def start_nightly_tick(rt: Runtime, instance: dg.DagsterInstance, entry: Nightly
         except EvalPipelineError as e:
             errors.append(e)
             continue
-        planned, model_keys, task_keys = plan_block_runs(rt.catalog, run["id"], instance.get_dynamic_partitions(TASK))
-        ensure_partitions(instance, model_keys, task_keys)
+        try:
+            planned, model_keys, task_keys = plan_block_runs(rt.catalog, run["id"],
+                                                             instance.get_dynamic_partitions(TASK))
+            ensure_partitions(instance, model_keys, task_keys)
+        except Exception:
+            requeue(rt.catalog, run["id"])  # in_progress with nothing launched would wait forever
+            raise
         block_runs += planned
     if errors and not block_runs:
         raise errors[0]
-    return block_runs
+    return block_runs, [f"{suite}: {e}" for suite, e in zip(entry.suites, errors)]

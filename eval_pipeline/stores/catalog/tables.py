@@ -365,15 +365,16 @@ class ScheduleTick(Base):
 
 
 class WebhookDelivery(Base):
-    """One webhook event of a schedule (unique per schedule, run and event type), delivered by the
+    """One webhook event of a schedule (unique per schedule, run attempt and event type), delivered by the
     orchestration side with bounded retries; `attempts` records each try {attempt, at, status_code, error,
     duration_ms}. status: pending | delivered | failed."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (UniqueConstraint("schedule_id", "run_id", "event_type", name="uq_webhook_event"),)
+    __table_args__ = (UniqueConstraint("schedule_id", "run_id", "run_attempt", "event_type", name="uq_webhook_event"),)
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     schedule_id: Mapped[str] = mapped_column(ForeignKey("eval_schedules.id", ondelete="CASCADE"), index=True)
     run_id: Mapped[str] = mapped_column(String(64))  # no foreign key: the record outlives a deleted run
+    run_attempt: Mapped[int] = mapped_column(Integer)
     event_type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))
@@ -384,15 +385,19 @@ class WebhookDelivery(Base):
 
 
 class RunOutcome(Base):
-    """What a scheduled run's end meant, recorded once when it is terminal: its comparisons with the
-    schedule's previous completed run and the imported baseline, the regressions among them, and that its
-    webhook events are queued."""
+    """What a scheduled run's end meant, recorded once per (run, attempt, terminal status): its
+    comparisons with the schedule's previous completed run and the imported baseline, the regressions
+    among them, and that its webhook events are queued. A run retried or rerun gets a new one when it ends
+    again; `error` says why it could not be compared, if so."""
 
     __tablename__ = "eval_run_outcomes"
     run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)  # the run's terminal status
     schedule_key: Mapped[str] = mapped_column(String(255), index=True)  # the run origin: schedule:<id>, nightly:...
-    status: Mapped[str] = mapped_column(String(16))  # the run's terminal status
     previous_run_id: Mapped[str | None] = mapped_column(String(64))
     comparisons: Mapped[int] = mapped_column(Integer)
     regressions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    created_ns: Mapped[int] = mapped_column(BigInteger)

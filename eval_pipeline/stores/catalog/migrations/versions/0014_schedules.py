@@ -59,6 +59,7 @@ def upgrade() -> None:
         sa.Column("schedule_id", sa.String(64), sa.ForeignKey("eval_schedules.id", ondelete="CASCADE"),
                   nullable=False, index=True),
         sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("run_attempt", sa.Integer(), nullable=False),
         sa.Column("event_type", sa.String(64), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
@@ -66,17 +67,20 @@ def upgrade() -> None:
         sa.Column("next_attempt_at", sa.BigInteger(), index=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("delivered_at", sa.BigInteger()),
-        sa.UniqueConstraint("schedule_id", "run_id", "event_type", name="uq_webhook_event"),
+        sa.UniqueConstraint("schedule_id", "run_id", "run_attempt", "event_type", name="uq_webhook_event"),
     )
     op.create_table(
         "eval_run_outcomes",
         sa.Column("run_id", sa.String(64), sa.ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("attempt", sa.Integer(), primary_key=True),
+        sa.Column("status", sa.String(16), primary_key=True),
         sa.Column("schedule_key", sa.String(255), nullable=False, index=True),
-        sa.Column("status", sa.String(16), nullable=False),
         sa.Column("previous_run_id", sa.String(64)),
         sa.Column("comparisons", sa.Integer(), nullable=False),
         sa.Column("regressions", sa.JSON(), nullable=False),
+        sa.Column("error", sa.Text()),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("created_ns", sa.BigInteger(), nullable=False),
     )
     # a schedule's previous run is found by origin
     op.create_index("ix_eval_runs_origin", "eval_runs", ["origin"])
