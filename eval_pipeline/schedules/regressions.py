@@ -4,6 +4,8 @@ schedule's previous completed run and with the suite's imported baseline for tha
 - Against the previous run, doc by doc where both runs have per-doc scores (a paired t-test: the docs are
   the same, so their shared variance drops out); for corpus metrics, unpaired, from the two standard
   errors (a two-sided normal test). The baseline is an imported aggregate, so that comparison is unpaired.
+  With fewer than 2 samples, or two standard errors of 0, nothing is tested. A partition is compared with
+  the previous run's only at the same task version: other inputs are other docs.
 - The p-values of all of a run's comparisons are adjusted together with Benjamini-Hochberg (scipy's
   false_discovery_control), which bounds the expected share of false alarms among the flagged ones at
   `alpha` while keeping more power than Holm's family-wise bound over dozens of tasks and metrics.
