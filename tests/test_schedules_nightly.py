@@ -51,6 +51,8 @@ def test_each_entry_is_a_dagster_schedule_whose_tick_makes_one_run_per_suite(eva
     assert run["status"] == "in_progress" and run["models"] == ["tiny"]
     assert run["system_tags"] == ["nightly:candidates_regression", f"tick:{int(when.timestamp())}"]
     assert run["settings"]["max_samples_per_task"] == 2 and run["suite_id"] == eval_home.suite_id
+    assert run["metadata"] == {"nightly": "candidates_regression", "schedule_tick": f"tick:{int(when.timestamp())}"}
+    assert run["generation"] == {"max_output_tokens": 4, "use_cache": False}
     assert len(service.list_runs(eval_home)) == 1
     # its partitions exist for the Dagster runs the tick requested
     instance = dagster_instance(eval_home)
@@ -71,12 +73,18 @@ def test_each_entry_is_a_dagster_schedule_whose_tick_makes_one_run_per_suite(eva
     ("  - {name: a, suites: [s], models: [m], cron: '0 2 * * *'}\n  - {name: a, suites: [s], models: [m], "
      "cron: '0 3 * * *'}", "nightly[1].name"),
 ])
-def test_a_bad_nightly_file_names_the_file_and_entry(tmp_path, entry, field):
+def test_a_bad_nightly_file_names_the_file_and_entry(tmp_path, entry, field, monkeypatch):
     path = tmp_path / "nightly.yaml"
     path.write_text("nightly:\n" + entry + "\n")
     with pytest.raises(InvalidInput) as bad:
         service.nightly_entries(path)
     assert bad.value.field == f"{path}: {field}"
+    # a file the environment names must exist; the default one may be absent
+    monkeypatch.setenv("EVAL_PIPELINE_NIGHTLY", str(tmp_path / "missing.yaml"))
+    with pytest.raises(InvalidInput, match="does not exist"):
+        service.nightly_entries(tmp_path / "missing.yaml")
+    monkeypatch.delenv("EVAL_PIPELINE_NIGHTLY")
+    assert service.nightly_entries(tmp_path / "missing.yaml") == []
 
 
 def test_the_webserver_lists_the_nightly_schedule_with_its_next_ticks(eval_home, tmp_path):

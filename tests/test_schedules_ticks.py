@@ -68,6 +68,7 @@ def test_a_wall_clock_time_skipped_in_spring_ticks_once_at_the_first_valid_time(
     made = _runs(eval_home, sched["id"])
     assert len(made) == 1 and made[0]["metadata"]["schedule_tick"] == f"tick:{int(expected_tick.timestamp())}"
     assert made[0]["status"] == "queued" and made[0]["system_tags"][0] == f"schedule:{sched['id']}"
+    assert made[0]["generation"]["use_cache"] is False  # a night asks the model again
     # the next day's tick is back at 02:00 local time, now summer time
     got = service.get_schedule(eval_home, sched["id"])
     assert got["next_run_at"] == int(expected_tick.timestamp()) + 23 * 3600

@@ -42,6 +42,12 @@ def _secret(env_name: str | None) -> str | None:
     return value
 
 
+def _server() -> tuple[set[str], int]:
+    """Where this deployment's API answers, as far as the CLI knows: loopback on EVAL_PIPELINE_API_PORT
+    (default 8000, `serve`'s), so a webhook cannot point back at it from here either."""
+    return {"127.0.0.1", "localhost"}, int(os.environ.get("EVAL_PIPELINE_API_PORT") or 8000)
+
+
 def _schedule_options(fn):
     options = [
         click.option("--body", "body_file", help="A JSON file with the body in the API's shape (flags override)."),
@@ -50,7 +56,7 @@ def _schedule_options(fn):
         click.option("--suite-version", type=int, help="Pin a version (default: the suite's active one at each tick)."),
         click.option("--cron", help='5 fields, wall-clock in --timezone, e.g. "0 2 * * *".'),
         click.option("--interval-seconds", type=int, help="Every N seconds (at least 60), instead of --cron."),
-        click.option("--timezone", help="IANA name (default UTC)."),
+        click.option("--timezone", help="IANA name (create: default UTC; update: unchanged unless given)."),
         click.option("--overlap-policy", type=click.Choice(["skip", "buffer_one", "allow_all"])),
         click.option("--enabled/--disabled", default=None),
         click.option("--model", "models_", multiple=True, help="run.models (repeatable)."),
@@ -97,6 +103,12 @@ def _body(opts: dict) -> dict:
     return body
 
 
+def _page(items: list, limit: int) -> dict:
+    data = items[:limit]
+    return {"object": "list", "data": data, "has_more": len(items) > limit,
+            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+
 @schedules_group.command("create")
 @click.option("--suite-id")
 @_schedule_options
@@ -106,7 +118,8 @@ def schedules_create(suite_id: str | None, **opts) -> None:
     body = _body(opts)
     if suite_id:
         body["suite_id"] = suite_id
-    _emit(service.create_schedule(service.open_runtime(), body, org_id=opts["org"], team_id=f"{opts['org']}-team"))
+    _emit(service.create_schedule(service.open_runtime(), body, org_id=opts["org"], team_id=f"{opts['org']}-team",
+                                  self_addresses=_server()))
 
 
 @schedules_group.command("list")
@@ -120,7 +133,7 @@ def schedules_list(suite_id: str | None, enabled: bool | None, limit: int, after
     """List schedules, newest first."""
     items = service.list_schedules(service.open_runtime(), org_id=org, after=after, limit=limit + 1,
                                    suite_id=suite_id, enabled=enabled)
-    _emit({"object": "list", "data": items[:limit], "has_more": len(items) > limit})
+    _emit(_page(items, limit))
 
 
 @schedules_group.command("get")
@@ -138,7 +151,8 @@ def schedules_get(schedule_id: str, org: str) -> None:
 @front_door
 def schedules_update(schedule_id: str, **opts) -> None:
     """Change a schedule: only what is given changes (a --body file may set fields to null)."""
-    _emit(service.update_schedule(service.open_runtime(), schedule_id, _body(opts), org_id=opts["org"]))
+    _emit(service.update_schedule(service.open_runtime(), schedule_id, _body(opts), org_id=opts["org"],
+                                  self_addresses=_server()))
 
 
 @schedules_group.command("delete")
@@ -182,7 +196,7 @@ def schedules_runs(schedule_id: str, status: str | None, suite_version: int | No
     """The runs a schedule made, newest first."""
     items = service.schedule_runs(service.open_runtime(), schedule_id, org_id=org, after=after, limit=limit + 1,
                                   suite_version=suite_version, status=status)
-    _emit({"object": "list", "data": items[:limit], "has_more": len(items) > limit})
+    _emit(_page(items, limit))
 
 
 @schedules_group.command("ticks")

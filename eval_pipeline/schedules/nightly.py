@@ -37,7 +37,7 @@ class NightlyEntry(Strict):
     name: str
     suites: list[str] = Field(min_length=1, max_length=50)
     models: list[str] = Field(min_length=1, max_length=20)
-    cron: str = Field(min_length=9, max_length=255)
+    cron: str = Field(max_length=255)
     timezone: str = "UTC"
     org: str = Field("org_default", min_length=1, max_length=128)
     run: dict[str, Any] = Field(default_factory=dict)
@@ -64,8 +64,11 @@ class NightlyEntry(Strict):
         for field in ("suite_id", "suite_version", "models"):
             if field in self.run:
                 raise InvalidInput(f"run.{field}", "is set by the entry itself")
+        run = dict(self.run)
+        # a night must ask the model again: an endpoint's weights can change under the same name
+        run["generation"] = {"use_cache": False, **(run.get("generation") or {})}
         try:
-            return RunRequest.parse({**self.run, "suite_id": suite_id, "models": self.models})
+            return RunRequest.parse({**run, "suite_id": suite_id, "models": self.models})
         except InvalidInput as e:
             raise InvalidInput(f"run.{e.field}", e.message) from None
 
@@ -74,10 +77,13 @@ class NightlyEntry(Strict):
         return f"nightly:{self.name}:{suite_id}"
 
 
-def load_nightly(path: Path) -> list[NightlyEntry]:
-    """The entries of the nightly file at `path` ([] when it does not exist). Raises InvalidInput naming
-    the file and entry (`<path>: nightly[1].cron`) for anything wrong, or a name used twice."""
+def load_nightly(path: Path, *, required: bool = False) -> list[NightlyEntry]:
+    """The entries of the nightly file at `path` ([] when it does not exist, unless `required`). Raises
+    InvalidInput naming the file and entry (`<path>: nightly[1].cron`) for anything wrong, or a name used
+    twice. Suites and models are looked up at each tick (they may be created after the file)."""
     if not path.exists():
+        if required:
+            raise InvalidInput(str(path), "the nightly file does not exist")
         return []
     try:
         doc = yaml.safe_load(path.read_text()) or {}

@@ -64,7 +64,7 @@ class ScheduleFields(Strict):
     run: dict[str, Any]
     description: str | None = Field(None, max_length=10_000)
     suite_version: int | None = Field(None, ge=1, le=2**31 - 1)
-    cron: str | None = Field(None, min_length=9, max_length=255)
+    cron: str | None = Field(None, max_length=255)
     interval_seconds: int | None = Field(None, ge=MIN_INTERVAL, le=MAX_INTERVAL)
     timezone: str = Field("UTC", max_length=64)
     overlap_policy: OverlapPolicy = "skip"

@@ -108,6 +108,8 @@ def fire(catalog: Catalog, lake: Lake, tick_id: str) -> TickResult:
         key = tick_key(row.id, tick.kind, tick.tick_at)
         org_id, team_id, created_by, policy = row.org_id, row.team_id, row.created_by, row.overlap_policy
         body: dict[str, Any] = {**row.run, "suite_id": row.suite_id, "suite_version": row.suite_version}
+        # a night must ask the model again: an endpoint's weights can change under the same name
+        body["generation"] = {"use_cache": False, **(body.get("generation") or {})}
         body["metadata"] = {**body.get("metadata", {}), "schedule_id": row.id,
                             "schedule_tick": f"{tick.kind}:{tick.tick_at}"}
         status, result_base, enabled = tick.status, (row.id, tick.kind, tick.tick_at), row.enabled
