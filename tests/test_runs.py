@@ -142,7 +142,7 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home, quiet_run_co
     assert sum(m["rows"] for m in meta) == run["request_counts"]["total"]
     checks = [e for e in results[0].get_asset_check_evaluations()]
     assert {c.check_name for c in checks} == {"generations_complete", "generations_healthy", "grades_valid",
-                                              "metrics_valid"}
+                                              "metrics_valid", "no_regression"}
     assert all(c.passed for c in checks), [(c.check_name, c.metadata.get("failing")) for c in checks]
 
     again = runs.create_run(eval_home.catalog, eval_home.lake, {

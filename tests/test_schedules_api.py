@@ -62,7 +62,7 @@ def test_the_sdk_drives_all_seven_schedule_operations(eval_home, api):
     assert service.get_run(eval_home, triggered.last_run_id)["id"] == triggered.last_run_id
 
 
-@pytest.mark.parametrize("change, status, field", [
+BAD_CREATES = [
     ({"run": {"models": ["tiny", "no-such-model"]}}, 400, "run.models[1]"),
     ({"run": {"models": ["tiny"], "generation": {"top_p": 3}}}, 400, "run.generation.top_p"),
     ({"run": {"models": ["tiny"], "task_ids": ["eval_task_nope"]}}, 400, "run.task_ids[0]"),
@@ -85,15 +85,19 @@ def test_the_sdk_drives_all_seven_schedule_operations(eval_home, api):
     ({"suite_version": 99}, 400, "suite_version"),
     ({"suite_id": "eval_suite_missing"}, 404, None),
     ({"frequency": "daily"}, 400, "frequency"),
-])
-def test_bad_schedules_are_refused_naming_the_field(eval_home, api, change, status, field):
+]
+
+
+def test_bad_schedules_are_refused_naming_the_field(eval_home, api):
     key = service.create_key(eval_home, ORG)["key"]
-    body = {"name": "n", "suite_id": eval_home.suite_id, "run": {"models": ["tiny"]}, "cron": "0 2 * * *", **change}
-    body = {k: v for k, v in body.items() if not (k == "cron" and v is None)}
-    r = httpx.post(api + "/api/v1/llm/evals/schedules", json=body, headers={"Authorization": f"Bearer {key}"})
-    assert r.status_code == status, r.text
-    if field:
-        assert r.json()["error"]["message"].startswith(f"{field}:"), r.json()
+    for change, status, field in BAD_CREATES:
+        body = {"name": "n", "suite_id": eval_home.suite_id, "run": {"models": ["tiny"]}, "cron": "0 2 * * *",
+                **change}
+        body = {k: v for k, v in body.items() if not (k == "cron" and v is None)}
+        r = httpx.post(api + "/api/v1/llm/evals/schedules", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == status, (change, r.text)
+        if field:
+            assert r.json()["error"]["message"].startswith(f"{field}:"), (change, r.json())
     assert service.list_schedules(eval_home, org_id=ORG) == []  # nothing half-written
 
 
