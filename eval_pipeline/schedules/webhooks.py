@@ -104,9 +104,12 @@ def deliver_due(catalog: Catalog, home: Path, *, at: float | None = None, limit:
     status_code, error, status}."""
     start = time.monotonic()
     at = time.time() if at is None else at
-    done = []
+    done: list[dict[str, Any]] = []
+    taken = _take(catalog, at, limit)
+    if not taken:
+        return done
     with httpx.Client(follow_redirects=False) as client:
-        for delivery_id in _take(catalog, at, limit):
+        for delivery_id in taken:
             if time.monotonic() - start > budget:
                 with catalog.session() as s:  # give the lease back: the next evaluation sends it
                     s.execute(update(t.WebhookDelivery).where(t.WebhookDelivery.id == delivery_id)
