@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/eval-pipeline demo
 
-# Lint (with docstring rules), the import layers, strict types, then the tests. pytest exits 5 when it
-# collected no tests; make fails on any non-zero exit, so that cannot pass.
+# Lint (with docstring rules), the import layers, strict types, then the tests, each file on one of two
+# workers (pytest-xdist). pytest exits 5 when it collected no tests; make fails on any non-zero exit, so
+# that cannot pass.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check eval_pipeline assets resources tests bench
