@@ -3,18 +3,15 @@ them: `eval.schedule` objects, `eval.schedule.deleted`, and list pages; the sche
 objects. Schedules belong to the caller's org."""
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Query, Request
 
 from eval_pipeline import service
 from eval_pipeline.api.common import Caller, json_body, page
+from eval_pipeline.api.mka1 import MAX_INT32, RunStatus
 from eval_pipeline.errors import InvalidInput
 from eval_pipeline.service import Principal
 
 router = APIRouter(prefix="/api/v1/llm/evals/schedules", tags=["schedules"])
-RunStatus = Literal["queued", "in_progress", "finalizing", "completed", "failed", "cancelling", "cancelled"]
-MAX_INT32 = 2 ** 31 - 1
 
 
 def _self_addresses(request: Request) -> tuple[set[str], int | None]:
