@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ demo: $(STAMP)
 # Lint (with docstring rules), the import layers, strict types, then the tests, each file on one of two
 # workers (pytest-xdist). pytest exits 5 when it collected no tests; make fails on any non-zero exit, so
 # that cannot pass.
-test: $(STAMP) lint
+test: $(STAMP) lint chromium
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The browser tests drive Debian's chromium (Playwright cannot download its own browser here).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 lint: $(STAMP)
 	$(BIN)/ruff check eval_pipeline assets resources tests bench

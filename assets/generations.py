@@ -4,11 +4,11 @@ import warnings
 import dagster as dg
 import pandas as pd
 
-from assets.check_results import partition_check_result
+from assets.check_results import CheckEvents, validation_evaluations
 from assets.suites import suite_versions
 from eval_pipeline import runs
 from eval_pipeline.execution.generate import generate_partition
-from eval_pipeline.quality.checks import check_generation_health, check_generations
+from eval_pipeline.quality.checks import check_generation_health, check_generations, generation_rates
 from eval_pipeline.service.launching import eval_run_of, origin_of
 from eval_pipeline.service.partitions import generation_partitions_def, split_key
 from resources import CatalogResource, GenerationThresholds, LakeResource
@@ -78,15 +78,19 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
 
     @dg.asset_check(asset=generations, partitions_def=generation_partitions_def, blocking=True)
     def generations_complete(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
-                             lake: LakeResource) -> dg.AssetCheckResult:
-        """One generation row per planned request, no request twice."""
-        return partition_check_result([(key, check_generations(rows, planned))
-                                       for key, planned, rows in _partition_rows(context, catalog, lake)])
+                             lake: LakeResource) -> CheckEvents:
+        """One generation row per planned request, no request twice (per partition)."""
+        return validation_evaluations(context, [
+            (key, check_generations(rows, planned), {"planned": planned, "rows": len(rows)})
+            for key, planned, rows in _partition_rows(context, catalog, lake)])
 
     @dg.asset_check(asset=generations, partitions_def=generation_partitions_def, blocking=True)
     def generations_healthy(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
-                            lake: LakeResource, thresholds: GenerationThresholds) -> dg.AssetCheckResult:
-        """Failed requests and empty outputs under the configured rates."""
-        limits = thresholds.limits()
-        return partition_check_result([(key, check_generation_health(rows, *limits))
-                                       for key, _, rows in _partition_rows(context, catalog, lake)])
+                            lake: LakeResource, thresholds: GenerationThresholds) -> CheckEvents:
+        """Failed requests and empty outputs under the configured rates (per partition: the measured rates
+        beside their thresholds)."""
+        max_failed, max_empty = thresholds.limits()
+        return validation_evaluations(context, [
+            (key, check_generation_health(rows, max_failed, max_empty),
+             {**generation_rates(rows), "max_failed_rate": max_failed, "max_empty_rate": max_empty})
+            for key, _, rows in _partition_rows(context, catalog, lake)])

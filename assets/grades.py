@@ -5,7 +5,7 @@ import dagster as dg
 import pyarrow as pa
 from tabulate import tabulate
 
-from assets.check_results import partition_check_result
+from assets.check_results import CheckEvents, validation_evaluations
 from assets.generations import eval_run_id, generations
 from eval_pipeline import runs
 from eval_pipeline.grading.embedding import embedding_partition
@@ -46,13 +46,12 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
 
     @dg.asset_check(asset=grades, partitions_def=generation_partitions_def)
     def grades_valid(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
-                     lake: LakeResource) -> dg.AssetCheckResult:
+                     lake: LakeResource) -> CheckEvents:
         """One grade per (doc, filter, metric); scores within their metric's range; judged grades carry
-        their rubric's hash."""
+        their rubric's hash (per partition)."""
         run_id = eval_run_id(context, catalog, lake, create=False)
-        return partition_check_result([
-            (key, check_grades(partition_grades(catalog, lake, run_id, key).to_pandas()))
-            for key in context.partition_keys])
+        found = [(key, partition_grades(catalog, lake, run_id, key).to_pandas()) for key in context.partition_keys]
+        return validation_evaluations(context, [(key, check_grades(g), {"grades": len(g)}) for key, g in found])
 
 
 def partition_grades(catalog: CatalogResource, lake: LakeResource, run_id: str, key: str):

@@ -4,7 +4,7 @@ import warnings
 import dagster as dg
 from tabulate import tabulate
 
-from assets.check_results import partition_check_result
+from assets.check_results import CheckEvents, partition_evaluations, validation_evaluations
 from assets.generations import eval_run_id
 from assets.grades import grades, partition_grades
 from eval_pipeline import runs
@@ -28,9 +28,9 @@ def metrics(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: L
         mk, tk = split_key(key)
         part = runs.partition_by_keys(catalog.catalog, run_id, mk, tk)
         table = write_partition_metrics(catalog.catalog, lake.lake, run_id, part.model, part.task_id)
-        rows = [[r["metric"], r["filter"], _fmt(r["value"]), _fmt(r["stderr"]), r["n"], r["failed"]]
+        rows = [[r["metric"], r["filter"], _fmt(r["value"]), _fmt(r["stderr"]), _interval(r), r["n"], r["failed"]]
                 for r in table.to_pylist()]
-        tables[key] = tabulate(rows, headers=["metric", "filter", "value", "stderr", "n", "failed"],
+        tables[key] = tabulate(rows, headers=["metric", "filter", "value", "stderr", "95% CI", "n", "failed"],
                                tablefmt="github")
     report = run_report_so_far(catalog.catalog, lake.lake, run_id)
     for key, table in tables.items():
@@ -40,12 +40,15 @@ def metrics(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: L
 
 
 def run_report_so_far(catalog, lake, run_id: str) -> str:
-    """The run's report over every partition with metrics yet (all of them by its last Dagster run)."""
+    """The run's report over every partition with metrics yet (all of them by its last Dagster run). Its
+    heading counts those partitions instead of the run's status: the run completes only after this
+    asset's last partition, so its status here would always read in_progress."""
     parts = runs.run_partitions(catalog, run_id)
     paths = [p for p in (metrics_path(run_id, q.model_key, q.task_key) for q in parts) if lake.exists(p)]
     with catalog.session() as s:
         skipped = not_graded(s, parts)
     return markdown({**runs.get_run(catalog, run_id, partitions=True),
+                     "status": f"metrics for {len(paths)} of {len(parts)} partitions",
                      "metrics": run_metrics_object(lake, paths, skipped)})
 
 
@@ -53,37 +56,45 @@ def _fmt(x) -> str:
     return "" if x is None else f"{x:.4f}"
 
 
+def _interval(row: dict) -> str:
+    return "" if row["ci_low"] is None else f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+
+
 with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we rely on them knowingly
     warnings.simplefilter("ignore", dg.PreviewWarning)
 
     @dg.asset_check(asset=metrics, partitions_def=generation_partitions_def)
     def metrics_valid(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
-                      lake: LakeResource) -> dg.AssetCheckResult:
-        """stderr >= 0, n equals the graded rows, the interval contains the value."""
+                      lake: LakeResource) -> CheckEvents:
+        """stderr >= 0, n equals the graded rows, the interval contains the value (per partition)."""
         run_id = eval_run_id(context, catalog, lake, create=False)
-        return partition_check_result([
+        return validation_evaluations(context, [
             (key, check_metrics(lake.lake.read_table(metrics_path(run_id, *split_key(key))).to_pandas(),
-                                partition_grades(catalog, lake, run_id, key).to_pandas()))
+                                partition_grades(catalog, lake, run_id, key).to_pandas()), {})
             for key in context.partition_keys])
 
     @dg.asset_check(asset=metrics, partitions_def=generation_partitions_def, blocking=False)
     def no_regression(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
-                      lake: LakeResource) -> dg.AssetCheckResult:
+                      lake: LakeResource) -> CheckEvents:
         """A scheduled run's partitions against the schedule's previous completed run and the imported
         baseline: WARN when a metric dropped significantly (Benjamini-Hochberg over the run's comparisons,
         eval_pipeline/schedules/regressions.py). Runs no schedule made pass with nothing compared."""
         run_id = eval_run_id(context, catalog, lake, create=False)
         settings = regression_settings(catalog.catalog, run_id) if run_id else None
+        keys = list(context.partition_keys)
         if settings is None:
-            return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
-                                       metadata={"summary": "not a scheduled run: nothing compared"})
+            note = "not a scheduled run: nothing compared"
+            return partition_evaluations(context, [(k, True, {"summary": note}, note) for k in keys],
+                                         dg.AssetCheckSeverity.WARN)
         previous, comparisons = compare_run(catalog.catalog, lake.lake, run_id, alpha=settings[0],
                                             min_drop=settings[1])
-        keys = set(context.partition_keys)
-        mine = [c for c in comparisons if c["partition_key"] in keys]
-        found = [{k: c[k] for k in ("partition_key", "metric", "filter", "against", "value", "against_value",
-                                    "difference", "p_adjusted")} for c in mine if c["regression"]]
-        return dg.AssetCheckResult(passed=not found, severity=dg.AssetCheckSeverity.WARN, metadata={
-            "summary": f"{len(found)} regressions in {len(mine)} comparisons", "previous_run_id": previous or "",
-            "comparisons": len(mine), "regressions": dg.MetadataValue.json(found),
-            "alpha": settings[0], "min_drop": settings[1]})
+        results = []
+        for key in keys:
+            mine = [c for c in comparisons if c["partition_key"] == key]
+            found = [{k: c[k] for k in ("metric", "filter", "against", "value", "against_value", "difference",
+                                        "p_adjusted")} for c in mine if c["regression"]]
+            summary = f"{len(found)} regressions in {len(mine)} comparisons"
+            results.append((key, not found, {
+                "summary": summary, "previous_run_id": previous or "", "comparisons": len(mine),
+                "regressions": dg.MetadataValue.json(found), "alpha": settings[0], "min_drop": settings[1]}, summary))
+        return partition_evaluations(context, results, dg.AssetCheckSeverity.WARN)

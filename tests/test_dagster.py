@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_definitions_load_and_validate():
     dg.Definitions.validate_loadable(defs)
+    from eval_pipeline.service.location import DEFINITIONS_ATTRIBUTE, DEFINITIONS_MODULE, LOCATION_NAME
+
+    # runs executed in-process carry this origin: it must be the workspace's, or the UI will not list them
     assert yaml.safe_load((ROOT / "workspace.yaml").read_text()) == {"load_from": [{"python_module": {
-        "module_name": "eval_pipeline.orchestration.definitions", "attribute": "defs"}}]}
+        "module_name": DEFINITIONS_MODULE, "attribute": DEFINITIONS_ATTRIBUTE, "location_name": LOCATION_NAME}}]}
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "historical_results", "suite_versions", "generations", "grades", "metrics", "export_bundles"}
@@ -30,6 +33,12 @@ def test_definitions_load_and_validate():
                                                              "export"}
     assert {s.name for s in defs.sensors} == {"queued_runs", "generation_succeeded", "generation_failed",
                                               "queued_export_tasks", "schedule_ticks", "scheduled_run_outcomes"}
+    jobs = [j for j in defs.resolve_all_job_defs() if not j.name.startswith("__")]
+    assert all(j.description for j in jobs), [j.name for j in jobs if not j.description]
+    assert "records one new eval run" in defs.resolve_job_def("generation").description  # the UI backfill
+    # the test's lake is a local folder: the export asset's kind says so, not s3
+    assert defs.resolve_assets_def("export_bundles").specs_by_key[dg.AssetKey("export_bundles")].kinds == {
+        "parquet", "filesystem"}
     gen = graph.get(dg.AssetKey("generations"))
     assert gen.pools == {"gpu"}
     node = defs.resolve_assets_def("generations").node_def
@@ -48,7 +57,7 @@ def test_workspace_loads_with_the_dagster_cli(tmp_path):
                          env=cli_env(tmp_path, DAGSTER_HOME=str(tmp_path)), capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    location = "eval_pipeline.orchestration.definitions:defs"
+    location = "eval_pipeline"
     assert f"Validation successful for code location {location}" in out.stdout + out.stderr
 
 

@@ -95,7 +95,7 @@ def test_the_webserver_lists_the_nightly_schedule_with_its_next_ticks(eval_home,
                             str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)], cwd=REPO,
                            env=cli_env(eval_home.settings.home), stdout=log, stderr=subprocess.STDOUT)
     query = """{ scheduleOrError(scheduleSelector: {
-                 repositoryLocationName: "eval_pipeline.orchestration.definitions:defs",
+                 repositoryLocationName: "eval_pipeline",
                  repositoryName: "__repository__", scheduleName: "candidates_regression"}) {
                  __typename ... on Schedule { cronSchedule executionTimezone scheduleState { status }
                  futureTicks(limit: 2) { results { timestamp } } } } }"""

@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 import dagster as dg
 import yaml
+from dagster._core.execution.execution_result import ExecutionResult
 from tabulate import tabulate
 
 from eval_pipeline import service
@@ -14,6 +15,7 @@ from eval_pipeline.orchestration.definitions import defs
 from eval_pipeline.orchestration.job_names import EXPORT_JOB, GENERATION_JOB
 from eval_pipeline.service.instance import dagster_instance
 from eval_pipeline.service.launching import QUIET, execute_in_process
+from eval_pipeline.service.location import run_here
 
 DEMO_SUITE = "demo: arithmetic"
 DEMO_MODEL = "tiny-demo"
@@ -24,10 +26,18 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return tabulate(rows, headers=headers, disable_numparse=True)
 
 
-def _checks(result: dg.ExecuteInProcessResult) -> list[list[Any]]:
-    return [[e.asset_check_key.name, "passed" if e.passed else "FAILED",
-             e.metadata.get("summary").value if e.metadata.get("summary") else ""]
-            for e in result.get_asset_check_evaluations()]
+def _checks(result: ExecutionResult) -> list[list[Any]]:
+    """One row per check of a Dagster run: passed on every partition it evaluated, and how many."""
+    by_check: dict[str, list[Any]] = {}
+    for e in result.get_asset_check_evaluations():
+        by_check.setdefault(e.asset_check_key.name, []).append(e)
+    rows = []
+    for name, evals in by_check.items():
+        passed = sum(e.passed for e in evals)
+        summary = evals[0].metadata.get("summary")
+        note = summary.value if summary and len(evals) == 1 else f"{passed} of {len(evals)} partitions passed"
+        rows.append([name, "passed" if passed == len(evals) else "FAILED", note])
+    return rows
 
 
 def run_demo(rt: service.Runtime, echo: Callable[[str], None]) -> None:
@@ -43,9 +53,8 @@ def run_demo(rt: service.Runtime, echo: Callable[[str], None]) -> None:
         "suite_description": "Generated lm-eval 0.4.13 results of two tiny models on three tasks.",
     }]}))
     echo(f"Generated lm-eval results in {data}; importing them with the Dagster job 'historical_import'.")
-    imported = defs.resolve_job_def("historical_import").execute_in_process(
-        instance=instance,
-        run_config={**QUIET, "ops": {"historical_results": {"config": {"sources_file": str(sources)}}}})
+    imported = run_here(instance, defs.resolve_job_def("historical_import"), run_config={
+        **QUIET, "ops": {"historical_results": {"config": {"sources_file": str(sources)}}}})
     meta = imported.asset_materializations_for_node("historical_results")[0].metadata
     echo(f"  imported runs {meta['imported_runs'].value}, skipped {meta['skipped_runs'].value}, "
          f"samples {meta['imported_samples'].value}, rejected files {meta['rejected_files'].value}")
@@ -53,8 +62,8 @@ def run_demo(rt: service.Runtime, echo: Callable[[str], None]) -> None:
     suite_id = next(x["id"] for x in service.list_suites(rt) if x["name"] == DEMO_SUITE)
     if not instance.has_dynamic_partition("suite", suite_id):  # a Dagster home newer than the catalog
         instance.add_dynamic_partitions("suite", [suite_id])
-    published = defs.resolve_job_def("suite_publish").execute_in_process(instance=instance, partition_key=suite_id,
-                                                                  run_config=QUIET)
+    published = run_here(instance, defs.resolve_job_def("suite_publish"), tags={"dagster/partition": suite_id},
+                         run_config=QUIET)
     suite = service.get_suite(rt, suite_id)
     latest = suite["versions"][-1]
     echo(f"\nSuite {suite['name']!r} ({suite['id']}), version {latest['version']} of "
@@ -118,8 +127,8 @@ def _export(rt: service.Runtime, instance: dg.DagsterInstance, run_id: str,
     export = service.create_export(rt, {"run_id": run_id, "storage_type": "system",
                                         "content": list(service.EXPORT_CONTENT)})
     instance.add_dynamic_partitions("export", [export["id"]])
-    result = defs.resolve_job_def(EXPORT_JOB).execute_in_process(instance=instance, partition_key=export["id"],
-                                                                 run_config=QUIET)
+    result = run_here(instance, defs.resolve_job_def(EXPORT_JOB), tags={"dagster/partition": export["id"]},
+                      run_config=QUIET)
     export = service.get_export(rt, export["id"])
     echo(f"\nExport {export['id']}: {export['status']} at {export['location']}")
     echo(table(["file", "rows", "bytes", "sha256"], [[f["name"], f["rows"], f["bytes"], f["sha256"][:16] + "…"]

@@ -137,6 +137,18 @@ def check_generations(rows: pd.DataFrame, planned: int) -> Validation:
     ])
 
 
+def generation_rates(rows: pd.DataFrame) -> dict[str, float | int]:
+    """A partition's generation rows measured as the health check sees them: requests, failed_rate (rows
+    with an error) and empty_rate (generate_until rows without error whose output is empty), fractions
+    of all rows (0.0 for no rows)."""
+    n = len(rows)
+    if n == 0:
+        return {"requests": 0, "failed_rate": 0.0, "empty_rate": 0.0}
+    ok = rows["error"].isna()
+    empty = (rows["request_kind"] == "generate_until") & ok & (rows["output_text"].fillna("") == "")
+    return {"requests": n, "failed_rate": float((~ok).sum() / n), "empty_rate": float(empty.sum() / n)}
+
+
 @never_raises
 def check_generation_health(rows: pd.DataFrame, max_failed_rate: float, max_empty_rate: float) -> Validation:
     """Failed requests and empty outputs stay under their thresholds (fractions of the partition)."""

@@ -1,17 +1,15 @@
-"""The run report: a Markdown table (Dagster metadata, `eval-pipeline runs report`) and an HTML page
-with a chart of every model on every task with 95% intervals, stored as the run's artifact.
-
-The chart is inline SVG written here: one horizontal bar per (task, model) for the task's first metric,
-a whisker for its interval. It keeps the page one self-contained file with no plotting dependency."""
+"""The run report: Markdown tables (Dagster metadata, `eval-pipeline runs report`) and a self-contained
+HTML page with Plotly charts (results/report_page.py), stored as the run's artifact."""
 from __future__ import annotations
 
-import html
-import json
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import select
 from tabulate import tabulate
 
 from eval_pipeline.results.comparisons import run_comparisons
+from eval_pipeline.results.report_page import page
+from eval_pipeline.results.samples import list_samples
 from eval_pipeline.runs import get_run
 from eval_pipeline.runs.records import RunObject
 from eval_pipeline.stores.catalog import Catalog
@@ -19,8 +17,7 @@ from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.files import register_file
 from eval_pipeline.stores.lake import Lake
 
-COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#bab0ac"]
+SAMPLES_SHOWN, SAMPLES_SCANNED = 20, 200  # the sample browser: rows shown of docs read, per (model, task)
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -97,53 +94,30 @@ def markdown(run: RunObject, comparisons: dict[str, Any] | None = None,
     return "\n".join(out)
 
 
-def _chart(metrics: dict[str, Any]) -> str:
-    """One bar per (task, model) for each task's first metric, with its 95% interval."""
-    models = sorted(metrics)
-    tasks = sorted({task for m in models for task in metrics[m]})
-    bars = []
-    for task in tasks:
-        keys = sorted({k for m in models for k in (metrics[m].get(task) or {}) if "," in k})
-        if not keys:
-            continue
-        for i, m in enumerate(models):
-            v = (metrics[m].get(task) or {}).get(keys[0])
-            if v and v["value"] is not None:
-                bars.append((f"{task} · {keys[0]}", m, i, v))
-    if not bars:
-        return "<p>No metrics.</p>"
-    top = max([1.0] + [max(b[3]["value"], b[3]["ci_high"] or 0) for b in bars])
-    width, left, row = 720, 260, 22
-    scale = (width - left - 20) / top
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{row * len(bars) + 30}" '
-             'font-family="sans-serif" font-size="12">']
-    for j, (label, model, i, v) in enumerate(bars):
-        y = 10 + j * row
-        x1 = left + v["value"] * scale
-        parts.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{html.escape(label)} · '
-                     f'{html.escape(model)}</text>')
-        parts.append(f'<rect x="{left}" y="{y + 3}" width="{max(v["value"] * scale, 0):.1f}" height="{row - 6}" '
-                     f'fill="{COLOURS[i % len(COLOURS)]}"><title>{html.escape(model)}: {v["value"]:.4f}</title></rect>')
-        if v["ci_low"] is not None:
-            lo, hi = left + max(v["ci_low"], 0) * scale, left + v["ci_high"] * scale
-            parts.append(f'<line class="ci" x1="{lo:.1f}" x2="{hi:.1f}" y1="{y + row / 2}" y2="{y + row / 2}" '
-                         'stroke="black" stroke-width="1.5"/>')
-        parts.append(f'<text x="{x1 + 4:.1f}" y="{y + 14}">{v["value"]:.3f}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 def html_page(run: RunObject, comparisons: dict[str, Any] | None = None,
-              scheduled: list[dict[str, Any]] | None = None) -> str:
-    """The report as one self-contained HTML page: a chart of each task's first metric with 95% intervals,
-    the Markdown tables, and the metrics object as JSON (script `#metrics`)."""
-    md = markdown(run, comparisons, scheduled)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run['id'])}</title></head>"
-            f"<body><h1>Eval run {html.escape(run.get('name') or run['id'])}</h1>"
-            f"<p>suite {html.escape(run['suite_id'])} v{run['suite_version']} · status {run['status']}</p>"
-            f"{_chart(run.get('metrics') or {})}<pre>{html.escape(md)}</pre>"
-            f"<script type='application/json' id='metrics'>{html.escape(json.dumps(run.get('metrics')))}</script>"
-            "</body></html>")
+              scheduled: list[dict[str, Any]] | None = None,
+              samples: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> str:
+    """The report as one self-contained HTML page (results/report_page.py): charts with 95% intervals,
+    deltas, the tables, a sample browser, and the metrics object as JSON (script `#metrics`)."""
+    return page(run, comparisons, scheduled, samples)
+
+
+def report_samples(catalog: Catalog, lake: Lake, run_id: str, *, per_partition: int = SAMPLES_SHOWN,
+                   scanned: int = SAMPLES_SCANNED) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """task name -> model -> up to `per_partition` `eval.sample` objects of its first `scanned` docs:
+    failed requests first, then the lowest score, then document order. Raises NotFound for an unknown run."""
+    with catalog.session() as s:
+        parts = list(s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)))
+        names = {p.task_id: cast(t.Task, s.get(t.Task, p.task_id)).name for p in parts}  # foreign key
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for p in parts:
+        rows, _ = list_samples(catalog, lake, run_id, task_id=p.task_id, model=p.model, limit=scanned,
+                               include_dataset_row=False)
+        if rows:
+            rows.sort(key=lambda r: (r["error"] is None, min(r["scores"].values(), default=float("inf")),
+                                     r["sample_index"]))
+            out.setdefault(names[p.task_id], {})[p.model] = rows[:per_partition]
+    return out
 
 
 def write_report(catalog: Catalog, lake: Lake, run_id: str, scheduled: list[dict[str, Any]] | None = None) -> str:
@@ -151,8 +125,8 @@ def write_report(catalog: Catalog, lake: Lake, run_id: str, scheduled: list[dict
     known), register it as a file and list it among the run's artifacts; returns its lake path. Raises
     NotFound for an unknown run."""
     run = get_run(catalog, run_id, partitions=True)
-    page = html_page(run, run_comparisons(catalog, lake, run_id), scheduled)
-    stored = lake.write_bytes(f"reports/{run_id}/report.html", page.encode())
+    body = html_page(run, run_comparisons(catalog, lake, run_id), scheduled, report_samples(catalog, lake, run_id))
+    stored = lake.write_bytes(f"reports/{run_id}/report.html", body.encode())
     with catalog.session() as s:
         file_id = register_file(s, "run_report", stored)
         row = s.get(t.Run, run_id)

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import dagster as dg
+from dagster._core.execution.execution_result import ExecutionResult
 
 from eval_pipeline import runs
 from eval_pipeline.execution.finish import complete_if_done
+from eval_pipeline.service.location import run_here
 from eval_pipeline.service.partitions import EXPORT, MODEL, TASK
 from eval_pipeline.stores.catalog import Catalog
 from eval_pipeline.stores.lake import Lake
@@ -95,9 +97,9 @@ def ensure_partitions(instance: dg.DagsterInstance, model_keys: set[str], task_k
 
 def execute_in_process(instance: dg.DagsterInstance, catalog: Catalog, lake: Lake, run_id: str,
                        job: dg.JobDefinition, run_config: dict[str, Any] | None = None
-                       ) -> list[dg.ExecuteInProcessResult]:
-    """Run an eval run's Dagster runs here and now, one after the other (no daemon needed; they are
-    recorded in the instance like any other run)."""
+                       ) -> list[ExecutionResult]:
+    """Run an eval run's Dagster runs here and now, one after the other, in this process (no daemon
+    needed; they are recorded in the instance under the workspace's code location, like the daemon's)."""
     task_order = instance.get_dynamic_partitions(TASK)
     block_runs, model_keys, task_keys = plan_block_runs(catalog, run_id, task_order)
     ensure_partitions(instance, model_keys, task_keys)
@@ -106,8 +108,7 @@ def execute_in_process(instance: dg.DagsterInstance, catalog: Catalog, lake: Lak
     for br in block_runs:
         if not runs.still_wanted(catalog, run_id):
             break
-        result = job.execute_in_process(instance=instance, tags=br.tags, run_config=run_config,
-                                        raise_on_error=False)
+        result = run_here(instance, job, tags=br.tags, run_config=run_config)
         results.append(result)
         after_dagster_run(catalog, lake, run_id, result.success,
                           failure_message(result) if not result.success else "", dagster_run_id=result.run_id)
@@ -126,7 +127,7 @@ def after_dagster_run(catalog: Catalog, lake: Lake, run_id: str, success: bool, 
         runs.release_partitions(catalog, run_id, dagster_run_id)
 
 
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
+def failure_message(result: ExecutionResult) -> str:
     """What made an in-process Dagster run fail: the failed step's message or the blocking check."""
     for event in result.all_events:
         if event.is_step_failure:
@@ -159,6 +160,5 @@ def execute_export(instance: dg.DagsterInstance, catalog: Catalog, export_id: st
                    run_config: dict[str, Any] | None = None) -> bool:
     """Materialise an export task's partition here (the CLI without a daemon); True when it succeeded."""
     instance.add_dynamic_partitions(EXPORT, [export_id])
-    result = job.execute_in_process(instance=instance, partition_key=export_id, run_config=run_config,
-                                    raise_on_error=False)
+    result = run_here(instance, job, tags={"dagster/partition": export_id}, run_config=run_config)
     return bool(result.success)

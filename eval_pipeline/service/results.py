@@ -8,7 +8,7 @@ from eval_pipeline import runs
 from eval_pipeline.grading.human import ungraded
 from eval_pipeline.results.comparisons import run_comparisons as _run_comparisons
 from eval_pipeline.results.overview import run_overview as _run_overview
-from eval_pipeline.results.report import html_page, markdown
+from eval_pipeline.results.report import html_page, markdown, report_samples
 from eval_pipeline.results.samples import list_samples as _list_samples
 from eval_pipeline.schedules.outcomes import run_outcome
 from eval_pipeline.stores.runtime import Runtime
@@ -41,9 +41,11 @@ def ungraded_samples(rt: Runtime, run_id: str) -> list[dict[str, Any]]:
 
 def run_report(rt: Runtime, run_id: str, *, html: bool = False) -> str:
     """The run's report: Markdown (metrics with error bars, paired differences, deltas against history, a
-    scheduled run's regressions), or the HTML page with its chart. Raises NotFound."""
+    scheduled run's regressions), or the HTML page with its charts and sample browser. Raises NotFound."""
     run, comparisons = runs.get_run(rt.catalog, run_id), _run_comparisons(rt.catalog, rt.lake, run_id)
     outcome = run_outcome(rt.catalog, run_id)
     scheduled = outcome["regressions"] if outcome else None
-    return html_page(run, comparisons, scheduled) if html else markdown(run, comparisons, scheduled)
+    if html:
+        return html_page(run, comparisons, scheduled, report_samples(rt.catalog, rt.lake, run_id))
+    return markdown(run, comparisons, scheduled)
 
