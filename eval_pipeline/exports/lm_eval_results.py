@@ -65,8 +65,13 @@ def _partitions(s: Session, run: t.Run) -> list[_Partition]:
         s.expunge(task)
         out.append(_Partition(part.model, part.task_id, task.name, task, part.model_key, part.task_key, inputs_path,
                               tv.n_docs if tv else 0, [c["path"] for c in part.chunks or []],
-                              dict(part.grading) if part.grading else None))
+                              _gradability(part.grading)))
     return out
+
+
+def _gradability(grading: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A partition's {status, reason}, without the grading settings recorded beside them for staleness."""
+    return {k: v for k, v in grading.items() if k in ("status", "reason")} if grading else None
 
 
 def _model_config(row: t.Model | None, engine: dict[str, Any] | None) -> tuple[str | None, dict[str, Any],

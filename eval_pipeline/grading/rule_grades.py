@@ -11,8 +11,9 @@ import pyarrow as pa
 
 from eval_pipeline.generation.requests import ROLLING
 from eval_pipeline.grading.generated_docs import load_partition
-from eval_pipeline.grading.grade_files import grades_path, grades_table
+from eval_pipeline.grading.grade_files import grades_path, grades_table, rubric_text
 from eval_pipeline.harness.jsonio import loads
+from eval_pipeline.runs.staleness import grading_settings
 from eval_pipeline.scoring.corpus import CORPUS_METRICS, label_stats, text_stats
 from eval_pipeline.scoring.gradability import PREDICT_ONLY, REFUSED, REGISTRY, Gradability
 from eval_pipeline.scoring.lm_eval_code import (
@@ -98,8 +99,11 @@ def grade_partition(catalog: Catalog, lake: Lake, run_id: str, model: str, task_
         rows = [(d, "none", m, None, "rule", reason, None) for d in sorted(by_doc) for m in rules.metric_names(["acc"])]
     path = grades_path(run_id, model_key, task_key)
     lake.write_table(path, grades_table(run_id, model, task_id, rows))
-    with catalog.session() as s:
-        cast(t.RunPartition, s.get(t.RunPartition, (run_id, model, task_id))).grading = gradability.to_dict()
+    with catalog.session() as s:  # the settings these grades were made with, for staleness
+        run, task = cast(t.Run, s.get(t.Run, run_id)), cast(t.Task, s.get(t.Task, task_id))
+        settings = grading_settings(task, run.judge_model, rubric_text(run.settings or {}))
+        cast(t.RunPartition, s.get(t.RunPartition, (run_id, model, task_id))).grading = {
+            **gradability.to_dict(), "settings": settings}
     sums: dict[tuple[str, str], list[float]] = defaultdict(list)
     for _, f, m, score, _, err, _ in rows:
         if err is None and score is not None:

@@ -167,11 +167,11 @@ def add_model(catalog: Catalog, name: str, options: dict[str, Any], *, default: 
         return _row_to_model(row)
 
 
-def list_models(catalog: Catalog) -> list[Model]:
-    """The registered models by name (implicit ones, folders used by path, left out)."""
+def list_models(catalog: Catalog, *, implicit: bool = False) -> list[Model]:
+    """The registered models by name; implicit ones (folders used by path) only with `implicit`."""
+    q = select(t.Model).order_by(t.Model.name)
     with catalog.session() as s:
-        return [_row_to_model(r) for r in s.scalars(select(t.Model).where(t.Model.implicit.is_(False))
-                                                    .order_by(t.Model.name))]
+        return [_row_to_model(r) for r in s.scalars(q if implicit else q.where(t.Model.implicit.is_(False)))]
 
 
 def remove_model(catalog: Catalog, name: str) -> None:

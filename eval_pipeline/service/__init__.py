@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from eval_pipeline.results.overview import headline_score
     from eval_pipeline.runs.records import RunObject
     from eval_pipeline.runs.search import RunPage, RunSummary
+    from eval_pipeline.service.backfills import stale_cells
     from eval_pipeline.service.exports import (
         EXPORT_CONTENT,
         EXPORT_FORMATS,
@@ -93,6 +94,7 @@ _WHERE: dict[str, str] = {
     "RunPage": "eval_pipeline.runs.search",
     "RunSummary": "eval_pipeline.runs.search",
     "add_model": "eval_pipeline.service.registry",
+    "stale_cells": "eval_pipeline.service.backfills",
     "aksk_secret": "eval_pipeline.service.registry",
     "authenticate": "eval_pipeline.service.registry",
     "cancel_run": "eval_pipeline.service.runs",
@@ -170,6 +172,7 @@ __all__ = [
     "RunSummary",
     "Runtime",
     "add_model",
+    "stale_cells",
     "aksk_secret",
     "authenticate",
     "cancel_run",
