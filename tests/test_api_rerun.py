@@ -18,7 +18,7 @@ from eval_pipeline.results.overview import headline_score
 from eval_pipeline.service.launching import execute_in_process
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.keys import create_key
-from resources import CatalogResource
+from resources import CatalogResource, LakeResource
 
 
 def _gen_task(home):
@@ -56,7 +56,8 @@ def test_rerun_failed_regenerates_only_the_failures(eval_home, api, quiet_run_co
         attempts = dict(server.attempts)
         again = sdk.llm.evals.rerun_failed_samples(run_id=run.id)
         assert again.status == "queued" and again.error is None and again.failed_at is None
-        with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource()}) as ctx:
+        with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource(),
+                                                                    "lake": LakeResource()}) as ctx:
             requests = queued_runs(ctx).run_requests
         assert [r.run_key.split(":")[1] for r in requests] == ["1"]  # a new key: the first was used
         (result,) = execute_in_process(instance, eval_home.catalog, eval_home.lake, run.id,

@@ -20,7 +20,7 @@ from eval_pipeline.service.instance import dagster_instance
 from eval_pipeline.service.launching import RUN_TAG
 from eval_pipeline.service.partitions import suite_partitions_def
 from eval_pipeline.stores.catalog import tables as t
-from resources import CatalogResource
+from resources import CatalogResource, LakeResource
 
 ORG = "acme"  # the org `serving` gives the home's suite
 LAKE_FOLDERS = ("generations", "grades", "metrics", "reports")
@@ -65,7 +65,8 @@ def _launch_queued(instance) -> None:
     requests their Dagster runs, created in the instance and not yet started (no daemon or launcher here:
     a QUEUED run would need a code location's origin; the cancel treats NOT_STARTED and QUEUED alike)."""
     job = defs.resolve_job_def(GENERATION_JOB)
-    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource()}) as ctx:
+    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource(),
+                                                                "lake": LakeResource()}) as ctx:
         result = queued_runs(ctx)
     for added in result.dynamic_partitions_requests:  # the model and task keys, added first
         instance.add_dynamic_partitions(added.partitions_def_name, list(added.partition_keys))

@@ -12,7 +12,7 @@ from eval_pipeline.orchestration.job_names import GENERATION_JOB
 from eval_pipeline.orchestration.sensors import queued_runs
 from eval_pipeline.service.launching import RUN_TAG, execute_in_process
 from eval_pipeline.stores.catalog import tables as t
-from resources import CatalogResource
+from resources import CatalogResource, LakeResource
 
 
 def _count(catalog, table) -> int:
@@ -174,7 +174,8 @@ def test_sensor_turns_a_queued_run_into_tagged_dagster_runs(eval_home):
     ids = _task_ids(eval_home)
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_mc_a"], ids["ev_gen_b"]]})
-    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource()}) as ctx:
+    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource(),
+                                                                "lake": LakeResource()}) as ctx:
         result = queued_runs(ctx)
     assert runs.get_run(eval_home.catalog, run["id"])["status"] == "in_progress"
     (request,) = result.run_requests
@@ -184,7 +185,8 @@ def test_sensor_turns_a_queued_run_into_tagged_dagster_runs(eval_home):
     assert request.tags["dagster/asset_partition_range_end"] == "tiny|ev_mc_a"
     added = {r.partitions_def_name: list(r.partition_keys) for r in result.dynamic_partitions_requests}
     assert added == {"model": ["tiny"], "task": ["ev_gen_b", "ev_mc_a"]}
-    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource()}) as ctx:
+    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource(),
+                                                                "lake": LakeResource()}) as ctx:
         assert queued_runs(ctx).run_requests == []  # nothing queued any more
 
 
@@ -194,7 +196,8 @@ def test_sensor_splits_non_contiguous_tasks(eval_home):
     ids = _task_ids(eval_home)
     run = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": ["tiny"], "task_ids": [ids["ev_mc_a"], ids["ev_mc_b"]]})
-    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource()}) as ctx:
+    with dg.build_sensor_context(instance=instance, resources={"catalog": CatalogResource(),
+                                                                "lake": LakeResource()}) as ctx:
         result = queued_runs(ctx)
     assert sorted(r.tags.get("dagster/partition") for r in result.run_requests) == ["tiny|ev_mc_a", "tiny|ev_mc_b"]
     assert {r.tags[RUN_TAG] for r in result.run_requests} == {run["id"]}

@@ -8,7 +8,7 @@ import click
 
 from eval_pipeline import service
 from eval_pipeline.cli import grading as _grading  # noqa: F401  (adds its commands to the runs group)
-from eval_pipeline.cli.backfills import stale
+from eval_pipeline.cli.backfills import backfill, stale
 from eval_pipeline.cli.common import _emit, _metadata, front_door
 from eval_pipeline.cli.exports import exports_group
 from eval_pipeline.cli.runs import models, runs_group
@@ -154,6 +154,7 @@ def demo() -> None:
 
 
 main.add_command(stale)
+main.add_command(backfill)
 main.add_command(models)
 main.add_command(runs_group)
 main.add_command(exports_group)

@@ -13,7 +13,8 @@ from resources import CatalogResource, LakeResource
 
 
 @dg.sensor(job_name=GENERATION_JOB, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
-def queued_runs(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
+def queued_runs(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                lake: LakeResource) -> dg.SensorResult:
     """Each queued eval run: add its model and task partitions, request one Dagster run per model and
     contiguous block of tasks, and mark it in_progress."""
     order = list(context.instance.get_dynamic_partitions(task_partitions_def.name))
@@ -24,7 +25,7 @@ def queued_runs(context: dg.SensorEvaluationContext, catalog: CatalogResource) -
     for run in runs.queued_runs(catalog.catalog):
         if not runs.mark_started(catalog.catalog, run["id"]):
             continue  # taken meanwhile (a server's --execute worker)
-        block_runs, model_keys, task_keys = plan_block_runs(catalog.catalog, run["id"], order)
+        block_runs, model_keys, task_keys = plan_block_runs(catalog.catalog, run["id"], order, lake.lake)
         for key in sorted(model_keys - known_models - set(new_models)):
             new_models.append(key)
         for br in block_runs:

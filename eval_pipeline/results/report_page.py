@@ -1,7 +1,8 @@
 """The run report as one self-contained HTML page, charts drawn by Plotly (plotly.js embedded once, so the
-file opens offline): a heat map of every (task, metric) by model, each task's models side by side with
-their 95% intervals (one task at a time, chosen from a menu), deltas against the imported baseline and the
-schedule's previous run with their significance, the metrics as an HTML table, and a sample browser."""
+file opens offline): for a backfill of a model's revisions its training curve; a heat map of every (task,
+metric) by model; each task's models side by side with their 95% intervals (one task at a time, chosen
+from a menu); deltas against the imported baseline and the schedule's previous run with their
+significance; the metrics as an HTML table; and a sample browser."""
 from __future__ import annotations
 
 import html
@@ -14,6 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from eval_pipeline.runs.records import RunObject
 
+CHECKPOINTS = "checkpoints"  # run metadata of a backfill of revisions: its model names, JSON, in order
 ALPHA = 0.05  # what the delta chart marks significant; a scheduled run's own alpha decides its regressions
 PAGE_CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
@@ -110,6 +112,36 @@ def task_intervals(rows: list[dict[str, Any]]) -> str:
             {"title": f"{task}: every metric, models side by side (95% intervals)"}]} for task in tasks],
             "x": 1, "xanchor": "right", "y": 1.2, "yanchor": "top", "direction": "down"}])
     return _div(fig, "task-intervals")
+
+
+def checkpoint_curve(rows: list[dict[str, Any]], order: list[str]) -> str:
+    """A backfill of one model's revisions: each task's metrics against the revision order (`order`: the
+    series' model names, `<model>@<revision>`), with 95% intervals; the task picked from a menu."""
+    df = pd.DataFrame([r for r in rows if r["model"] in order])
+    if df.empty:
+        return ""
+    rank = {m: i for i, m in enumerate(order)}
+    df = df.assign(rank=df["model"].map(rank), revision=df["model"].map(lambda m: m.rsplit("@", 1)[-1]))
+    tasks = sorted(df["task"].unique())
+    fig, owner = go.Figure(), []
+    for task in tasks:
+        for key, group in df[df["task"] == task].sort_values("rank").groupby("key", sort=True):
+            lo = (group["value"] - group["ci_low"]).where(group["ci_low"].notna(), 0)
+            hi = (group["ci_high"] - group["value"]).where(group["ci_high"].notna(), 0)
+            fig.add_trace(go.Scatter(
+                x=group["revision"], y=group["value"], mode="lines+markers", name=key, visible=task == tasks[0],
+                error_y={"type": "data", "array": hi, "arrayminus": lo, "visible": True},
+                hovertemplate="%{x}: %{y:.4f}<extra>" + key + "</extra>"))
+            owner.append(task)
+    fig.update_layout(
+        title=f"{tasks[0]}: the training curve (95% intervals)", height=440, margin={"t": 90},
+        xaxis={"type": "category", "title": "revision (in the order backfilled)",
+               "categoryorder": "array", "categoryarray": [m.rsplit("@", 1)[-1] for m in order]},
+        yaxis={"title": "value"},
+        updatemenus=[{"buttons": [{"label": task, "method": "update", "args": [
+            {"visible": [o == task for o in owner]}, {"title": f"{task}: the training curve (95% intervals)"}]}
+            for task in tasks], "x": 1, "xanchor": "right", "y": 1.2, "yanchor": "top", "direction": "down"}])
+    return _div(fig, "checkpoint-curve")
 
 
 def delta_chart(deltas: list[dict[str, Any]]) -> str:
@@ -227,6 +259,9 @@ def page(run: RunObject, comparisons: dict[str, Any] | None = None, scheduled: l
     rows = _rows(run.get("metrics") or {})
     deltas = _deltas(comparisons, scheduled)
     charts = (heat_map(rows) + task_intervals(rows)) if rows else "<p>No metrics yet.</p>"
+    series = (run.get("metadata") or {}).get(CHECKPOINTS)
+    if rows and series:
+        charts = checkpoint_curve(rows, json.loads(series)) + charts
     title = html.escape(run.get("name") or run["id"])
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Eval run {title}</title>"

@@ -112,13 +112,15 @@ def check_run_request(catalog: Catalog, req: RunRequest, *, org_id: str | None =
 
 
 def _plan_partitions(s: Session, lake: Lake, run: t.Run, models: list[Model],
-                     tasks: Sequence[tuple[t.Task, int, str]]) -> int:
+                     tasks: Sequence[tuple[t.Task, int, str]], cells: set[tuple[str, str]] | None = None) -> int:
     total = 0
     max_samples = run.settings.get("max_samples_per_task")
     counts = {task.id: count_requests(lake, path, max_samples, task_repeats(task.grading))
               for task, _, path in tasks}
     for model in models:
         for task, version, _ in tasks:
+            if cells is not None and (model.name, task.id) not in cells:
+                continue
             s.add(t.RunPartition(run_id=run.id, model=model.name, task_id=task.id, task_version=version,
                                  model_key=model.key, task_key=task.slug, status="pending",
                                  planned=counts[task.id], completed=0, failed=0, input_tokens=0,
@@ -141,8 +143,10 @@ def _first_with_key(catalog: Catalog, req: RunRequest, org_id: str | None, key: 
 def create_run(catalog: Catalog, lake: Lake, body: dict[str, Any] | RunRequest, *, origin: str = "cli",
                status: str = "queued", org_id: str | None = None, team_id: str | None = None,
                created_by: str | None = None, idempotency_key: str | None = None,
-               system_tags: list[str] | None = None) -> RunObject:
+               system_tags: list[str] | None = None, cells: set[tuple[str, str]] | None = None) -> RunObject:
     """Validate and record a run with its planned partitions; nothing is written when anything is wrong.
+    `cells` ((model name, task id) pairs) keeps only those partitions of the models x tasks grid (a backfill
+    of stale cells); unset, every pair is planned.
     Returns its `eval.run` object. With an idempotency key, a repeat of the same request in the same org
     returns the first run, also when the two race (the key is unique per org). Raises InvalidInput naming
     the field (request, models, suite version, tasks without inputs, graders), NotFound for an unknown
@@ -154,7 +158,8 @@ def create_run(catalog: Catalog, lake: Lake, body: dict[str, Any] | RunRequest, 
             return first
     try:
         return _record_run(catalog, lake, req, origin=origin, status=status, org_id=org_id, team_id=team_id,
-                           created_by=created_by, idempotency_key=idempotency_key, system_tags=system_tags)
+                           created_by=created_by, idempotency_key=idempotency_key, system_tags=system_tags,
+                           cells=cells)
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -166,7 +171,7 @@ def create_run(catalog: Catalog, lake: Lake, body: dict[str, Any] | RunRequest, 
 
 def _record_run(catalog: Catalog, lake: Lake, req: RunRequest, *, origin: str, status: str, org_id: str | None,
                 team_id: str | None, created_by: str | None, idempotency_key: str | None,
-                system_tags: list[str] | None) -> RunObject:
+                system_tags: list[str] | None, cells: set[tuple[str, str]] | None = None) -> RunObject:
     with catalog.session() as s:
         models, sv, tasks = _resolve(s, req, org_id)
         run = t.Run(id=ids.new_id("run"), name=req.name, description=req.description, suite_id=sv.suite_id,
@@ -182,7 +187,7 @@ def _record_run(catalog: Catalog, lake: Lake, req: RunRequest, *, origin: str, s
         _index_for_search(run)
         s.add(run)
         s.flush()
-        run.request_total = _plan_partitions(s, lake, run, models, tasks)
+        run.request_total = _plan_partitions(s, lake, run, models, tasks, cells)
         return run_object(s, run)
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from eval_pipeline.results.overview import headline_score
     from eval_pipeline.runs.records import RunObject
     from eval_pipeline.runs.search import RunPage, RunSummary
-    from eval_pipeline.service.backfills import stale_cells
+    from eval_pipeline.service.backfills import create_backfill, resume_backfill, stale_cells
     from eval_pipeline.service.exports import (
         EXPORT_CONTENT,
         EXPORT_FORMATS,
@@ -95,6 +95,8 @@ _WHERE: dict[str, str] = {
     "RunSummary": "eval_pipeline.runs.search",
     "add_model": "eval_pipeline.service.registry",
     "stale_cells": "eval_pipeline.service.backfills",
+    "create_backfill": "eval_pipeline.service.backfills",
+    "resume_backfill": "eval_pipeline.service.backfills",
     "aksk_secret": "eval_pipeline.service.registry",
     "authenticate": "eval_pipeline.service.registry",
     "cancel_run": "eval_pipeline.service.runs",
@@ -173,6 +175,8 @@ __all__ = [
     "Runtime",
     "add_model",
     "stale_cells",
+    "create_backfill",
+    "resume_backfill",
     "aksk_secret",
     "authenticate",
     "cancel_run",

@@ -1,13 +1,42 @@
-"""Backfills and staleness of the model x task grid: which cells are stale, and why."""
+"""Backfills of the model x task grid: a list of models, one model at a list of revisions (training
+checkpoints), or exactly the stale cells, over a suite version's tasks, as one eval run and one Dagster
+asset backfill of its (model, task) partitions; and which cells are stale, and why.
+
+The eval run is created first, with origin `dagster:<backfill id>` and the backfill's tag on its Dagster
+runs, so every cell is an eval run partition (the API, the report and comparisons see it). Without
+`wait`, the backfill is recorded as requested and the Dagster daemon's backfill loop launches its runs
+(BackfillPolicy.single_run: one run per contiguous block), resuming by itself after a crash. With
+`wait`, its Dagster runs execute here, tagged with the backfill, and the backfill is recorded once they
+end, completed with what materialised (recorded at the end so that a daemon never launches it twice).
+`resume_backfill` executes the cells a crashed `wait` left unfinished; finished cells are not redone."""
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
 
+import dagster as dg
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.execution.execution_result import ExecutionResult
+from dagster._core.utils import make_new_backfill_id
 from sqlalchemy import select
 
+from eval_pipeline import runs
+from eval_pipeline.errors import InvalidInput, NotFound
+from eval_pipeline.models.registry import add_model, list_models
+from eval_pipeline.results.report_page import CHECKPOINTS
 from eval_pipeline.runs.staleness import stale_cells as _stale_cells
+from eval_pipeline.service.instance import dagster_instance
+from eval_pipeline.service.launching import QUIET, RUN_TAG, ensure_partitions, execute_in_process
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.runtime import Runtime
+
+BACKFILL_TAG = "dagster/backfill"
+ASSETS = [dg.AssetKey("generations"), dg.AssetKey("grades"), dg.AssetKey("metrics")]
 
 
 def stale_cells(rt: Runtime, *, suite_id: str | None = None, model: str | None = None,
@@ -15,10 +44,165 @@ def stale_cells(rt: Runtime, *, suite_id: str | None = None, model: str | None =
     """The stale (model, task) cells of one suite (`suite_id`) or of every suite, optionally of one model:
     each with its latest completed result and the reasons (runs/staleness.py). `judge_model` and `rubric`
     name the judge graded with now. Raises NotFound for an unknown suite."""
-    if suite_id is not None:
-        suite_ids = [suite_id]
-    else:
-        with rt.catalog.session() as s:
-            suite_ids = list(s.scalars(select(t.Suite.id).order_by(t.Suite.created_at, t.Suite.id)))
-    return [cell.to_dict() for sid in suite_ids
+    return [cell.to_dict() for sid in _suite_ids(rt, suite_id)
             for cell in _stale_cells(rt.catalog, sid, model=model, judge_model=judge_model, rubric=rubric)]
+
+
+def _suite_ids(rt: Runtime, suite_id: str | None) -> list[str]:
+    if suite_id is not None:
+        return [suite_id]
+    with rt.catalog.session() as s:
+        return list(s.scalars(select(t.Suite.id).order_by(t.Suite.created_at, t.Suite.id)))
+
+
+def checkpoint_models(rt: Runtime, model: str, revisions: list[str]) -> list[str]:
+    """Register one model per revision of `model` (a registered model), named `<model>@<label>`: a local
+    folder replaces the model's path (label: the folder's name), anything else is a Hub revision of its
+    repo. Returns the names in the order given. Raises InvalidInput naming `revisions`."""
+    if not revisions:
+        raise InvalidInput("revisions", "needs at least one revision or checkpoint folder")
+    base = next((m for m in list_models(rt.catalog, implicit=True) if m.name == model), None)
+    if base is None:
+        raise InvalidInput("models[0]", f"{model!r} is not a registered model")
+    if base.backend != "vllm":
+        raise InvalidInput("revisions", f"model {model!r} is served over HTTP ({base.backend}): it has no revisions")
+    names = []
+    for i, rev in enumerate(revisions):
+        folder = Path(rev).expanduser()
+        options = base.options.model_dump()
+        if folder.is_dir():
+            options["path"], label = str(folder.resolve()), folder.name
+        elif "/" in rev or rev.startswith("."):
+            raise InvalidInput(f"revisions[{i}]", f"{rev!r} is neither a checkpoint folder nor a Hub revision")
+        else:
+            options["revision"], label = rev, rev
+        names.append(add_model(rt.catalog, f"{model}@{label}", options, replace=True).name)
+    if len(set(names)) != len(names):
+        raise InvalidInput("revisions", "two revisions have the same label")
+    return names
+
+
+def create_backfill(rt: Runtime, body: dict[str, Any], asset_graph: BaseAssetGraph[Any], *, job: dg.JobDefinition | None
+                    = None, wait: bool = False) -> list[dict[str, Any]]:
+    """Backfill `body`: {"suite_id", "suite_version"?, "models": [...], "revisions"?: [...] (then exactly one
+    model), "task_ids"?: [...], "stale"?: bool, "run"?: {run settings: max_samples_per_task, generation,
+    name...}}. With `stale`, exactly the stale cells (of `suite_id`, or of every suite: one backfill per
+    suite), of `models` when given. Each backfill is one eval run and one Dagster backfill; with `wait`
+    (and `job`, the generation job), executed here before returning. Returns one object per backfill:
+    {backfill_id, run_id, suite_id, models, partitions, status}. Raises InvalidInput naming the field,
+    NotFound for an unknown suite."""
+    settings = dict(body.get("run") or {})
+    plans: list[Plan]
+    if body.get("stale"):
+        plans = _stale_plans(rt, body)
+    else:
+        models = list(body.get("models") or [])
+        if body.get("revisions") is not None:
+            if len(models) != 1:
+                raise InvalidInput("models", "a backfill of revisions takes exactly one model")
+            models = checkpoint_models(rt, models[0], list(body["revisions"]))
+            settings["metadata"] = {**(settings.get("metadata") or {}), CHECKPOINTS: json.dumps(models)}
+        if not body.get("suite_id"):
+            raise InvalidInput("suite_id", "is required")
+        plans = [(str(body["suite_id"]), models, body.get("task_ids"), None)]
+    out = []
+    for suite_id, models, task_ids, cells in plans:
+        backfill_id = make_new_backfill_id()
+        request = {**settings, "suite_id": suite_id, "models": models,
+                   "name": settings.get("name") or f"backfill {backfill_id}",
+                   **({"suite_version": body["suite_version"]} if body.get("suite_version") else {}),
+                   **({"task_ids": task_ids} if task_ids else {})}
+        run = runs.create_run(rt.catalog, rt.lake, request, origin=f"dagster:{backfill_id}", status="in_progress",
+                              cells=cells)
+        out.append(_launch(rt, run["id"], backfill_id, asset_graph, job, wait))
+    return out
+
+
+Plan = tuple[str, list[str], list[str] | None, set[tuple[str, str]] | None]  # suite, models, task ids, cells
+
+
+def _stale_plans(rt: Runtime, body: dict[str, Any]) -> list[Plan]:
+    wanted = set(body.get("models") or [])
+    plans: list[Plan] = []
+    for suite_id in _suite_ids(rt, body.get("suite_id")):
+        cells = [c for c in _stale_cells(rt.catalog, suite_id) if not wanted or c.model in wanted]
+        if cells:
+            plans.append((suite_id, sorted({c.model for c in cells}), sorted({c.task_id for c in cells}),
+                          {(c.model, c.task_id) for c in cells}))
+    return plans
+
+
+def _partition_keys(rt: Runtime, run_id: str) -> list[str]:
+    return [f"{p.model_key}|{p.task_key}" for p in runs.run_partitions(rt.catalog, run_id)]
+
+
+def _launch(rt: Runtime, run_id: str, backfill_id: str, asset_graph: BaseAssetGraph[Any],
+            job: dg.JobDefinition | None, wait: bool) -> dict[str, Any]:
+    instance = dagster_instance(rt)
+    parts = runs.run_partitions(rt.catalog, run_id)
+    ensure_partitions(instance, {p.model_key for p in parts}, {p.task_key for p in parts})
+    if wait:
+        if job is None:
+            raise InvalidInput("wait", "needs the generation job to execute here")
+        return _execute(rt, instance, run_id, backfill_id, asset_graph, job)
+    instance.add_backfill(_backfill(rt, instance, run_id, backfill_id, asset_graph))
+    return _summary(rt, run_id, backfill_id, "requested")
+
+
+def _backfill(rt: Runtime, instance: dg.DagsterInstance, run_id: str, backfill_id: str,
+              asset_graph: BaseAssetGraph[Any]) -> PartitionBackfill:
+    run = runs.get_run(rt.catalog, run_id)
+    return PartitionBackfill.from_asset_partitions(
+        backfill_id=backfill_id, asset_graph=asset_graph, partition_names=_partition_keys(rt, run_id),
+        asset_selection=ASSETS, backfill_timestamp=time.time(), tags={RUN_TAG: run_id},
+        dynamic_partitions_store=instance, all_partitions=False, title=run.get("name"),
+        description=f"eval run {run_id}: {', '.join(run['models'])} on suite {run['suite_id']} "
+                    f"v{run['suite_version']}", run_config=None)
+
+
+def _execute(rt: Runtime, instance: dg.DagsterInstance, run_id: str, backfill_id: str,
+             asset_graph: BaseAssetGraph[Any], job: dg.JobDefinition) -> dict[str, Any]:
+    """Execute the eval run's unfinished partitions here, tagged with the backfill; then record the
+    backfill, completed, with the partitions that materialised and those that failed."""
+    results: list[ExecutionResult] = execute_in_process(instance, rt.catalog, rt.lake, run_id, job, run_config=QUIET,
+                                                        tags={BACKFILL_TAG: backfill_id})
+    backfill = _backfill(rt, instance, run_id, backfill_id, asset_graph)
+    done = {f"{p.model_key}|{p.task_key}" for p in runs.run_partitions(rt.catalog, run_id) if p.status == "done"}
+    keys = set(_partition_keys(rt, run_id))
+    data = backfill.asset_backfill_data
+    assert data is not None  # an asset backfill
+    target = data.target_subset
+    done_subset = AssetGraphSubset.from_asset_partition_set(
+        {AssetKeyPartitionKey(a, k) for a in ASSETS for k in done}, asset_graph)
+    failed_subset = AssetGraphSubset.from_asset_partition_set(
+        {AssetKeyPartitionKey(a, k) for a in ASSETS for k in keys - done}, asset_graph)
+    data = data._replace(requested_subset=target, materialized_subset=done_subset,
+                         failed_and_downstream_subset=failed_subset)
+    ok = keys == done and all(r.success for r in results)
+    status = BulkActionStatus.COMPLETED_SUCCESS if ok else BulkActionStatus.COMPLETED_FAILED
+    existing = instance.get_backfill(backfill_id)
+    record = (backfill.with_asset_backfill_data(data, dynamic_partitions_store=instance, asset_graph=asset_graph)
+              .with_status(status).with_end_timestamp(time.time()))  # type: ignore[no-untyped-call]
+    if existing is None:
+        instance.add_backfill(record)
+    else:
+        instance.update_backfill(record)
+    return _summary(rt, run_id, backfill_id, "completed" if ok else "failed")
+
+
+def resume_backfill(rt: Runtime, backfill_id: str, asset_graph: BaseAssetGraph[Any], job: dg.JobDefinition
+                    ) -> dict[str, Any]:
+    """Execute here what a backfill left unfinished (a `wait` that crashed, or failed cells): the finished
+    cells are not redone. Raises NotFound for a backfill no eval run was made for."""
+    run_id = runs.run_for_origin(rt.catalog, f"dagster:{backfill_id}")
+    if run_id is None:
+        raise NotFound("backfill", backfill_id)
+    if runs.get_run(rt.catalog, run_id)["status"] == "failed":
+        runs.resume_run(rt.catalog, run_id)  # unfinished partitions back to pending, their chunks kept
+    return _execute(rt, dagster_instance(rt), run_id, backfill_id, asset_graph, job)
+
+
+def _summary(rt: Runtime, run_id: str, backfill_id: str, status: str) -> dict[str, Any]:
+    run = runs.get_run(rt.catalog, run_id)
+    return {"backfill_id": backfill_id, "run_id": run_id, "suite_id": run["suite_id"], "models": run["models"],
+            "partitions": len(_partition_keys(rt, run_id)), "status": status, "run_status": run["status"]}

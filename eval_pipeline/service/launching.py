@@ -11,6 +11,7 @@ from dagster._core.execution.execution_result import ExecutionResult
 
 from eval_pipeline import runs
 from eval_pipeline.execution.finish import complete_if_done
+from eval_pipeline.results.metrics import metrics_path
 from eval_pipeline.service.location import run_here
 from eval_pipeline.service.partitions import EXPORT, MODEL, TASK
 from eval_pipeline.stores.catalog import Catalog
@@ -72,11 +73,15 @@ def contiguous_blocks(wanted: list[str], order: list[str]) -> list[tuple[str, ..
     return blocks
 
 
-def plan_block_runs(catalog: Catalog, run_id: str, task_order: Sequence[str]
+def plan_block_runs(catalog: Catalog, run_id: str, task_order: Sequence[str], lake: Lake | None = None
                     ) -> tuple[list[BlockRun], set[str], set[str]]:
     """The Dagster runs an eval run's unfinished partitions need, plus the model and task keys that
-    must exist as dynamic partitions first. Keys not yet in `task_order` are appended in run order."""
-    parts = runs.run_partitions(catalog, run_id, unfinished_only=True)
+    must exist as dynamic partitions first. Keys not yet in `task_order` are appended in run order.
+    With the `lake`, a partition marked done whose metrics were never written (a crash between its
+    generations and its metrics, in the same Dagster run) counts as unfinished too: its chunks are kept
+    and skipped, its grades and metrics made."""
+    parts = [p for p in runs.run_partitions(catalog, run_id) if p.status != "done" or (
+        lake is not None and not lake.exists(metrics_path(run_id, p.model_key, p.task_key)))]
     attempt = runs.run_attempt(catalog, run_id)
     model_keys = list(dict.fromkeys(p.model_key for p in parts))
     order = list(task_order) + [k for k in dict.fromkeys(p.task_key for p in parts) if k not in task_order]
@@ -96,19 +101,20 @@ def ensure_partitions(instance: dg.DagsterInstance, model_keys: set[str], task_k
 
 
 def execute_in_process(instance: dg.DagsterInstance, catalog: Catalog, lake: Lake, run_id: str,
-                       job: dg.JobDefinition, run_config: dict[str, Any] | None = None
-                       ) -> list[ExecutionResult]:
+                       job: dg.JobDefinition, run_config: dict[str, Any] | None = None,
+                       tags: dict[str, str] | None = None) -> list[ExecutionResult]:
     """Run an eval run's Dagster runs here and now, one after the other, in this process (no daemon
-    needed; they are recorded in the instance under the workspace's code location, like the daemon's)."""
+    needed; they are recorded in the instance under the workspace's code location, like the daemon's).
+    `tags` are added to each (a backfill's id)."""
     task_order = instance.get_dynamic_partitions(TASK)
-    block_runs, model_keys, task_keys = plan_block_runs(catalog, run_id, task_order)
+    block_runs, model_keys, task_keys = plan_block_runs(catalog, run_id, task_order, lake)
     ensure_partitions(instance, model_keys, task_keys)
     runs.mark_started(catalog, run_id)
     results = []
     for br in block_runs:
         if not runs.still_wanted(catalog, run_id):
             break
-        result = run_here(instance, job, tags=br.tags, run_config=run_config)
+        result = run_here(instance, job, tags={**(tags or {}), **br.tags}, run_config=run_config)
         results.append(result)
         after_dagster_run(catalog, lake, run_id, result.success,
                           failure_message(result) if not result.success else "", dagster_run_id=result.run_id)

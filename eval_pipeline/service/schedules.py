@@ -166,7 +166,7 @@ def start_nightly_tick(rt: Runtime, instance: dg.DagsterInstance, entry: Nightly
             continue
         try:
             planned, model_keys, task_keys = plan_block_runs(rt.catalog, run["id"],
-                                                             instance.get_dynamic_partitions(TASK))
+                                                             instance.get_dynamic_partitions(TASK), rt.lake)
             ensure_partitions(instance, model_keys, task_keys)
         except Exception:
             requeue(rt.catalog, run["id"])  # in_progress with nothing launched would wait forever

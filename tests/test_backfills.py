@@ -1,0 +1,134 @@
+"""Backfills: three checkpoints of the tiny model (built with different seeds, as training revisions) over
+two tasks as one eval run and one Dagster backfill, executed by the CLI with --wait, killed mid-way and
+resumed without redoing finished cells; its report draws the training curve. A backfill without --wait
+is left for the daemon (tests/test_ui.py runs one); a stale-only backfill evaluates exactly those cells."""
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.execution.backfill import BulkActionStatus
+from helpers import cli_command, cli_env
+from sqlalchemy import select
+
+from eval_pipeline import runs, service
+from eval_pipeline.demo.tiny_model import build_tiny_model
+from eval_pipeline.errors import InvalidInput
+from eval_pipeline.orchestration.definitions import defs
+from eval_pipeline.orchestration.job_names import GENERATION_JOB
+from eval_pipeline.service.instance import dagster_instance
+from eval_pipeline.service.launching import RUN_TAG
+from eval_pipeline.service.location import LOCATION_NAME
+from eval_pipeline.stores.catalog import tables as t
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return [build_tiny_model(tmp_path_factory.mktemp("ckpt") / f"step-{100 * (i + 1)}", seed=i + 1) for i in range(3)]
+
+
+def _task_ids(home, *names) -> list[str]:
+    with home.catalog.session() as s:
+        found = dict(s.execute(select(t.Task.name, t.Task.id)).all())
+    return [found[n] for n in names]
+
+
+def _backfill_run(home) -> str | None:
+    with home.catalog.session() as s:
+        return s.scalar(select(t.Run.id).where(t.Run.origin.like("dagster:%")))
+
+
+def _done(home, run_id) -> dict[str, dict]:
+    """The done partitions' generation chunks: path -> the file's modification time (ns)."""
+    root = Path(home.lake.root)
+    return {f"{p.model}|{p.task_key}": {c["path"]: (root / c["path"]).stat().st_mtime_ns for c in p.chunks}
+            for p in runs.run_partitions(home.catalog, run_id) if p.status == "done"}
+
+
+def test_three_checkpoints_killed_mid_way_resume_and_draw_the_training_curve(eval_home, checkpoints):
+    home = eval_home
+    tasks = _task_ids(home, "ev_mc_a", "ev_gen_a")
+    args = ["backfill", "--suite", home.suite_id, "--model", "tiny", *[a for c in checkpoints for a in
+            ("--revision", str(c))], *[a for tid in tasks for a in ("--task", tid)], "--max-samples-per-task", "3",
+            "--generation", '{"max_gen_toks": 4}', "--wait"]
+    proc = subprocess.Popen(cli_command(*args), env=cli_env(home.settings.home), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:  # kill it once the first checkpoint's cells are done: a crash between cells
+        run_id, before = None, {}
+        for _ in range(600):
+            run_id = run_id or _backfill_run(home)
+            before = _done(home, run_id) if run_id else {}
+            if len(before) >= 2 or proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert run_id is not None and 2 <= len(before) < 6, before
+    run = runs.get_run(home.catalog, run_id)
+    with home.catalog.session() as s:
+        backfill_id = s.get(t.Run, run_id).origin.removeprefix("dagster:")
+    assert run["status"] == "in_progress" and dagster_instance(home).get_backfill(backfill_id) is None
+
+    resumed = service.resume_backfill(home, backfill_id, defs.resolve_asset_graph(),
+                                      defs.resolve_job_def(GENERATION_JOB))
+    assert (resumed["status"], resumed["run_status"], resumed["partitions"]) == ("completed", "completed", 6), \
+        runs.get_run(home.catalog, run_id)["error"]
+    after = _done(home, run_id)
+    # finished cells are not generated again: the same chunk files, not rewritten (one whose metrics the
+    # crash prevented gets its grades and metrics now)
+    assert len(after) == 6 and all(after[k] == v for k, v in before.items())
+
+    names = [f"tiny@step-{100 * (i + 1)}" for i in range(3)]
+    run = runs.get_run(home.catalog, run_id, partitions=True)
+    assert run["models"] == names and json.loads(run["metadata"]["checkpoints"]) == names
+    assert {m: set(tasks_) for m, tasks_ in run["metrics"].items()} == {n: {"ev_mc_a", "ev_gen_a"} for n in names}
+    # one Dagster backfill, completed, each cell materialised; its runs carry the backfill and the location
+    instance = dagster_instance(home)
+    backfill = instance.get_backfill(backfill_id)
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS
+    assert backfill.asset_backfill_data.materialized_subset.num_partitions_and_non_partitioned_assets == 18
+    dagster_runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    assert dagster_runs and all(r.tags[RUN_TAG] == run_id for r in dagster_runs)
+    assert {r.remote_job_origin.location_name for r in dagster_runs} == {LOCATION_NAME}
+    # the training curve, revisions in the order backfilled
+    page = home.lake.read_bytes(f"reports/{run_id}/report.html").decode()
+    assert 'id="checkpoint-curve"' in page and '"categoryarray":["step-100","step-200","step-300"]' in page
+
+
+def test_a_backfill_left_for_the_daemon_and_the_stale_cells_only(eval_home):
+    home = eval_home
+    graph = defs.resolve_asset_graph()
+    mc_a, gen_a = _task_ids(home, "ev_mc_a", "ev_gen_a")
+    (made,) = service.create_backfill(home, {"suite_id": home.suite_id, "models": ["tiny"], "task_ids": [mc_a, gen_a],
+                                              "run": {"max_samples_per_task": 2}}, graph)
+    assert (made["status"], made["run_status"], made["partitions"]) == ("requested", "in_progress", 2)
+    backfill = dagster_instance(home).get_backfill(made["backfill_id"])
+    assert backfill.status == BulkActionStatus.REQUESTED and backfill.tags == {RUN_TAG: made["run_id"]}
+    assert backfill.asset_backfill_data.target_subset.num_partitions_and_non_partitioned_assets == 6
+    assert runs.list_runs(home.catalog)[0]["status"] == "in_progress"  # not queued: the sensors leave it alone
+
+    # nothing is stale (no completed result yet); a completed run, then a changed metric list: one cell
+    assert service.create_backfill(home, {"stale": True}, graph) == []
+    first = service.create_backfill(home, {"suite_id": home.suite_id, "models": ["tiny"], "task_ids": [mc_a, gen_a],
+                                           "run": {"max_samples_per_task": 2}}, graph,
+                                    job=defs.resolve_job_def(GENERATION_JOB), wait=True)
+    assert first[0]["status"] == "completed"
+    service.set_metric_list(home, gen_a, [{"metric": "exact_match", "ignore_case": True}])
+    (stale,) = service.create_backfill(home, {"stale": True, "run": {"max_samples_per_task": 2}}, graph,
+                                       job=defs.resolve_job_def(GENERATION_JOB), wait=True)
+    assert (stale["status"], stale["partitions"]) == ("completed", 1)
+    assert [(p.model, p.task_id) for p in runs.run_partitions(home.catalog, stale["run_id"])] == [("tiny", gen_a)]
+    assert service.stale_cells(home) == []
+
+    for body, field in [({"suite_id": home.suite_id, "models": ["tiny", "tiny2"], "revisions": ["main"]}, "models"),
+                        ({"suite_id": home.suite_id, "models": ["nobody"], "revisions": ["main"]}, "models[0]"),
+                        ({"suite_id": home.suite_id, "models": ["tiny"], "revisions": ["no/such/dir"]}, "revisions[0]"),
+                        ({"models": ["tiny"]}, "suite_id")]:
+        with pytest.raises(InvalidInput) as bad:
+            service.create_backfill(home, body, graph)
+        assert bad.value.field == field
