@@ -1,7 +1,8 @@
 """Backfills: three checkpoints of the tiny model (built with different seeds, as training revisions) over
 two tasks as one eval run and one Dagster backfill, executed by the CLI with --wait, killed mid-way and
-resumed without redoing finished cells; its report draws the training curve. A backfill without --wait
-is left for the daemon (tests/test_ui.py runs one); a stale-only backfill evaluates exactly those cells."""
+resumed without redoing finished cells; its report draws the training curve. Without a Dagster daemon a
+backfill not executed here is refused (tests/test_ui.py has `dagster dev` run one); a stale-only backfill
+evaluates exactly those cells."""
 import json
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import pytest
 from dagster._core.execution.backfill import BulkActionStatus
 from helpers import cli_command, cli_env
@@ -16,13 +18,14 @@ from sqlalchemy import select
 
 from eval_pipeline import runs, service
 from eval_pipeline.demo.tiny_model import build_tiny_model
-from eval_pipeline.errors import InvalidInput
+from eval_pipeline.errors import Conflict, InvalidInput
 from eval_pipeline.orchestration.definitions import defs
 from eval_pipeline.orchestration.job_names import GENERATION_JOB
 from eval_pipeline.service.instance import dagster_instance
 from eval_pipeline.service.launching import RUN_TAG
 from eval_pipeline.service.location import LOCATION_NAME
 from eval_pipeline.stores.catalog import tables as t
+from eval_pipeline.stores.keys import create_key
 
 
 @pytest.fixture(scope="module")
@@ -100,23 +103,20 @@ def test_three_checkpoints_killed_mid_way_resume_and_draw_the_training_curve(eva
     assert 'id="checkpoint-curve"' in page and '"categoryarray":["step-100","step-200","step-300"]' in page
 
 
-def test_a_backfill_left_for_the_daemon_and_the_stale_cells_only(eval_home):
+def test_without_a_daemon_only_wait_runs_a_backfill_and_stale_backfills_take_exactly_the_stale_cells(eval_home):
     home = eval_home
     graph = defs.resolve_asset_graph()
     mc_a, gen_a = _task_ids(home, "ev_mc_a", "ev_gen_a")
-    (made,) = service.create_backfill(home, {"suite_id": home.suite_id, "models": ["tiny"], "task_ids": [mc_a, gen_a],
-                                              "run": {"max_samples_per_task": 2}}, graph)
-    assert (made["status"], made["run_status"], made["partitions"]) == ("requested", "in_progress", 2)
-    backfill = dagster_instance(home).get_backfill(made["backfill_id"])
-    assert backfill.status == BulkActionStatus.REQUESTED and backfill.tags == {RUN_TAG: made["run_id"]}
-    assert backfill.asset_backfill_data.target_subset.num_partitions_and_non_partitioned_assets == 6
-    assert runs.list_runs(home.catalog)[0]["status"] == "in_progress"  # not queued: the sensors leave it alone
+    body = {"suite_id": home.suite_id, "models": ["tiny"], "task_ids": [mc_a, gen_a],
+            "run": {"max_samples_per_task": 2}}
+    with pytest.raises(Conflict, match="no Dagster daemon"):  # it would never start (tests/test_ui.py has one)
+        service.create_backfill(home, body, graph)
+    assert runs.list_runs(home.catalog) == [] and dagster_instance(home).get_backfills() == []
 
     # nothing is stale (no completed result yet); a completed run, then a changed metric list: one cell
-    assert service.create_backfill(home, {"stale": True}, graph) == []
-    first = service.create_backfill(home, {"suite_id": home.suite_id, "models": ["tiny"], "task_ids": [mc_a, gen_a],
-                                           "run": {"max_samples_per_task": 2}}, graph,
-                                    job=defs.resolve_job_def(GENERATION_JOB), wait=True)
+    job = defs.resolve_job_def(GENERATION_JOB)
+    assert service.create_backfill(home, {"stale": True}, graph, job=job, wait=True) == []
+    first = service.create_backfill(home, body, graph, job=defs.resolve_job_def(GENERATION_JOB), wait=True)
     assert first[0]["status"] == "completed"
     service.set_metric_list(home, gen_a, [{"metric": "exact_match", "ignore_case": True}])
     (stale,) = service.create_backfill(home, {"stale": True, "run": {"max_samples_per_task": 2}}, graph,
@@ -125,10 +125,28 @@ def test_a_backfill_left_for_the_daemon_and_the_stale_cells_only(eval_home):
     assert [(p.model, p.task_id) for p in runs.run_partitions(home.catalog, stale["run_id"])] == [("tiny", gen_a)]
     assert service.stale_cells(home) == []
 
-    for body, field in [({"suite_id": home.suite_id, "models": ["tiny", "tiny2"], "revisions": ["main"]}, "models"),
+    for bad_body, field in [({"suite_id": home.suite_id, "models": ["tiny", "tiny2"], "revisions": ["main"]}, "models"),
                         ({"suite_id": home.suite_id, "models": ["nobody"], "revisions": ["main"]}, "models[0]"),
                         ({"suite_id": home.suite_id, "models": ["tiny"], "revisions": ["no/such/dir"]}, "revisions[0]"),
                         ({"models": ["tiny"]}, "suite_id")]:
         with pytest.raises(InvalidInput) as bad:
-            service.create_backfill(home, body, graph)
+            service.create_backfill(home, bad_body, graph, job=job, wait=True)
         assert bad.value.field == field
+
+
+def test_the_http_routes_answer_4xx_for_what_cannot_run_and_list_stale_cells_of_the_org(eval_home, api):
+    key = create_key(eval_home.catalog, "acme")["key"]
+    other = create_key(eval_home.catalog, "umbrella")["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    url = f"{api}/api/v1/llm/evals"
+    no_daemon = httpx.post(f"{url}/backfills", headers=headers, json={"suite_id": eval_home.suite_id,
+                                                                      "models": ["tiny"]})
+    assert no_daemon.status_code == 409 and "no Dagster daemon" in no_daemon.json()["error"]["message"]
+    for body in ([], {"suite_id": eval_home.suite_id, "models": ["tiny"], "revisions": "main"}):
+        assert httpx.post(f"{url}/backfills", headers=headers, json=body).status_code in (400, 409)
+    assert runs.list_runs(eval_home.catalog) == []
+    assert httpx.get(f"{url}/stale", headers=headers).json() == {"object": "list", "data": []}
+    assert httpx.get(f"{url}/stale", headers=headers, params={"suite_id": eval_home.suite_id}).status_code == 200
+    hidden = httpx.get(f"{url}/stale", headers={"Authorization": f"Bearer {other}"},
+                       params={"suite_id": eval_home.suite_id})
+    assert hidden.status_code == 404  # another org's suite

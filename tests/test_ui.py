@@ -1,7 +1,7 @@
 """The Dagster UI and the run report as a person sees them: Debian's chromium, driven by Playwright, against
 `dagster dev` on a test home after an eval run executed in-process (as `runs create --wait`, the demo and
-the server's worker execute them). Screenshots are written to test-artifacts/ui/ (looked at, never
-compared pixel by pixel)."""
+the server's worker execute them), and a backfill that `dagster dev`'s daemon executes. Screenshots are
+written to test-artifacts/ui/ (looked at, never compared pixel by pixel)."""
 import os
 import shutil
 import subprocess
@@ -9,17 +9,22 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
+from dagster._core.execution.backfill import BulkActionStatus
 from helpers import cli_env
 from services import free_port
+from sqlalchemy import select
 
-from eval_pipeline import runs
+from eval_pipeline import runs, service
+from eval_pipeline.errors import Conflict
 from eval_pipeline.orchestration.definitions import defs
 from eval_pipeline.orchestration.job_names import GENERATION_JOB
 from eval_pipeline.service.instance import dagster_instance
 from eval_pipeline.service.launching import QUIET, execute_in_process
 from eval_pipeline.service.location import LOCATION_NAME
+from eval_pipeline.stores.catalog import tables as t
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
@@ -124,10 +129,27 @@ def _skip_the_welcome(page) -> None:
     skip.click()
 
 
-def test_the_ui_shows_runs_checks_per_partition_and_the_nightly_schedules(dagster_dev, evaluated, browser):
+def _submit_backfill(home) -> dict:
+    """A backfill of two cells left to `dagster dev`'s daemon (refused until its backfill loop beats)."""
+    with home.catalog.session() as s:
+        tasks = list(s.scalars(select(t.Task.id).where(t.Task.name.in_(["ev_mc_a", "ev_gen_a"]))))
+    body = {"suite_id": home.suite_id, "models": ["tiny"], "task_ids": tasks,
+            "run": {"max_samples_per_task": 2, "generation": {"max_gen_toks": 4}, "name": "daemon backfill"}}
+    for _ in range(120):
+        try:
+            (made,) = service.create_backfill(home, body, defs.resolve_asset_graph())
+            return made
+        except Conflict:
+            time.sleep(1)
+    pytest.fail("the daemon's backfill loop never beat")
+
+
+def test_the_ui_shows_runs_checks_per_partition_backfills_and_the_nightly_schedules(dagster_dev, evaluated,
+                                                                                   browser):
     home, run, dagster_run_id = evaluated
     keys = sorted(p["partition_key"] for p in run["partitions"])
     assert len(keys) == 4
+    made = _submit_backfill(home)  # the daemon runs it while the pages below are looked at
 
     # the in-process run is one of its job's runs, under the workspace's code location (the Runs tab's query)
     job = _graphql(dagster_dev, f"""{{ pipelineOrError(params: {{repositoryLocationName: "{LOCATION_NAME}",
@@ -176,6 +198,27 @@ def test_the_ui_shows_runs_checks_per_partition_and_the_nightly_schedules(dagste
     page.get_by_text("candidates_nightly").first.wait_for(timeout=60_000)
     page.wait_for_timeout(3000)
     page.screenshot(path=ARTIFACTS / "automation.png")
+
+    # the daemon's backfill: its runs (launched by the daemon, in their own processes) complete the eval run
+    instance = dagster_instance(home)
+    for _ in range(600):
+        backfill = instance.get_backfill(made["backfill_id"])
+        if backfill.status != BulkActionStatus.REQUESTED and runs.get_run(home.catalog, made["run_id"])[
+                "status"] in ("completed", "failed"):
+            break
+        time.sleep(1)
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, backfill.status
+    done = runs.get_run(home.catalog, made["run_id"], partitions=True)
+    assert done["status"] == "completed" and {p["status"] for p in done["partitions"]} == {"done"}
+    launched = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": made["backfill_id"]}))
+    assert launched and all(r.tags["eval_pipeline/run_id"] == made["run_id"] for r in launched)
+    page.goto(f"{dagster_dev}/overview/backfills")
+    page.get_by_text(made["backfill_id"]).first.wait_for(timeout=60_000)
+    page.wait_for_timeout(2000)
+    page.screenshot(path=ARTIFACTS / "backfills.png")
+    page.goto(f"{dagster_dev}/runs/b/{made['backfill_id']}")
+    page.wait_for_timeout(4000)
+    page.screenshot(path=ARTIFACTS / "backfill.png", full_page=True)
 
 
 def test_the_run_report_renders_offline_without_console_errors(evaluated, browser):

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from eval_pipeline.api import mka1, qianfan, schedules, zstack
+from eval_pipeline.api import backfills, mka1, qianfan, schedules, zstack
 from eval_pipeline.api.common import Unauthorized
 from eval_pipeline.errors import (
     Conflict,
@@ -77,6 +77,7 @@ def create_app(runtime: Runtime, *, execute: bool = False, worker_interval: floa
 
     app.include_router(mka1.router)
     app.include_router(schedules.router)
+    app.include_router(backfills.router)
     app.include_router(mka1.files_router)
     app.include_router(qianfan.router)
     app.include_router(zstack.router)

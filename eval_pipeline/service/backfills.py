@@ -26,9 +26,11 @@ from dagster._core.utils import make_new_backfill_id
 from sqlalchemy import select
 
 from eval_pipeline import runs
-from eval_pipeline.errors import InvalidInput, NotFound
+from eval_pipeline.errors import Conflict, InvalidInput, NotFound
 from eval_pipeline.models.registry import add_model, list_models
 from eval_pipeline.results.report_page import CHECKPOINTS
+from eval_pipeline.runs.creation import check_run_request
+from eval_pipeline.runs.request import RunRequest
 from eval_pipeline.runs.staleness import stale_cells as _stale_cells
 from eval_pipeline.service.instance import dagster_instance
 from eval_pipeline.service.launching import QUIET, RUN_TAG, ensure_partitions, execute_in_process
@@ -36,37 +38,54 @@ from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.runtime import Runtime
 
 BACKFILL_TAG = "dagster/backfill"
+DAEMON_FRESH_SECONDS = 120.0  # a backfill daemon heartbeat older than this: no daemon will take the backfill
 ASSETS = [dg.AssetKey("generations"), dg.AssetKey("grades"), dg.AssetKey("metrics")]
 
 
 def stale_cells(rt: Runtime, *, suite_id: str | None = None, model: str | None = None,
-                judge_model: str | None = None, rubric: str | None = None) -> list[dict[str, Any]]:
-    """The stale (model, task) cells of one suite (`suite_id`) or of every suite, optionally of one model:
-    each with its latest completed result and the reasons (runs/staleness.py). `judge_model` and `rubric`
-    name the judge graded with now. Raises NotFound for an unknown suite."""
-    return [cell.to_dict() for sid in _suite_ids(rt, suite_id)
+                judge_model: str | None = None, rubric: str | None = None, org_id: str | None = None
+                ) -> list[dict[str, Any]]:
+    """The stale (model, task) cells of one suite (`suite_id`) or of every suite (of `org_id`, when given),
+    optionally of one model: each with its latest completed result and the reasons (runs/staleness.py).
+    `judge_model` and `rubric` name the judge graded with now. Raises NotFound for an unknown suite (or
+    one of another org)."""
+    return [cell.to_dict() for sid in _suite_ids(rt, suite_id, org_id)
             for cell in _stale_cells(rt.catalog, sid, model=model, judge_model=judge_model, rubric=rubric)]
 
 
-def _suite_ids(rt: Runtime, suite_id: str | None) -> list[str]:
+def _suite_ids(rt: Runtime, suite_id: str | None, org_id: str | None) -> list[str]:
+    q = select(t.Suite.id).order_by(t.Suite.created_at, t.Suite.id)
+    if org_id is not None:
+        q = q.where(t.Suite.org_id == org_id)
     if suite_id is not None:
-        return [suite_id]
+        q = q.where(t.Suite.id == suite_id)
     with rt.catalog.session() as s:
-        return list(s.scalars(select(t.Suite.id).order_by(t.Suite.created_at, t.Suite.id)))
+        found = list(s.scalars(q))
+    if suite_id is not None and not found:
+        raise NotFound("suite", suite_id)
+    return found
 
 
-def checkpoint_models(rt: Runtime, model: str, revisions: list[str]) -> list[str]:
-    """Register one model per revision of `model` (a registered model), named `<model>@<label>`: a local
-    folder replaces the model's path (label: the folder's name), anything else is a Hub revision of its
-    repo. Returns the names in the order given. Raises InvalidInput naming `revisions`."""
-    if not revisions:
-        raise InvalidInput("revisions", "needs at least one revision or checkpoint folder")
-    base = next((m for m in list_models(rt.catalog, implicit=True) if m.name == model), None)
+def backfill_daemon_alive(instance: dg.DagsterInstance) -> bool:
+    """Whether a Dagster daemon's backfill loop has beaten within DAEMON_FRESH_SECONDS."""
+    beat = instance.get_daemon_heartbeats().get("BACKFILL")
+    return beat is not None and time.time() - beat.timestamp < DAEMON_FRESH_SECONDS
+
+
+def _check_revisions(rt: Runtime, models: list[Any], revisions: Any) -> list[tuple[str, dict[str, Any]]]:
+    """[(label, options)] of each revision of the one registered vLLM model in `models`: a local folder
+    replaces the model's path (label: the folder's name), anything else is a Hub revision of its repo.
+    Raises InvalidInput naming the field."""
+    if not isinstance(revisions, list) or not revisions or not all(isinstance(r, str) and r for r in revisions):
+        raise InvalidInput("revisions", "must be a non-empty list of Hub revisions or checkpoint folders")
+    if len(models) != 1:
+        raise InvalidInput("models", "a backfill of revisions takes exactly one model")
+    base = next((m for m in list_models(rt.catalog, implicit=True) if m.name == models[0]), None)
     if base is None:
-        raise InvalidInput("models[0]", f"{model!r} is not a registered model")
+        raise InvalidInput("models[0]", f"{models[0]!r} is not a registered model")
     if base.backend != "vllm":
-        raise InvalidInput("revisions", f"model {model!r} is served over HTTP ({base.backend}): it has no revisions")
-    names = []
+        raise InvalidInput("revisions", f"model {base.name!r} is served over HTTP ({base.backend}): no revisions")
+    out = []
     for i, rev in enumerate(revisions):
         folder = Path(rev).expanduser()
         options = base.options.model_dump()
@@ -76,44 +95,66 @@ def checkpoint_models(rt: Runtime, model: str, revisions: list[str]) -> list[str
             raise InvalidInput(f"revisions[{i}]", f"{rev!r} is neither a checkpoint folder nor a Hub revision")
         else:
             options["revision"], label = rev, rev
-        names.append(add_model(rt.catalog, f"{model}@{label}", options, replace=True).name)
-    if len(set(names)) != len(names):
+        out.append((label, options))
+    if len({label for label, _ in out}) != len(out):
         raise InvalidInput("revisions", "two revisions have the same label")
-    return names
+    return out
+
+
+def checkpoint_models(rt: Runtime, model: str, revisions: list[str]) -> list[str]:
+    """Register one model per revision of `model` (a registered vLLM model), named `<model>@<label>` (see
+    _check_revisions). Returns the names in the order given. Raises InvalidInput naming the field."""
+    return [add_model(rt.catalog, f"{model}@{label}", options, replace=True).name
+            for label, options in _check_revisions(rt, [model], revisions)]
 
 
 def create_backfill(rt: Runtime, body: dict[str, Any], asset_graph: BaseAssetGraph[Any], *, job: dg.JobDefinition | None
-                    = None, wait: bool = False) -> list[dict[str, Any]]:
+                    = None, wait: bool = False, org_id: str | None = None) -> list[dict[str, Any]]:
     """Backfill `body`: {"suite_id", "suite_version"?, "models": [...], "revisions"?: [...] (then exactly one
     model), "task_ids"?: [...], "stale"?: bool, "run"?: {run settings: max_samples_per_task, generation,
     name...}}. With `stale`, exactly the stale cells (of `suite_id`, or of every suite: one backfill per
     suite), of `models` when given. Each backfill is one eval run and one Dagster backfill; with `wait`
     (and `job`, the generation job), executed here before returning. Returns one object per backfill:
     {backfill_id, run_id, suite_id, models, partitions, status}. Raises InvalidInput naming the field,
-    NotFound for an unknown suite."""
-    settings = dict(body.get("run") or {})
-    plans: list[Plan]
+    NotFound for an unknown suite (or one of another org), Conflict without `wait` when no Dagster daemon
+    runs backfills (it would never start), before anything is written."""
+    if not isinstance(body, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    if wait and job is None:
+        raise InvalidInput("wait", "needs the generation job to execute here")
+    settings = body.get("run") or {}
+    if not isinstance(settings, dict):
+        raise InvalidInput("run", "must be an object of run settings")
+    revisions = body.get("revisions")
     if body.get("stale"):
-        plans = _stale_plans(rt, body)
+        plans: list[Plan] = _stale_plans(rt, body, org_id)
     else:
-        models = list(body.get("models") or [])
-        if body.get("revisions") is not None:
-            if len(models) != 1:
-                raise InvalidInput("models", "a backfill of revisions takes exactly one model")
-            models = checkpoint_models(rt, models[0], list(body["revisions"]))
-            settings["metadata"] = {**(settings.get("metadata") or {}), CHECKPOINTS: json.dumps(models)}
         if not body.get("suite_id"):
             raise InvalidInput("suite_id", "is required")
-        plans = [(str(body["suite_id"]), models, body.get("task_ids"), None)]
+        _suite_ids(rt, str(body["suite_id"]), org_id)
+        models = body.get("models")
+        if not isinstance(models, list) or not models:
+            raise InvalidInput("models", "must be a non-empty list of model names")
+        if revisions is not None:
+            _check_revisions(rt, models, revisions)
+        plans = [(str(body["suite_id"]), list(models), body.get("task_ids"), None)]
+    for suite_id, models, task_ids, _ in plans:  # the runs as they will be made, before anything is written
+        check_run_request(rt.catalog, RunRequest.parse(_request(body, settings, suite_id, models, task_ids, "")),
+                          org_id=org_id)
+    if not wait and plans and not backfill_daemon_alive(dagster_instance(rt)):
+        raise Conflict("no Dagster daemon has run backfills in the last 2 minutes (start `dagster dev` or "
+                       "`dagster-daemon run`), so this backfill would never start; execute it here instead "
+                       "(`eval-pipeline backfill ... --wait`)")
+    if revisions is not None:
+        names = checkpoint_models(rt, plans[0][1][0], revisions)
+        settings = {**settings, "metadata": {**(settings.get("metadata") or {}), CHECKPOINTS: json.dumps(names)}}
+        plans = [(plans[0][0], names, plans[0][2], None)]
     out = []
     for suite_id, models, task_ids, cells in plans:
         backfill_id = make_new_backfill_id()
-        request = {**settings, "suite_id": suite_id, "models": models,
-                   "name": settings.get("name") or f"backfill {backfill_id}",
-                   **({"suite_version": body["suite_version"]} if body.get("suite_version") else {}),
-                   **({"task_ids": task_ids} if task_ids else {})}
+        request = _request(body, settings, suite_id, models, task_ids, backfill_id)
         run = runs.create_run(rt.catalog, rt.lake, request, origin=f"dagster:{backfill_id}", status="in_progress",
-                              cells=cells)
+                              cells=cells, org_id=org_id)
         out.append(_launch(rt, run["id"], backfill_id, asset_graph, job, wait))
     return out
 
@@ -121,10 +162,19 @@ def create_backfill(rt: Runtime, body: dict[str, Any], asset_graph: BaseAssetGra
 Plan = tuple[str, list[str], list[str] | None, set[tuple[str, str]] | None]  # suite, models, task ids, cells
 
 
-def _stale_plans(rt: Runtime, body: dict[str, Any]) -> list[Plan]:
+def _request(body: dict[str, Any], settings: dict[str, Any], suite_id: str, models: list[str],
+             task_ids: list[str] | None, backfill_id: str) -> dict[str, Any]:
+    """The eval run request of one backfill."""
+    return {**settings, "suite_id": suite_id, "models": models,
+            "name": settings.get("name") or f"backfill {backfill_id}".strip(),
+            **({"suite_version": body["suite_version"]} if body.get("suite_version") else {}),
+            **({"task_ids": task_ids} if task_ids else {})}
+
+
+def _stale_plans(rt: Runtime, body: dict[str, Any], org_id: str | None) -> list[Plan]:
     wanted = set(body.get("models") or [])
     plans: list[Plan] = []
-    for suite_id in _suite_ids(rt, body.get("suite_id")):
+    for suite_id in _suite_ids(rt, body.get("suite_id"), org_id):
         cells = [c for c in _stale_cells(rt.catalog, suite_id) if not wanted or c.model in wanted]
         if cells:
             plans.append((suite_id, sorted({c.model for c in cells}), sorted({c.task_id for c in cells}),
@@ -142,8 +192,7 @@ def _launch(rt: Runtime, run_id: str, backfill_id: str, asset_graph: BaseAssetGr
     parts = runs.run_partitions(rt.catalog, run_id)
     ensure_partitions(instance, {p.model_key for p in parts}, {p.task_key for p in parts})
     if wait:
-        if job is None:
-            raise InvalidInput("wait", "needs the generation job to execute here")
+        assert job is not None  # create_backfill checked
         return _execute(rt, instance, run_id, backfill_id, asset_graph, job)
     instance.add_backfill(_backfill(rt, instance, run_id, backfill_id, asset_graph))
     return _summary(rt, run_id, backfill_id, "requested")
