@@ -336,7 +336,7 @@ class UnitRun:
                                              self.tags["dagster/asset_partition_range_start"],
                                              self.tags["dagster/asset_partition_range_end"]))
         # called below Dagster's direct invocation, which accepts only Output events from a generator; a
-        # real run records these evaluations (tests/test_runs.py, tests/test_ui.py)
+        # real run records these evaluations (tests/test_runs.py, tests/test_browser_ui.py)
         op = check.node_def
         with op_context:
             resources = {key: getattr(op_context.resources, key) for key in op.required_resource_keys}

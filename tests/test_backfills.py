@@ -1,7 +1,7 @@
 """Backfills: three checkpoints of the tiny model (built with different seeds, as training revisions) over
 two tasks as one eval run and one Dagster backfill, executed by the CLI with --wait, killed mid-way and
 resumed without redoing finished cells; its report draws the training curve. Without a Dagster daemon a
-backfill not executed here is refused (tests/test_ui.py has `dagster dev` run one); a stale-only backfill
+backfill not executed here is refused (tests/test_browser_ui.py has `dagster dev` run one); a stale-only backfill
 evaluates exactly those cells."""
 import json
 import signal
@@ -101,6 +101,27 @@ def test_three_checkpoints_killed_mid_way_resume_and_draw_the_training_curve(eva
     # the training curve, revisions in the order backfilled
     page = home.lake.read_bytes(f"reports/{run_id}/report.html").decode()
     assert 'id="checkpoint-curve"' in page and '"categoryarray":["step-100","step-200","step-300"]' in page
+    _look_at(Path(home.lake.root) / "reports" / run_id / "report.html")
+
+
+def _look_at(report: Path) -> None:
+    """The report with its training curve, rendered in chromium for a person to look at (test-artifacts)."""
+    from playwright.sync_api import sync_playwright
+    from test_browser_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        return  # tests/test_browser_ui.py fails under CI without it
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(report.as_uri())
+        page.locator("#checkpoint-curve .main-svg").first.wait_for(timeout=30_000)
+        page.screenshot(path=ARTIFACTS / "report-checkpoint-curve.png")
+        browser.close()
+    assert errors == []
 
 
 def test_without_a_daemon_only_wait_runs_a_backfill_and_stale_backfills_take_exactly_the_stale_cells(eval_home):
@@ -109,7 +130,7 @@ def test_without_a_daemon_only_wait_runs_a_backfill_and_stale_backfills_take_exa
     mc_a, gen_a = _task_ids(home, "ev_mc_a", "ev_gen_a")
     body = {"suite_id": home.suite_id, "models": ["tiny"], "task_ids": [mc_a, gen_a],
             "run": {"max_samples_per_task": 2}}
-    with pytest.raises(Conflict, match="no Dagster daemon"):  # it would never start (tests/test_ui.py has one)
+    with pytest.raises(Conflict, match="no Dagster daemon"):  # it would never start (tests/test_browser_ui.py has one)
         service.create_backfill(home, body, graph)
     assert runs.list_runs(home.catalog) == [] and dagster_instance(home).get_backfills() == []
 
@@ -128,10 +149,43 @@ def test_without_a_daemon_only_wait_runs_a_backfill_and_stale_backfills_take_exa
     for bad_body, field in [({"suite_id": home.suite_id, "models": ["tiny", "tiny2"], "revisions": ["main"]}, "models"),
                         ({"suite_id": home.suite_id, "models": ["nobody"], "revisions": ["main"]}, "models[0]"),
                         ({"suite_id": home.suite_id, "models": ["tiny"], "revisions": ["no/such/dir"]}, "revisions[0]"),
-                        ({"models": ["tiny"]}, "suite_id")]:
+                        ({"models": ["tiny"]}, "suite_id"),
+                        ({"stale": True, "revisions": ["main"]}, "revisions"),
+                        ({"stale": "yes"}, "stale"),
+                        ({"suite_id": 5, "models": ["tiny"]}, "suite_id"),
+                        ({"suite_id": home.suite_id, "models": "tiny"}, "models"),
+                        ({"suite_id": home.suite_id, "models": ["tiny"], "revisions": [f"r{i}" for i in range(3)]},
+                         "revisions[0]"),  # tiny is a local folder: it has no Hub revisions
+                        ({"suite_id": home.suite_id, "models": ["tiny"], "run": {"max_samples_per_task": 0}},
+                         "max_samples_per_task")]:
         with pytest.raises(InvalidInput) as bad:
             service.create_backfill(home, bad_body, graph, job=job, wait=True)
         assert bad.value.field == field
+    assert len(runs.list_runs(home.catalog)) == 2  # the two backfills above; nothing from the bad ones
+
+
+def test_a_checkpoint_name_taken_with_other_settings_is_refused_and_bad_series_metadata_draws_no_curve(
+        eval_home, tmp_path):
+    from eval_pipeline.results.report_page import page
+
+    graph, job = defs.resolve_asset_graph(), defs.resolve_job_def(GENERATION_JOB)
+    first, second = tmp_path / "a" / "step-1", tmp_path / "b" / "step-1"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+    service.add_model(eval_home, "tiny@step-1", {"backend": "vllm", "path": str(first)})
+    with pytest.raises(InvalidInput) as taken:
+        service.create_backfill(eval_home, {"suite_id": eval_home.suite_id, "models": ["tiny"],
+                                            "revisions": [str(second)]}, graph, job=job, wait=True)
+    assert taken.value.field == "revisions[0]" and "registered already" in str(taken.value)
+    assert runs.list_runs(eval_home.catalog) == []
+    metrics = {"m": {"t": {"acc,none": {"value": 0.5, "stderr": 0.1, "ci_low": 0.3, "ci_high": 0.7, "n": 4}}}}
+    for series in ("v2", "5", "null", '["other"]'):  # metadata anyone may set: no curve, no crash
+        html_ = page({"id": "r", "suite_id": "s", "suite_version": 1, "status": "completed", "models": ["m"],
+                      "metrics": metrics, "metadata": {"checkpoints": series}})
+        assert 'id="checkpoint-curve"' not in html_ and 'id="heat-map"' in html_
+    named = page({"id": "r", "suite_id": "s", "suite_version": 1, "status": "completed", "models": ["<b>m</b>"],
+                  "metrics": {"<b>m</b>": metrics["m"]}})
+    assert "<b>m</b>" not in named and "&lt;b&gt;m&lt;/b&gt;" in named
 
 
 def test_the_http_routes_answer_4xx_for_what_cannot_run_and_list_stale_cells_of_the_org(eval_home, api):

@@ -14,13 +14,15 @@ router = APIRouter(prefix="/api/v1/llm/evals", tags=["backfills"])
 
 @router.post("/backfills", status_code=202)
 async def create_backfill(request: Request, caller: Principal = Caller) -> dict:
-    """Backfill a suite's (model, task) grid: {suite_id, suite_version?, models, revisions? (one model's Hub
-    revisions or checkpoint folders, in training order), task_ids?, stale? (exactly the stale cells), run?
-    (run settings)}. Returns a list of {backfill_id, run_id, suite_id, models, partitions, status}."""
+    """Backfill a suite's (model, task) grid: {suite_id, suite_version?, models, revisions? (one Hub model's
+    revisions, in training order; checkpoint folders only from the CLI), task_ids?, stale? (exactly the
+    stale cells), run? (run settings)}. Returns a list of {backfill_id, run_id, suite_id, models, partitions,
+    status}."""
     from eval_pipeline.orchestration.definitions import defs  # deferred: it loads every asset module
 
     made = service.create_backfill(request.app.state.runtime, await json_body(request), defs.resolve_asset_graph(),
-                                   org_id=caller.org_id)
+                                   org_id=caller.org_id, team_id=caller.team_id, created_by=caller.user,
+                                   folders=False)  # a caller must not reach the server's folders
     return {"object": "list", "data": made}
 
 

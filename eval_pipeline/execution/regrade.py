@@ -6,16 +6,27 @@ from sqlalchemy import select
 
 from eval_pipeline.errors import Conflict, InvalidInput, NotFound
 from eval_pipeline.grading.embedding import embedding_partition
+from eval_pipeline.grading.grade_files import rubric_text
 from eval_pipeline.grading.judge import judge_partition
 from eval_pipeline.results.metrics import refresh_run_metrics, write_partition_metrics
 from eval_pipeline.runs import get_run
 from eval_pipeline.runs.creation import check_graders
 from eval_pipeline.runs.records import RunObject
 from eval_pipeline.runs.request import RunRequest
+from eval_pipeline.runs.staleness import grading_settings
 from eval_pipeline.stores.catalog import Catalog
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.lake import Lake
 from eval_pipeline.validation import parse_model
+
+
+def _record_grading_settings(catalog: Catalog, run_id: str, model: str, task_id: str) -> None:
+    """The partition's recorded grading settings (for staleness) updated to the judge it has now."""
+    with catalog.session() as s:
+        run, part = s.get_one(t.Run, run_id), s.get_one(t.RunPartition, (run_id, model, task_id))
+        if part.grading is not None and "settings" in part.grading:
+            part.grading = {**part.grading, "settings": grading_settings(
+                s.get_one(t.Task, task_id), run.judge_model, rubric_text(run.settings or {}))}
 
 
 def regrade_run(catalog: Catalog, lake: Lake, run_id: str, *, judge_model: str | None = None,
@@ -46,5 +57,6 @@ def regrade_run(catalog: Catalog, lake: Lake, run_id: str, *, judge_model: str |
         judge_partition(catalog, lake, run_id, model, task_id)
         embedding_partition(catalog, lake, run_id, model, task_id)
         write_partition_metrics(catalog, lake, run_id, model, task_id)
+        _record_grading_settings(catalog, run_id, model, task_id)
     refresh_run_metrics(catalog, lake, run_id)
     return get_run(catalog, run_id)

@@ -18,6 +18,7 @@ from eval_pipeline.stores.files import register_file
 from eval_pipeline.stores.lake import Lake
 
 SAMPLES_SHOWN, SAMPLES_SCANNED = 20, 200  # the sample browser: rows shown of docs read, per (model, task)
+SAMPLE_PARTITIONS = 100  # partitions with samples in the page at most (keeps a 20 x 60 report a few MB)
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -105,9 +106,11 @@ def html_page(run: RunObject, comparisons: dict[str, Any] | None = None,
 def report_samples(catalog: Catalog, lake: Lake, run_id: str, *, per_partition: int = SAMPLES_SHOWN,
                    scanned: int = SAMPLES_SCANNED) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """task name -> model -> up to `per_partition` `eval.sample` objects of its first `scanned` docs:
-    failed requests first, then the lowest score, then document order. Raises NotFound for an unknown run."""
+    failed requests first, then the lowest score, then document order; for the first SAMPLE_PARTITIONS
+    partitions (by task, then model). Raises NotFound for an unknown run."""
     with catalog.session() as s:
-        parts = list(s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)))
+        parts = list(s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)
+                               .order_by(t.RunPartition.task_key, t.RunPartition.model).limit(SAMPLE_PARTITIONS)))
         names = {p.task_id: cast(t.Task, s.get(t.Task, p.task_id)).name for p in parts}  # foreign key
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for p in parts:

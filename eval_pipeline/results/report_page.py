@@ -46,6 +46,17 @@ def _rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _e(text: str) -> str:
+    """A name as Plotly text: Plotly renders pseudo-HTML (links, tags) in labels, hover text and menus, and
+    `%{...}` in hover templates, so user names are escaped for both."""
+    return html.escape(text).replace("%", "&#37;")
+
+
+def _for_plotly(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "model": _e(r["model"]), "task": _e(r["task"]), "key": _e(r["key"]), "row": _e(r["row"])}
+            for r in rows]
+
+
 def _div(fig: go.Figure, div_id: str) -> str:
     return str(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                            config={"displaylogo": False, "responsive": True}))
@@ -114,6 +125,20 @@ def task_intervals(rows: list[dict[str, Any]]) -> str:
     return _div(fig, "task-intervals")
 
 
+def checkpoint_series(run: RunObject) -> list[str] | None:
+    """The revision order of a backfill of one model's revisions: its run's metadata `checkpoints`, when
+    that is a JSON list of the run's own model names (metadata anyone may set is not trusted further)."""
+    raw = (run.get("metadata") or {}).get(CHECKPOINTS)
+    try:
+        order = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    models = set(run.get("models") or [])
+    if not isinstance(order, list) or not order or not all(isinstance(m, str) and m in models for m in order):
+        return None
+    return order
+
+
 def checkpoint_curve(rows: list[dict[str, Any]], order: list[str]) -> str:
     """A backfill of one model's revisions: each task's metrics against the revision order (`order`: the
     series' model names, `<model>@<revision>`), with 95% intervals; the task picked from a menu."""
@@ -163,11 +188,11 @@ def delta_chart(deltas: list[dict[str, Any]]) -> str:
 
 
 def _deltas(comparisons: dict[str, Any] | None, scheduled: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    out = [{"label": f"{h['model']} · {h['task']} · {h['metric']},{h['filter']} vs imported",
+    out = [{"label": _e(f"{h['model']} · {h['task']} · {h['metric']},{h['filter']} vs imported"),
             "delta": h["delta"], "stderr": h["stderr"], "p": h["p_value"],
             "significant": h["p_value"] is not None and h["p_value"] < ALPHA}
            for h in (comparisons or {}).get("history", []) if h["delta"] is not None]
-    out += [{"label": f"{c['model']} · {c['task']} · {c['metric']},{c['filter']} vs {c['against']}",
+    out += [{"label": _e(f"{c['model']} · {c['task']} · {c['metric']},{c['filter']} vs {c['against']}"),
              "delta": c["difference"], "stderr": c["stderr"], "p": c["p_adjusted"], "significant": c["regression"]}
             for c in scheduled or [] if c["difference"] is not None]
     return out
@@ -258,10 +283,11 @@ def page(run: RunObject, comparisons: dict[str, Any] | None = None, scheduled: l
     scheduled run's comparisons and sample rows; the metrics object is also embedded as JSON (#metrics)."""
     rows = _rows(run.get("metrics") or {})
     deltas = _deltas(comparisons, scheduled)
-    charts = (heat_map(rows) + task_intervals(rows)) if rows else "<p>No metrics yet.</p>"
-    series = (run.get("metadata") or {}).get(CHECKPOINTS)
+    plotted = _for_plotly(rows)
+    charts = (heat_map(plotted) + task_intervals(plotted)) if rows else "<p>No metrics yet.</p>"
+    series = checkpoint_series(run)
     if rows and series:
-        charts = checkpoint_curve(rows, json.loads(series)) + charts
+        charts = checkpoint_curve(plotted, [_e(m) for m in series]) + charts
     title = html.escape(run.get("name") or run["id"])
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Eval run {title}</title>"

@@ -67,12 +67,14 @@ class StaleCell:
                 "completed_at": self.completed_at, "reasons": self.reasons}
 
 
-def latest_results(catalog: Catalog, task_ids: list[str], model: str | None = None
+def latest_results(catalog: Catalog, suite_id: str, task_ids: list[str], model: str | None = None
                    ) -> dict[tuple[str, str], t.RunPartition]:
-    """(model, task id) -> the partition of its latest completed result: done, in a completed run."""
+    """(model, task id) -> the partition of its latest completed result in the suite's runs (tasks are
+    shared between suites and orgs; results are not): done, in a completed run."""
     with catalog.session() as s:
         q = (select(t.RunPartition).join(t.Run, t.Run.id == t.RunPartition.run_id)
-             .where(t.RunPartition.task_id.in_(task_ids), t.RunPartition.status == "done", t.Run.status == "completed")
+             .where(t.Run.suite_id == suite_id, t.RunPartition.task_id.in_(task_ids),
+                    t.RunPartition.status == "done", t.Run.status == "completed")
              .order_by(t.Run.completed_at, t.RunPartition.updated_at))
         if model is not None:
             q = q.where(t.RunPartition.model == model)
@@ -102,7 +104,7 @@ def stale_cells(catalog: Catalog, suite_id: str, *, model: str | None = None, ju
             s.expunge(task)
     fingerprints = {m.name: m.fingerprint for m in list_models(catalog, implicit=True)}  # each hashed once
     out = []
-    for (model_name, task_id), part in sorted(latest_results(catalog, list(pins), model).items()):
+    for (model_name, task_id), part in sorted(latest_results(catalog, suite_id, list(pins), model).items()):
         task, pinned = pins[task_id]
         now_fp = fingerprints.get(model_name)
         if now_fp is None:

@@ -12,6 +12,7 @@ end, completed with what materialised (recorded at the end so that a daemon neve
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,11 @@ from sqlalchemy import select
 from eval_pipeline import runs
 from eval_pipeline.errors import Conflict, InvalidInput, NotFound
 from eval_pipeline.models.registry import add_model, list_models
+from eval_pipeline.results.metrics import metrics_path
 from eval_pipeline.results.report_page import CHECKPOINTS
 from eval_pipeline.runs.creation import check_run_request
 from eval_pipeline.runs.request import RunRequest
+from eval_pipeline.runs.staleness import StaleCell
 from eval_pipeline.runs.staleness import stale_cells as _stale_cells
 from eval_pipeline.service.instance import dagster_instance
 from eval_pipeline.service.launching import QUIET, RUN_TAG, ensure_partitions, execute_in_process
@@ -50,7 +53,17 @@ def stale_cells(rt: Runtime, *, suite_id: str | None = None, model: str | None =
     `judge_model` and `rubric` name the judge graded with now. Raises NotFound for an unknown suite (or
     one of another org)."""
     return [cell.to_dict() for sid in _suite_ids(rt, suite_id, org_id)
-            for cell in _stale_cells(rt.catalog, sid, model=model, judge_model=judge_model, rubric=rubric)]
+            for cell in _suite_stale(rt, sid, suite_id is None, model=model, judge_model=judge_model, rubric=rubric)]
+
+
+def _suite_stale(rt: Runtime, suite_id: str, listing: bool, **kwargs: Any) -> list[StaleCell]:
+    """A suite's stale cells; when `listing` every suite, one without versions has none (not an error)."""
+    try:
+        return _stale_cells(rt.catalog, suite_id, **kwargs)
+    except NotFound:
+        if listing:
+            return []
+        raise
 
 
 def _suite_ids(rt: Runtime, suite_id: str | None, org_id: str | None) -> list[str]:
@@ -72,49 +85,63 @@ def backfill_daemon_alive(instance: dg.DagsterInstance) -> bool:
     return beat is not None and time.time() - beat.timestamp < DAEMON_FRESH_SECONDS
 
 
-def _check_revisions(rt: Runtime, models: list[Any], revisions: Any) -> list[tuple[str, dict[str, Any]]]:
-    """[(label, options)] of each revision of the one registered vLLM model in `models`: a local folder
-    replaces the model's path (label: the folder's name), anything else is a Hub revision of its repo.
-    Raises InvalidInput naming the field."""
+def _check_revisions(rt: Runtime, models: list[Any], revisions: Any, *, folders: bool
+                     ) -> list[tuple[str, dict[str, Any]]]:
+    """[(name, options)] of each revision of the one registered vLLM model in `models`, named
+    `<model>@<label>`: with `folders`, an existing local folder replaces the model's path (label: the
+    folder's name); otherwise the string is a revision of the model's Hub repo (label: the revision), which
+    a model at a local folder has none of. A name registered already with other options is refused, never
+    replaced. Raises InvalidInput naming the field."""
     if not isinstance(revisions, list) or not revisions or not all(isinstance(r, str) and r for r in revisions):
         raise InvalidInput("revisions", "must be a non-empty list of Hub revisions or checkpoint folders")
     if len(models) != 1:
         raise InvalidInput("models", "a backfill of revisions takes exactly one model")
-    base = next((m for m in list_models(rt.catalog, implicit=True) if m.name == models[0]), None)
+    registered = {m.name: m for m in list_models(rt.catalog, implicit=True)}
+    base = registered.get(models[0])
     if base is None:
         raise InvalidInput("models[0]", f"{models[0]!r} is not a registered model")
     if base.backend != "vllm":
         raise InvalidInput("revisions", f"model {base.name!r} is served over HTTP ({base.backend}): no revisions")
+    local_base = Path(getattr(base.options, "path", "")).expanduser().is_dir()
     out = []
     for i, rev in enumerate(revisions):
         folder = Path(rev).expanduser()
         options = base.options.model_dump()
-        if folder.is_dir():
-            options["path"], label = str(folder.resolve()), folder.name
-        elif "/" in rev or rev.startswith("."):
-            raise InvalidInput(f"revisions[{i}]", f"{rev!r} is neither a checkpoint folder nor a Hub revision")
+        if folders and folder.is_dir():
+            options["path"], label = str(folder.resolve()), folder.resolve().name
+        elif local_base:
+            raise InvalidInput(f"revisions[{i}]", f"{rev!r} is not a checkpoint folder" + (
+                "" if folders else " (over HTTP only Hub revisions of a Hub model are taken)") +
+                f", and {base.name!r} is a local folder with no Hub revisions")
         else:
             options["revision"], label = rev, rev
-        out.append((label, options))
-    if len({label for label, _ in out}) != len(out):
+        name = f"{base.name}@{label}"
+        known = registered.get(name)
+        if known is not None and known.options.model_dump() != options:
+            raise InvalidInput(f"revisions[{i}]", f"model {name!r} is registered already with other settings "
+                                                  "(another checkpoint of the same name?); rename the folder")
+        out.append((name, options))
+    if len({name for name, _ in out}) != len(out):
         raise InvalidInput("revisions", "two revisions have the same label")
     return out
 
 
-def checkpoint_models(rt: Runtime, model: str, revisions: list[str]) -> list[str]:
-    """Register one model per revision of `model` (a registered vLLM model), named `<model>@<label>` (see
-    _check_revisions). Returns the names in the order given. Raises InvalidInput naming the field."""
-    return [add_model(rt.catalog, f"{model}@{label}", options, replace=True).name
-            for label, options in _check_revisions(rt, [model], revisions)]
+def checkpoint_models(rt: Runtime, checked: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Register the models _check_revisions checked (an identical registration is kept as it is)."""
+    registered = {m.name for m in list_models(rt.catalog, implicit=True)}
+    return [name if name in registered else add_model(rt.catalog, name, options).name for name, options in checked]
 
 
 def create_backfill(rt: Runtime, body: dict[str, Any], asset_graph: BaseAssetGraph[Any], *, job: dg.JobDefinition | None
-                    = None, wait: bool = False, org_id: str | None = None) -> list[dict[str, Any]]:
+                    = None, wait: bool = False, org_id: str | None = None, team_id: str | None = None,
+                    created_by: str | None = None, folders: bool = True) -> list[dict[str, Any]]:
     """Backfill `body`: {"suite_id", "suite_version"?, "models": [...], "revisions"?: [...] (then exactly one
     model), "task_ids"?: [...], "stale"?: bool, "run"?: {run settings: max_samples_per_task, generation,
     name...}}. With `stale`, exactly the stale cells (of `suite_id`, or of every suite: one backfill per
     suite), of `models` when given. Each backfill is one eval run and one Dagster backfill; with `wait`
-    (and `job`, the generation job), executed here before returning. Returns one object per backfill:
+    (and `job`, the generation job), executed here before returning. `folders` lets revisions name local
+    checkpoint folders (the CLI; not over HTTP, where a caller must not reach the server's files).
+    Returns one object per backfill:
     {backfill_id, run_id, suite_id, models, partitions, status}. Raises InvalidInput naming the field,
     NotFound for an unknown suite (or one of another org), Conflict without `wait` when no Dagster daemon
     runs backfills (it would never start), before anything is written."""
@@ -125,36 +152,49 @@ def create_backfill(rt: Runtime, body: dict[str, Any], asset_graph: BaseAssetGra
     settings = body.get("run") or {}
     if not isinstance(settings, dict):
         raise InvalidInput("run", "must be an object of run settings")
-    revisions = body.get("revisions")
-    if body.get("stale"):
+    stale = body.get("stale", False)
+    if not isinstance(stale, bool):
+        raise InvalidInput("stale", "must be true or false")
+    for field in ("suite_id", "suite_version"):
+        if body.get(field) is not None and not isinstance(body[field], (str if field == "suite_id" else int)):
+            raise InvalidInput(field, "must be a string" if field == "suite_id" else "must be an integer")
+    models = body.get("models")
+    if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
+        raise InvalidInput("models", "must be a list of model names")
+    revisions, checked = body.get("revisions"), None
+    if stale:
+        extra = [f for f in ("revisions", "task_ids", "suite_version") if body.get(f) is not None]
+        if extra:
+            raise InvalidInput(extra[0], "does not apply with stale: the stale cells decide the models and tasks")
         plans: list[Plan] = _stale_plans(rt, body, org_id)
     else:
         if not body.get("suite_id"):
             raise InvalidInput("suite_id", "is required")
         _suite_ids(rt, str(body["suite_id"]), org_id)
-        models = body.get("models")
-        if not isinstance(models, list) or not models:
+        if not models:
             raise InvalidInput("models", "must be a non-empty list of model names")
-        if revisions is not None:
-            _check_revisions(rt, models, revisions)
         plans = [(str(body["suite_id"]), list(models), body.get("task_ids"), None)]
-    for suite_id, models, task_ids, _ in plans:  # the runs as they will be made, before anything is written
-        check_run_request(rt.catalog, RunRequest.parse(_request(body, settings, suite_id, models, task_ids, "")),
-                          org_id=org_id)
+        if revisions is not None:
+            checked = _check_revisions(rt, models, revisions, folders=folders)
+            names = [name for name, _ in checked]
+            settings = {**settings, "metadata": {**(settings.get("metadata") or {}), CHECKPOINTS: json.dumps(names)}}
+            RunRequest.parse(_request(body, settings, plans[0][0], names, plans[0][2], "x" * 8))  # names, metadata
+    for suite_id, run_models, task_ids, _ in plans:  # the runs as they will be made, before anything is written
+        base_models = run_models if checked is None else list(models or [])
+        request = _request(body, settings, suite_id, base_models, task_ids, "x" * 8)
+        check_run_request(rt.catalog, RunRequest.parse(request), org_id=org_id)
     if not wait and plans and not backfill_daemon_alive(dagster_instance(rt)):
         raise Conflict("no Dagster daemon has run backfills in the last 2 minutes (start `dagster dev` or "
                        "`dagster-daemon run`), so this backfill would never start; execute it here instead "
                        "(`eval-pipeline backfill ... --wait`)")
-    if revisions is not None:
-        names = checkpoint_models(rt, plans[0][1][0], revisions)
-        settings = {**settings, "metadata": {**(settings.get("metadata") or {}), CHECKPOINTS: json.dumps(names)}}
-        plans = [(plans[0][0], names, plans[0][2], None)]
+    if checked is not None:
+        plans = [(plans[0][0], checkpoint_models(rt, checked), plans[0][2], None)]
     out = []
     for suite_id, models, task_ids, cells in plans:
         backfill_id = make_new_backfill_id()
         request = _request(body, settings, suite_id, models, task_ids, backfill_id)
         run = runs.create_run(rt.catalog, rt.lake, request, origin=f"dagster:{backfill_id}", status="in_progress",
-                              cells=cells, org_id=org_id)
+                              cells=cells, org_id=org_id, team_id=team_id, created_by=created_by)
         out.append(_launch(rt, run["id"], backfill_id, asset_graph, job, wait))
     return out
 
@@ -175,7 +215,7 @@ def _stale_plans(rt: Runtime, body: dict[str, Any], org_id: str | None) -> list[
     wanted = set(body.get("models") or [])
     plans: list[Plan] = []
     for suite_id in _suite_ids(rt, body.get("suite_id"), org_id):
-        cells = [c for c in _stale_cells(rt.catalog, suite_id) if not wanted or c.model in wanted]
+        cells = [c for c in _suite_stale(rt, suite_id, body.get("suite_id") is None) if not wanted or c.model in wanted]
         if cells:
             plans.append((suite_id, sorted({c.model for c in cells}), sorted({c.task_id for c in cells}),
                           {(c.model, c.task_id) for c in cells}))
@@ -216,7 +256,9 @@ def _execute(rt: Runtime, instance: dg.DagsterInstance, run_id: str, backfill_id
     results: list[ExecutionResult] = execute_in_process(instance, rt.catalog, rt.lake, run_id, job, run_config=QUIET,
                                                         tags={BACKFILL_TAG: backfill_id})
     backfill = _backfill(rt, instance, run_id, backfill_id, asset_graph)
-    done = {f"{p.model_key}|{p.task_key}" for p in runs.run_partitions(rt.catalog, run_id) if p.status == "done"}
+    # materialised: the partition's metrics are written (done alone means its generations are)
+    done = {f"{p.model_key}|{p.task_key}" for p in runs.run_partitions(rt.catalog, run_id)
+            if p.status == "done" and rt.lake.exists(metrics_path(run_id, p.model_key, p.task_key))}
     keys = set(_partition_keys(rt, run_id))
     data = backfill.asset_backfill_data
     assert data is not None  # an asset backfill
@@ -242,13 +284,44 @@ def _execute(rt: Runtime, instance: dg.DagsterInstance, run_id: str, backfill_id
 def resume_backfill(rt: Runtime, backfill_id: str, asset_graph: BaseAssetGraph[Any], job: dg.JobDefinition
                     ) -> dict[str, Any]:
     """Execute here what a backfill left unfinished (a `wait` that crashed, or failed cells): the finished
-    cells are not redone. Raises NotFound for a backfill no eval run was made for."""
+    cells are not redone. Its Dagster runs left started by a process that is gone are marked failed first.
+    Raises NotFound for a backfill no eval run was made for, Conflict for one the daemon runs (requested)
+    or whose runs are still executing in a live process."""
     run_id = runs.run_for_origin(rt.catalog, f"dagster:{backfill_id}")
     if run_id is None:
         raise NotFound("backfill", backfill_id)
+    instance = dagster_instance(rt)
+    record = instance.get_backfill(backfill_id)
+    if record is not None and record.status == BulkActionStatus.REQUESTED:
+        raise Conflict(f"backfill {backfill_id} is the Dagster daemon's to run (requested); resume it there")
+    _fail_orphaned_runs(instance, backfill_id)
     if runs.get_run(rt.catalog, run_id)["status"] == "failed":
         runs.resume_run(rt.catalog, run_id)  # unfinished partitions back to pending, their chunks kept
-    return _execute(rt, dagster_instance(rt), run_id, backfill_id, asset_graph, job)
+    return _execute(rt, instance, run_id, backfill_id, asset_graph, job)
+
+
+def _fail_orphaned_runs(instance: dg.DagsterInstance, backfill_id: str) -> None:
+    """Mark failed the backfill's Dagster runs still started whose process is gone (they ran in-process,
+    on this machine: their events carry its pid); Conflict when one's process is alive."""
+    started = instance.get_runs(dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}, statuses=[
+        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    for run in started:
+        pids = {ev.pid for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_START)
+                if (ev := e.get_dagster_event()) is not None and ev.pid}
+        if any(_alive(pid) for pid in pids):
+            raise Conflict(f"backfill {backfill_id} is still executing (Dagster run {run.run_id}, process "
+                           f"{', '.join(map(str, sorted(pids)))})")
+        instance.report_run_failed(run, "its process ended without finishing the run (resumed here)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _summary(rt: Runtime, run_id: str, backfill_id: str, status: str) -> dict[str, Any]:

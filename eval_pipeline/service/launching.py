@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import dagster as dg
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.execution.execution_result import ExecutionResult
 
 from eval_pipeline import runs
@@ -147,7 +148,11 @@ def failure_message(result: ExecutionResult) -> str:
 
 def stop_dagster_runs(instance: dg.DagsterInstance, run_id: str) -> int:
     """Cancel the eval run's Dagster runs that have not finished: queued ones never start, started
-    ones are terminated through the run launcher (in-process ones stop at their next chunk)."""
+    ones are terminated through the run launcher (in-process ones stop at their next chunk); a Dagster
+    backfill launching them (the daemon's) is cancelled too, so it launches no more."""
+    for backfill in instance.get_backfills(filters=BulkActionsFilter(
+            tags={RUN_TAG: run_id}, statuses=[BulkActionStatus.REQUESTED])):
+        instance.update_backfill(backfill.with_status(BulkActionStatus.CANCELING))  # type: ignore[no-untyped-call]
     stopped = 0
     records = instance.get_run_records(dg.RunsFilter(tags={RUN_TAG: run_id}, statuses=[
         dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
