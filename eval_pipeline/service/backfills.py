@@ -5,7 +5,8 @@ asset backfill of its (model, task) partitions; and which cells are stale, and w
 The eval run is created first, with origin `dagster:<backfill id>` and the backfill's tag on its Dagster
 runs, so every cell is an eval run partition (the API, the report and comparisons see it). Without
 `wait`, the backfill is recorded as requested and the Dagster daemon's backfill loop launches its runs
-(BackfillPolicy.single_run: one run per contiguous block), resuming by itself after a crash. With
+(cut into partition ranges by Dagster itself, BackfillPolicy.single_run), resuming by itself after a
+crash. With
 `wait`, its Dagster runs execute here, tagged with the backfill, and the backfill is recorded once they
 end, completed with what materialised (recorded at the end so that a daemon never launches it twice).
 `resume_backfill` executes the cells a crashed `wait` left unfinished; finished cells are not redone."""
