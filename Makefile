@@ -24,7 +24,7 @@ demo: $(STAMP)
 # when it collected no tests; make fails on any non-zero exit, so
 # that cannot pass.
 test: $(STAMP) lint chromium
-	$(BIN)/python -m pytest -n 3 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=20
 
 # The browser tests drive Debian's chromium (Playwright cannot download its own browser here).
 chromium:
