@@ -40,7 +40,10 @@ def eval_run_id(context, catalog: CatalogResource, lake: LakeResource, *, create
     kinds={"python", "parquet"},
 )
 def generations(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: LakeResource) -> None:
-    """Model outputs and loglikelihoods for every request of a task, chunked Parquet files in the lake."""
+    """Model outputs and loglikelihoods for every request of a task, chunked Parquet files in the lake.
+    Materialised from the UI without an eval run (a backfill), it records one eval run for the backfill,
+    'Dagster backfill <id>', on the latest suite version holding the tasks, with default settings: every
+    doc, each task's own generation settings, the generation cache on, rule grades."""
     run_id = eval_run_id(context, catalog, lake, create=True)
     for key in context.partition_keys:
         part = runs.partition_by_keys(catalog.catalog, run_id, *split_key(key))
