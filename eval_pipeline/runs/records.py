@@ -224,13 +224,10 @@ def queued_runs(catalog: Catalog) -> list[RunObject]:
                                                     .order_by(t.Run.created_ns, t.Run.id))]
 
 
-def run_partitions(catalog: Catalog, run_id: str, *, unfinished_only: bool = False) -> list[t.RunPartition]:
-    """The run's partition rows (detached), by model then task key; only those not `done` when
-    `unfinished_only`. An unknown run has none."""
+def run_partitions(catalog: Catalog, run_id: str) -> list[t.RunPartition]:
+    """The run's partition rows (detached), by model then task key. An unknown run has none."""
     with catalog.session() as s:
         q = select(t.RunPartition).where(t.RunPartition.run_id == run_id)
-        if unfinished_only:
-            q = q.where(t.RunPartition.status != "done")
         return list(s.scalars(q.order_by(t.RunPartition.model, t.RunPartition.task_key)))
 
 

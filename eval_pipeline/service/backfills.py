@@ -30,14 +30,13 @@ from sqlalchemy import select
 from eval_pipeline import runs
 from eval_pipeline.errors import Conflict, InvalidInput, NotFound
 from eval_pipeline.models.registry import add_model, list_models
-from eval_pipeline.results.metrics import metrics_path
 from eval_pipeline.results.report_page import CHECKPOINTS
 from eval_pipeline.runs.creation import check_run_request
 from eval_pipeline.runs.request import RunRequest
 from eval_pipeline.runs.staleness import StaleCell
 from eval_pipeline.runs.staleness import stale_cells as _stale_cells
 from eval_pipeline.service.instance import dagster_instance
-from eval_pipeline.service.launching import QUIET, RUN_TAG, ensure_partitions, execute_in_process
+from eval_pipeline.service.launching import QUIET, RUN_TAG, ensure_partitions, execute_in_process, finished
 from eval_pipeline.service.location import IN_PROCESS
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.runtime import Runtime
@@ -259,8 +258,7 @@ def _execute(rt: Runtime, instance: dg.DagsterInstance, run_id: str, backfill_id
                                                         tags={BACKFILL_TAG: backfill_id})
     backfill = _backfill(rt, instance, run_id, backfill_id, asset_graph)
     # materialised: the partition's metrics are written (done alone means its generations are)
-    done = {f"{p.model_key}|{p.task_key}" for p in runs.run_partitions(rt.catalog, run_id)
-            if p.status == "done" and rt.lake.exists(metrics_path(run_id, p.model_key, p.task_key))}
+    done = {f"{p.model_key}|{p.task_key}" for p in runs.run_partitions(rt.catalog, run_id) if finished(rt.lake, p)}
     keys = set(_partition_keys(rt, run_id))
     data = backfill.asset_backfill_data
     assert data is not None  # an asset backfill

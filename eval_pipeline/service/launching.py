@@ -16,6 +16,7 @@ from eval_pipeline.results.metrics import metrics_path
 from eval_pipeline.service.location import run_here
 from eval_pipeline.service.partitions import EXPORT, MODEL, TASK
 from eval_pipeline.stores.catalog import Catalog
+from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.lake import Lake
 
 RUN_TAG = "eval_pipeline/run_id"
@@ -81,8 +82,8 @@ def plan_block_runs(catalog: Catalog, run_id: str, task_order: Sequence[str], la
     With the `lake`, a partition marked done whose metrics were never written (a crash between its
     generations and its metrics, in the same Dagster run) counts as unfinished too: its chunks are kept
     and skipped, its grades and metrics made."""
-    parts = [p for p in runs.run_partitions(catalog, run_id) if p.status != "done" or (
-        lake is not None and not lake.exists(metrics_path(run_id, p.model_key, p.task_key)))]
+    parts = [p for p in runs.run_partitions(catalog, run_id)
+             if p.status != "done" or (lake is not None and not finished(lake, p))]
     attempt = runs.run_attempt(catalog, run_id)
     model_keys = list(dict.fromkeys(p.model_key for p in parts))
     order = list(task_order) + [k for k in dict.fromkeys(p.task_key for p in parts) if k not in task_order]
@@ -91,6 +92,12 @@ def plan_block_runs(catalog: Catalog, run_id: str, task_order: Sequence[str], la
         wanted = [p.task_key for p in parts if p.model_key == mk]
         block_runs += [BlockRun(run_id, mk, block, attempt) for block in contiguous_blocks(wanted, order)]
     return block_runs, set(model_keys), {p.task_key for p in parts}
+
+
+def finished(lake: Lake, part: t.RunPartition) -> bool:
+    """Whether a run partition (a RunPartition row) is done with its metrics written: `done` alone means
+    its generations are, and a crash before the same Dagster run's metrics step leaves it so."""
+    return bool(part.status == "done" and lake.exists(metrics_path(part.run_id, part.model_key, part.task_key)))
 
 
 def ensure_partitions(instance: dg.DagsterInstance, model_keys: set[str], task_keys: set[str]) -> None:
