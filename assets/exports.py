@@ -2,6 +2,7 @@
 an S3-compatible bucket or the lake, with a check that the manifest's checksums verify."""
 import dagster as dg
 
+from assets.placement import placement
 from eval_pipeline.exports.tasks import bundle_location, run_export, verify_bundle
 from eval_pipeline.service.partitions import export_partitions_def
 from eval_pipeline.stores.settings import Settings
@@ -29,7 +30,7 @@ def export_bundles(context: dg.AssetExecutionContext, catalog: CatalogResource, 
     context.add_output_metadata({
         "run_id": export["run_id"], "location": export["location"], "storage_type": export["storage_type"],
         "format": export["format"], "content": ", ".join(export["content"]), "rows": rows,
-        "files": dg.MetadataValue.json({f["name"]: f["sha256"] for f in export["files"] or []})})
+        "files": dg.MetadataValue.json({f["name"]: f["sha256"] for f in export["files"] or []}), **placement()})
 
 
 @dg.asset_check(asset=export_bundles)

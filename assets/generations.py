@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.check_results import CheckEvents, validation_evaluations
+from assets.placement import placement
 from assets.suites import suite_versions
 from eval_pipeline import runs
 from eval_pipeline.execution.generate import generate_partition
@@ -45,6 +46,7 @@ def generations(context: dg.AssetExecutionContext, catalog: CatalogResource, lak
     'Dagster backfill <id>', on the latest suite version holding the tasks, with default settings: every
     doc, each task's own generation settings, the generation cache on, rule grades."""
     run_id = eval_run_id(context, catalog, lake, create=True)
+    where = placement()
     for key in context.partition_keys:
         part = runs.partition_by_keys(catalog.catalog, run_id, *split_key(key))
         report = generate_partition(catalog.catalog, lake.lake, run_id, part.model, part.task_id,
@@ -57,6 +59,7 @@ def generations(context: dg.AssetExecutionContext, catalog: CatalogResource, lak
             "generated": report.generated, "from_cache": report.cached, "failed": report.failed,
             "empty": report.empty, "chunks_written": report.chunks_written,
             "chunks_skipped": report.chunks_skipped, "engine_loaded": report.engine_loaded,
+            "engine_loads": report.engine_loads, **where,
             "seconds": round(report.seconds, 3), "generation_seconds": round(report.generation_seconds, 3),
             "path": dg.MetadataValue.path(report.chunk_paths[0].rsplit("/", 1)[0]) if report.chunk_paths else "",
             "engine": dg.MetadataValue.json(report.engine or {}),

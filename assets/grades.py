@@ -7,6 +7,7 @@ from tabulate import tabulate
 
 from assets.check_results import CheckEvents, validation_evaluations
 from assets.generations import eval_run_id, generations
+from assets.placement import placement
 from eval_pipeline import runs
 from eval_pipeline.grading.embedding import embedding_partition
 from eval_pipeline.grading.grade_files import active_grade_files
@@ -33,7 +34,8 @@ def grades(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: La
         md = {"eval_run_id": run_id, "docs": report.docs, "rows": report.rows, "failed_docs": report.failed_docs,
               "path": dg.MetadataValue.path(report.path), "means": dg.MetadataValue.md(table),
               # native | lm-eval-registry | predict-only | not-gradable, and why
-              "gradability": report.gradability.status, "gradability_reason": report.gradability.reason or ""}
+              "gradability": report.gradability.status, "gradability_reason": report.gradability.reason or "",
+              **placement()}
         if judged:
             md |= {"judge_path": dg.MetadataValue.path(judged.path), "judge_failed": judged.failed}
         if embedded:

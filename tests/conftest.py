@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 for _var in ("HF_TOKEN", "EVAL_PIPELINE_HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
     os.environ.pop(_var, None)  # no test may lean on a token from the environment
 
-from services import create_database, drop_database, free_port, postgres_server  # noqa: E402
+from services import create_database, drop_database, free_port, postgres_server, redis_server  # noqa: E402
 
 from eval_pipeline.stores.catalog import Catalog, tables  # noqa: E402
 from eval_pipeline.stores.lake import Lake  # noqa: E402
@@ -75,6 +75,13 @@ def quiet_run_config() -> dict:
 @pytest.fixture(scope="session")
 def pg_admin_url():
     url, stop = postgres_server()
+    yield url
+    stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    url, stop = redis_server()
     yield url
     stop()
 

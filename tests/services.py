@@ -91,6 +91,37 @@ def drop_database(admin_url: str, url: str) -> None:
     conn.close()
 
 
+def redis_server():
+    """(URL, stopper): EVAL_PIPELINE_TEST_REDIS, else 127.0.0.1:6379, else a redis-server of our own on a free
+    port, keeping nothing on disk."""
+    import redis
+
+    url = os.environ.get("EVAL_PIPELINE_TEST_REDIS") or "redis://127.0.0.1:6379"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        return url, lambda: None
+    except redis.ConnectionError:
+        pass
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+            break
+        except redis.ConnectionError:
+            import time
+
+            time.sleep(0.1)
+
+    def stop():
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    return url, stop
+
+
 class LoopbackHTTP:
     """A threaded HTTP server on a free loopback port, serving `handler` while in a `with` block; `url` is
     its base URL with `path` appended."""

@@ -11,6 +11,7 @@ import dagster  # noqa: F401  (imported before the app serves: its import is slo
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from eval_pipeline.api import backfills, mka1, qianfan, schedules, zstack
 from eval_pipeline.api.common import Unauthorized
@@ -63,6 +64,12 @@ def create_app(runtime: Runtime, *, execute: bool = False, worker_interval: floa
         if request.url.path.startswith(FILES_PREFIX):  # the SDK's files errors: an integer code, a type
             body["error"] |= {"type": exc.code, "code": status}
         return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(OperationalError)
+    async def _catalog_unreachable(request: Request, exc: OperationalError) -> JSONResponse:
+        # the catalog's server went away (a restart, a network cut): the request was fine; retry it
+        return JSONResponse(error_body("unavailable", "the catalog database is not reachable; retry shortly", None),
+                            status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(request: Request, exc: RequestValidationError) -> JSONResponse:

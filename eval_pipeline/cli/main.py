@@ -14,6 +14,7 @@ from eval_pipeline.cli.exports import exports_group
 from eval_pipeline.cli.runs import models, runs_group
 from eval_pipeline.cli.schedules import schedules_group
 from eval_pipeline.cli.serve import keys, serve
+from eval_pipeline.cli.stack import stack_group
 from eval_pipeline.errors import InvalidInput
 
 
@@ -161,6 +162,7 @@ main.add_command(exports_group)
 main.add_command(schedules_group)
 main.add_command(serve)
 main.add_command(keys)
+main.add_command(stack_group)
 
 
 if __name__ == "__main__":

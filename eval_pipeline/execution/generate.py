@@ -8,6 +8,7 @@ so a cancel stops it after the chunk in flight.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -39,10 +40,15 @@ class PartitionReport:
     chunks_written: int = 0
     chunks_skipped: int = 0
     engine_loaded: bool = False
+    engine_loads: int = 0  # engines this process has loaded for the same (eval run, model), this one's included
     seconds: float = 0.0
     generation_seconds: float = 0.0  # time inside the backend only
     chunk_paths: list[str] = field(default_factory=list)
     engine: dict[str, Any] | None = None  # what answered: backend, resolved dtype, window, tokenizer
+
+
+# (eval run, model) -> engine loads in this process: a warm worker loads each model once per run
+_engine_loads: Counter[tuple[str, str]] = Counter()
 
 
 def chunk_dir(run_id: str, model_key: str, task_key: str) -> str:
@@ -142,6 +148,7 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
             if lease is None:
                 lease = backend_for(model)
                 report.engine_loaded = report.engine_loaded or lease.loaded_now
+                _engine_loads[(run_id, model_name)] += lease.loaded_now
             t0 = time.perf_counter()
             fresh = dict(zip((r.index for r in todo), lease.backend.generate(todo, generation, settings)))
             report.generation_seconds += time.perf_counter() - t0
@@ -159,6 +166,7 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
     if lease is not None:
         runs.set_partition_engine(catalog, run_id, model_name, task_id, engine_info(lease.backend))
     report.engine = part.engine if lease is None else engine_info(lease.backend)
+    report.engine_loads = _engine_loads[(run_id, model_name)]
     chunks = runs.partition_chunks(catalog, run_id, model_name, task_id)
     report.rows = sum(c["rows"] for c in chunks)
     report.failed = sum(c["failed"] for c in chunks)

@@ -1,15 +1,19 @@
 """Generation backends and the models a worker process holds: a vLLM engine (or an embedder) is loaded
-once and reused by every partition and run that asks for the same model; loading another model first
-releases the previous one, so one model's memory is held at a time."""
+once and reused by every partition and run that asks for the same model. A process keeps at most
+EVAL_PIPELINE_MAX_ENGINES engines (default 1: one model's memory at a time); loading one more first
+releases the least recently used."""
 from __future__ import annotations
 
 import gc
+import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
+from eval_pipeline.errors import InvalidInput
 from eval_pipeline.generation.requests import GenRequest
 from eval_pipeline.generation.rows import Outcome
 from eval_pipeline.generation.vllm_backend import VllmEngine, apply_cpu_defaults
@@ -34,7 +38,16 @@ class Backend(Protocol):
 
 
 _lock = threading.Lock()
-_loaded: dict[str, Backend] = {}
+_loaded: OrderedDict[str, Backend] = OrderedDict()  # by model fingerprint, least recently used first
+
+
+def engine_limit() -> int:
+    """How many engines a process keeps: EVAL_PIPELINE_MAX_ENGINES (1..64, default 1). Raises
+    InvalidInput naming the variable when it is not such a number."""
+    raw = os.environ.get("EVAL_PIPELINE_MAX_ENGINES") or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        raise InvalidInput("EVAL_PIPELINE_MAX_ENGINES", f"{raw!r} is not a number of engines in 1..64")
+    return int(raw)
 
 
 @dataclass
@@ -47,19 +60,31 @@ class Lease:
 
 def backend_for(model: Model) -> Lease:
     """The backend of a registered model: a new OpenAI-compatible client, or this process's vLLM engine
-    for the model (loaded now, after releasing any other model, when it is not the one held)."""
+    for the model (loaded now when it is not held, after releasing the least recently used engines beyond
+    engine_limit() - 1, and any embedder)."""
     if model.backend == "openai":
         # deferred: the openai client takes 0.7 s to import and a vllm-only process never needs it
         from eval_pipeline.generation.openai_backend import OpenAIBackend
 
         return Lease(OpenAIBackend(model), False)
+    limit = engine_limit()
     with _lock:
         engine = _loaded.get(model.fingerprint)
         if engine is not None:
+            _loaded.move_to_end(model.fingerprint)
             return Lease(engine, False)
-        release_all()
+        while len(_loaded) >= limit:
+            _loaded.popitem(last=False)
+        release_embedders()
+        gc.collect()
         engine = _loaded[model.fingerprint] = VllmEngine(model)
         return Lease(engine, True)
+
+
+def loaded_engines() -> list[str]:
+    """The fingerprints of the engines this process holds, least recently used first."""
+    with _lock:
+        return list(_loaded)
 
 
 def engine_info(backend: Backend) -> dict[str, Any]:

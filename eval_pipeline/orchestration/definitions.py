@@ -9,6 +9,7 @@ from assets.grades import grades, grades_valid
 from assets.historical import historical_metrics_agree, historical_results, historical_samples_valid
 from assets.metrics import metrics, metrics_valid, no_regression
 from assets.suites import suite_inputs_valid, suite_versions
+from eval_pipeline.orchestration.executors import deployment_executor
 from eval_pipeline.orchestration.jobs import export_job, generation_job, historical_import_job, suite_publish_job
 from eval_pipeline.orchestration.nightly import nightly_schedules
 from eval_pipeline.orchestration.sensors import (
@@ -19,6 +20,7 @@ from eval_pipeline.orchestration.sensors import (
     schedule_ticks,
     scheduled_run_outcomes,
 )
+from eval_pipeline.stores.settings import Settings
 from resources import CatalogResource, GenerationThresholds, HubResource, LakeResource
 
 # A server-side Hub token is optional; when the deployment sets one it is resolved at run time only.
@@ -36,4 +38,5 @@ defs = dg.Definitions(
     schedules=nightly_schedules(),
     resources={"catalog": CatalogResource(), "lake": LakeResource(), "hub": _hub,
                "thresholds": GenerationThresholds()},
+    executor=deployment_executor(Settings.from_env()),
 )

@@ -56,9 +56,19 @@ def generation_failed(context: dg.RunFailureSensorContext, catalog: CatalogResou
     found its worker dead): the eval run fails, and partitions left running are released."""
     run_id = eval_run_of(catalog.catalog, context.dagster_run)
     if run_id:
-        message = context.failure_event.message if context.failure_event else ""
+        message = _failure_message(context.failure_event)
         after_dagster_run(catalog.catalog, lake.lake, run_id, False, message,
                           dagster_run_id=context.dagster_run.run_id)
+
+
+def _failure_message(event: dg.DagsterEvent | None) -> str:
+    """The run failure's message and, when the run failed on an error (a lost worker, a step that
+    raised), that error's own message: the first names the run, the second says why."""
+    if event is None:
+        return ""
+    error = getattr(event.event_specific_data, "error", None)
+    cause = error.message.strip() if error is not None and error.message else ""
+    return f"{event.message or ''} {cause}".strip()[:2000]
 
 
 @dg.sensor(job_name=EXPORT_JOB, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)

@@ -37,7 +37,7 @@ from eval_pipeline.runs.staleness import StaleCell
 from eval_pipeline.runs.staleness import stale_cells as _stale_cells
 from eval_pipeline.service.instance import dagster_instance
 from eval_pipeline.service.launching import QUIET, RUN_TAG, ensure_partitions, execute_in_process, finished
-from eval_pipeline.service.location import IN_PROCESS
+from eval_pipeline.service.location import daemon_run_config
 from eval_pipeline.stores.catalog import tables as t
 from eval_pipeline.stores.runtime import Runtime
 
@@ -247,7 +247,7 @@ def _backfill(rt: Runtime, instance: dg.DagsterInstance, run_id: str, backfill_i
         asset_selection=ASSETS, backfill_timestamp=time.time(), tags={RUN_TAG: run_id},
         dynamic_partitions_store=instance, all_partitions=False, title=run.get("name"),
         description=f"eval run {run_id}: {', '.join(run['models'])} on suite {run['suite_id']} "
-                    f"v{run['suite_version']}", run_config=IN_PROCESS)  # a run's steps share its loaded engine
+                    f"v{run['suite_version']}", run_config=daemon_run_config(rt.settings))
 
 
 def _execute(rt: Runtime, instance: dg.DagsterInstance, run_id: str, backfill_id: str,

@@ -13,10 +13,19 @@ from dagster._core.execution.execution_result import ExecutionResult
 from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.workspace.load import location_origin_from_module_name
 
+from eval_pipeline.stores.settings import Settings
+
 DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE = "eval_pipeline.orchestration.definitions", "defs"
 LOCATION_NAME = "eval_pipeline"  # workspace.yaml's location_name
 REPOSITORY_NAME = "__repository__"  # the repository a dg.Definitions object becomes
 IN_PROCESS: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}  # a loaded engine stays warm
+
+
+def daemon_run_config(settings: Settings) -> dict[str, Any]:
+    """The run config of Dagster runs the daemon launches for us (a backfill's): every step in the run's
+    own process, so a loaded engine stays warm, unless the deployment runs steps on Celery workers
+    (theirs stay warm), whose executor takes its config from the code location."""
+    return {} if settings.celery_config else IN_PROCESS
 
 
 def job_origin(job_name: str) -> RemoteJobOrigin:
@@ -32,8 +41,11 @@ def run_here(instance: dg.DagsterInstance, job: dg.JobDefinition, *, tags: Mappi
              run_config: Mapping[str, Any] | None = None) -> ExecutionResult:
     """Create a Dagster run of `job` under this code location and execute it here, every step in this
     process (the in-process executor), recorded in `instance` like any other run. Returns its result
-    (success, run_id, events); a step's failure is in the result, not raised."""
+    (success, run_id, events); a step's failure is in the result, not raised. Where the code location's
+    executor is another (Celery, in a deployment), this run alone executes in process all the same."""
     config = {**(run_config or {}), **IN_PROCESS}
+    if job.executor_def.name != dg.multi_or_in_process_executor.name:
+        job = job.with_executor_def(dg.multi_or_in_process_executor)
     run = instance.create_run_for_job(job_def=job, run_config=config, tags=dict(tags or {}),
                                       remote_job_origin=job_origin(job.name))
     return execute_run(InMemoryJob(job), run, instance)
