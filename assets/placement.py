@@ -14,7 +14,8 @@ def placement() -> dict[str, str]:
         from celery import current_task  # deferred: only a Celery worker has a task to ask about
     except ImportError:
         current_task = None
-    if current_task is not None and current_task.request.delivery_info:
+    # current_task is a proxy: false when this process is not running a Celery task
+    if current_task and current_task.request.delivery_info:
         routing_key = current_task.request.delivery_info.get("routing_key") or ""
         queue = routing_key.split(".", 1)[0] or os.environ.get("EVAL_PIPELINE_WORKER_QUEUE", "celery")
     return {"worker": f"{socket.gethostname()}:{os.getpid()}", "queue": queue}

@@ -26,7 +26,7 @@ pytest_plugins = ["lm_eval_cli"]
 # The files that take longest (minutes: daemons, browsers, engine loads, the lm_eval CLI), run first: with
 # `-n 3 --dist loadfile` the workers take files in collection order, and a long file started last would
 # leave the other workers idle at the end.
-LONGEST_FIRST = ["test_daemon_schedules.py", "test_fidelity.py", "test_browser_ui.py", "test_cli.py",
+LONGEST_FIRST = ["test_stack.py", "test_daemon_schedules.py", "test_fidelity.py", "test_browser_ui.py", "test_cli.py",
                  "test_backfills.py", "test_task_kinds.py", "test_schedules_nightly.py", "test_lm_eval_cases.py",
                  "test_crash.py", "test_resume_cancel.py", "test_judge_embedding.py", "test_schedules_regression.py"]
 

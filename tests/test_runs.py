@@ -1,5 +1,7 @@
 """Eval runs end to end: validation, lifecycle and counts through Dagster, one engine load per model,
 the cache, the sensor, and a UI-style backfill without an eval run."""
+import os
+
 import dagster as dg
 import pytest
 from sqlalchemy import func, select
@@ -10,6 +12,7 @@ from eval_pipeline.generation import backends as engines
 from eval_pipeline.orchestration.definitions import defs
 from eval_pipeline.orchestration.job_names import GENERATION_JOB
 from eval_pipeline.orchestration.sensors import queued_runs
+from eval_pipeline.results.report import markdown as runs_report_markdown
 from eval_pipeline.service.launching import RUN_TAG, execute_in_process
 from eval_pipeline.stores.catalog import tables as t
 from resources import CatalogResource, LakeResource
@@ -139,7 +142,16 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home, quiet_run_co
     assert len(mats) == 4
     meta = [{k: v.value for k, v in m.asset_materialization.metadata.items()} for m in mats]
     assert sum(m["engine_loaded"] for m in meta) == 1
+    assert {m["engine_loads"] for m in meta} == {1} and {m["queue"] for m in meta} == {"in_process"}
     assert sum(m["rows"] for m in meta) == run["request_counts"]["total"]
+    # cost: the CPU build holds no GPU; engine time within the step's wall time; tokens as the run's
+    cost = done["cost"]
+    assert cost["gpu_seconds"] == 0 and all(m["gpu_seconds"] == 0 for m in meta)
+    assert 0 < cost["engine_seconds"] <= cost["wall_seconds"]
+    assert (cost["input_tokens"], cost["output_tokens"]) == (done["tokens"]["input"], done["tokens"]["output"])
+    assert list(cost["by_model"]) == ["tiny"] and cost["by_model"]["tiny"]["wall_seconds"] == cost["wall_seconds"]
+    assert sum(p["wall_seconds"] for p in done["partitions"]) == pytest.approx(cost["wall_seconds"], abs=0.01)
+    assert sum(m["input_tokens"] for m in meta) == cost["input_tokens"]
     checks = [e for e in results[0].get_asset_check_evaluations()]
     assert {c.check_name for c in checks} == {"generations_complete", "generations_healthy", "grades_valid",
                                               "metrics_valid", "no_regression"}
@@ -162,11 +174,18 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home, quiet_run_co
     other_config = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": ["tiny"], "generation": {"max_gen_toks": 7},
         "task_ids": [_task_ids(eval_home)["ev_gen_a"]]})
-    execute_in_process(instance, eval_home.catalog, eval_home.lake,
-                       other_config["id"], defs.resolve_job_def(GENERATION_JOB),
-                       run_config=quiet_run_config)
+    os.environ["EVAL_PIPELINE_WORKER_GPUS"] = "2"  # a worker that says it holds two GPUs
+    try:
+        execute_in_process(instance, eval_home.catalog, eval_home.lake,
+                           other_config["id"], defs.resolve_job_def(GENERATION_JOB),
+                           run_config=quiet_run_config)
+    finally:
+        del os.environ["EVAL_PIPELINE_WORKER_GPUS"]
     mat = instance.fetch_materializations(dg.AssetKey("generations"), limit=1).records[0]
     assert mat.asset_materialization.metadata["generated"].value == 12  # another setting: no cache hit
+    cost = runs.get_run(eval_home.catalog, other_config["id"])["cost"]
+    assert cost["gpu_seconds"] == pytest.approx(2 * cost["engine_seconds"], abs=0.002) and cost["gpu_seconds"] > 0
+    assert "Cost of generation" in runs_report_markdown(runs.get_run(eval_home.catalog, other_config["id"]))
 
 
 def test_sensor_turns_a_queued_run_into_tagged_dagster_runs(eval_home):

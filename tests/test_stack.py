@@ -215,6 +215,15 @@ def test_an_api_run_generates_on_the_gpu_workers_and_grades_on_the_default_one(s
             else:
                 assert mat.metadata["queue"].value == "default" and _session_of(int(pid)) == default_session
 
+    # cost per model and in total in the API's overview: the CPU build holds no GPU
+    overview = httpx.get(f"{stack.api}/api/v1/llm/evals/runs/{created.id}/overview",
+                         headers={"Authorization": f"Bearer {stack.key}"}, timeout=10).json()
+    cost = overview["cost"]
+    assert set(cost["by_model"]) == {"tiny-a", "tiny-b"} and cost["gpu_seconds"] == 0
+    assert all(0 < c["engine_seconds"] <= c["wall_seconds"] and c["output_tokens"] > 0
+               for c in cost["by_model"].values())
+    assert cost["input_tokens"] == overview["tokens"]["input"]
+
     # the gpu pool's limit (1) held across both Dagster runs, though two gpu workers were free
     gen = [(s["start"], s["end"]) for s in _steps(instance, [r.dagster_run.run_id for r in instance.get_run_records()])
            if s["step"] == "generations" and s["end"]]
@@ -256,25 +265,27 @@ def _chunks(stack, run_id: str) -> int:
         return sum(len(p.chunks) for p in s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)))
 
 
-def _long_task(stack, tmp_path) -> str:
-    """A suite with one generate_until task of 600 docs: six chunks of 100, each some seconds of work."""
+def _long_run_under_way(stack, tmp_path, model: str) -> str:
+    """An eval run of one generate_until task of 600 docs (six chunks of 100, each some seconds of work),
+    created through the API and waited for until its first chunk is written; its id."""
     from eval_pipeline.historical.importer import import_results
 
     data = generated_folder(tmp_path / "long", models=("org/model-a",),
                             tasks=[SyntheticTask("ev_long", "generate_until", 600)])
     suite_id = import_results(stack.catalog, stack.lake, {"source": {"type": "path", "url": str(data)},
                                                           "suite_name": f"long suite {tmp_path.name}"}).suite_id
-    return suite_id
-
-
-def test_a_gpu_worker_killed_mid_partition_fails_the_run_and_resume_completes_it(stack, tmp_path):
-    suite_id = _long_task(stack, tmp_path)
-    run_id = _create_run(stack, {"suite_id": suite_id, "models": ["tiny-b"], "max_workflow_sample_activities": 100,
+    run_id = _create_run(stack, {"suite_id": suite_id, "models": [model], "max_workflow_sample_activities": 100,
+                                 # a stop string the random model never writes: every request runs to 64 tokens
                                  "generation": {"max_gen_toks": 64, "temperature": 0.0, "until": ["\u0000"]}})
     deadline = time.time() + 300
     while time.time() < deadline and _chunks(stack, run_id) < 1:
         time.sleep(0.2)
     assert _chunks(stack, run_id) >= 1, stack.get_run(run_id)
+    return run_id
+
+
+def test_a_gpu_worker_killed_mid_partition_fails_the_run_and_resume_completes_it(stack, tmp_path):
+    run_id = _long_run_under_way(stack, tmp_path, "tiny-b")
     instance = stack.instance()
     victim = _generation_worker(instance, run_id)
     assert victim.startswith("worker-gpu-")
@@ -326,13 +337,7 @@ def test_a_killed_daemon_is_restarted_by_up_and_launches_a_run_queued_meanwhile_
 
 def test_a_postgresql_restart_mid_run_leaves_no_run_stuck(stack, postgres, tmp_path):
     server, _ = postgres
-    suite_id = _long_task(stack, tmp_path)
-    run_id = _create_run(stack, {"suite_id": suite_id, "models": ["tiny-a"], "max_workflow_sample_activities": 100,
-                                 "generation": {"max_gen_toks": 64, "temperature": 0.0, "until": ["\u0000"]}})
-    deadline = time.time() + 300
-    while time.time() < deadline and _chunks(stack, run_id) < 1:
-        time.sleep(0.2)
-    assert _chunks(stack, run_id) >= 1
+    run_id = _long_run_under_way(stack, tmp_path, "tiny-a")
     data = os.path.join(server.dir, "data")
     # -l: the restarted server logs to its file, not to this pipe (which it would hold open)
     restarted = subprocess.run(server._as + [f"{server.bin}/pg_ctl", "-D", data, "-l", os.path.join(server.dir, "log"),
@@ -345,6 +350,28 @@ def test_a_postgresql_restart_mid_run_leaves_no_run_stuck(stack, postgres, tmp_p
                        timeout=120)
         end = stack.wait_run(run_id, 420)
     assert end["status"] == "completed", end
+
+
+def test_up_that_cannot_finish_stops_what_it_started(postgres, redis_url, tmp_path):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    env = cli_env(tmp_path / "home", EVAL_PIPELINE_STACK_POSTGRES_URL=postgres[1],
+                  EVAL_PIPELINE_STACK_REDIS_URL=redis_url, EVAL_PIPELINE_STACK_CODE_PORT=str(free_port()),
+                  EVAL_PIPELINE_STACK_UI_PORT=str(taken.getsockname()[1]),
+                  EVAL_PIPELINE_STACK_API_PORT=str(free_port()))
+    try:
+        done = subprocess.run([STACK, "up"], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and "EVAL_PIPELINE_STACK_*_PORT" in done.stderr, done.stderr[-2000:]
+        status = _stack(env, "status")
+        assert not status["up"] and status["processes"] == [] and status["other_processes"] == 0
+        code_server_log = Path(env["EVAL_PIPELINE_HOME"]) / "stack" / "logs" / "code-server.log"
+        assert code_server_log.exists()  # it had started, and was stopped again
+    finally:
+        taken.close()
+        _stack(env, "down")
 
 
 def test_down_stops_every_process_of_the_stack_and_nothing_else(stack, tmp_path):

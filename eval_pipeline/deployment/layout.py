@@ -24,7 +24,7 @@ DEFAULTS = {
     "EVAL_PIPELINE_STACK_UI_PORT": "3000",
     "EVAL_PIPELINE_STACK_API_PORT": "8000",
     "EVAL_PIPELINE_STACK_CODE_PORT": "4266",
-    "EVAL_PIPELINE_STACK_WORKER_GPUS": "1",  # GPUs each gpu worker holds (its GPU-seconds count them)
+    "EVAL_PIPELINE_STACK_WORKER_GPUS": "",  # GPUs each gpu worker holds; unset: what its engine resolves
 }
 
 
@@ -39,7 +39,7 @@ class StackLayout:
     gpu_workers: int
     default_workers: int
     gpu_pool_limit: int
-    worker_gpus: int
+    worker_gpus: int | None  # None: each engine's own count (vLLM's tensor-parallel size; 0 on a CPU build)
     ui_port: int
     api_port: int
     code_port: int
@@ -120,7 +120,8 @@ def stack_layout(environ: dict[str, str] | None = None) -> StackLayout:
         postgres_url=get["EVAL_PIPELINE_STACK_POSTGRES_URL"], redis_url=get["EVAL_PIPELINE_STACK_REDIS_URL"],
         gpu_workers=gpu_workers, default_workers=number("EVAL_PIPELINE_STACK_DEFAULT_WORKERS", 1, 64),
         gpu_pool_limit=number("EVAL_PIPELINE_STACK_GPU_POOL_LIMIT", 1, 1024, str(gpu_workers)),
-        worker_gpus=number("EVAL_PIPELINE_STACK_WORKER_GPUS", 0, 64),
+        worker_gpus=(number("EVAL_PIPELINE_STACK_WORKER_GPUS", 0, 64) if get["EVAL_PIPELINE_STACK_WORKER_GPUS"]
+                     else None),
         ui_port=number("EVAL_PIPELINE_STACK_UI_PORT", 1, 65535),
         api_port=number("EVAL_PIPELINE_STACK_API_PORT", 1, 65535),
         code_port=number("EVAL_PIPELINE_STACK_CODE_PORT", 1, 65535),

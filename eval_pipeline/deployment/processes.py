@@ -77,14 +77,14 @@ def specs(layout: StackLayout, paths: dict[str, Path]) -> list[Spec]:
         Spec("daemon", [str(b / "dagster-daemon"), "run", "-w", ws], {},
              _log_says("Instance is configured with the following daemons")),
     ]
+    gpus = {"gpu": {"EVAL_PIPELINE_WORKER_GPUS": str(layout.worker_gpus)}} if layout.worker_gpus is not None else {}
     for queue, count in (("gpu", layout.gpu_workers), ("default", layout.default_workers)):
         for i in range(1, count + 1):
             name = f"worker-{queue}-{i}"
             out.append(Spec(name, [str(b / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
                                    "-y", celery, "-q", queue, "-n", f"{name}-{layout.ident}", "--",
                                    "--concurrency=1"],
-                            {"EVAL_PIPELINE_WORKER_QUEUE": queue,
-                             "EVAL_PIPELINE_WORKER_GPUS": str(layout.worker_gpus if queue == "gpu" else 0)},
+                            {"EVAL_PIPELINE_WORKER_QUEUE": queue, **gpus.get(queue, {})},
                             _log_says(" ready.")))
     out.append(Spec("api", [str(b / "eval-pipeline"), "serve", "--host", "127.0.0.1", "--port", str(layout.api_port)],
                     {}, lambda lo, _: _http_ok(f"{lo.api_url}/healthz")))
@@ -171,16 +171,34 @@ def stack_up(layout: StackLayout, log: Callable[[str], None] = lambda m: None) -
     else:
         paths = {"workspace": layout.dir / "workspace.yaml", "celery": layout.dir / "celery.yaml"}
     kept_names = {p["name"] for p in kept}
+    for dead in (p for p in record.get("processes", []) if kept and p["name"] not in kept_names):
+        _stop_remnants(dead["pid"], live)  # what a dead leader started (a Celery worker's pool) goes too
     processes = list(kept)
-    for spec in specs(layout, paths):
-        if spec.name in kept_names:
-            continue
-        try:
+    started: list[int] = []
+    try:
+        for spec in specs(layout, paths):
+            if spec.name in kept_names:
+                continue
             processes.append(_start(layout, spec))
-        finally:
+            started.append(processes[-1]["pid"])
             write_stack_file(layout, paths["celery"], processes)
-        log(f"{spec.name} ready (pid {processes[-1]['pid']})")
+            log(f"{spec.name} ready (pid {processes[-1]['pid']})")
+    except BaseException:
+        for pid in started:  # nothing half-up: what this call started is stopped again
+            _stop_remnants(pid, set(stack_pids(layout.ident, {pid: 0})))
+        write_stack_file(layout, paths["celery"], kept)
+        raise
     return stack_status(layout)
+
+
+def _stop_remnants(leader: int, live: set[int]) -> None:
+    """SIGKILL the live processes of a recorded leader's session."""
+    for pid in live:
+        try:
+            if _proc_stat(str(pid))[1] == leader:
+                _signal(pid, signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 def _prepare_storage(layout: StackLayout) -> None:

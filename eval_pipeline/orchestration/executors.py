@@ -1,7 +1,9 @@
 """The code location's executor: Dagster's default on one machine (each run's steps in its own process or
 subprocesses); in a deployment whose settings name a Celery config (`eval-pipeline stack up` writes one,
 deploy/celery.yaml is the production template), dagster-celery's executor, which sends each step to a
-Celery queue: `generations` to `gpu` (its op tag), every other step to the config's default queue.
+Celery queue: `generations` to `gpu` (its op tag), every other step to the config's default queue; on
+Kubernetes (EVAL_PIPELINE_K8S_EXECUTOR_CONFIG, deploy/k8s/executor.yaml), dagster-k8s's k8s_job_executor,
+each step in a pod of its own (`generations` asking for one nvidia.com/gpu in its op tags).
 
 One thing is added to dagster-celery's executor: a watch on each started step's worker. dagster-celery
 waits for a step's result without end; a worker killed mid-step (kill -9, a lost machine) never sends one,
@@ -100,21 +102,31 @@ def _watched_executor() -> dg.ExecutorDefinition:
     return celery_watched_executor
 
 
-def celery_config(path: Path) -> dict[str, Any]:
-    """The executor config block (`execution.config`) of a dagster-celery YAML file, as
-    `dagster-celery worker start -y` reads it. Raises InvalidInput naming the file when it has none."""
+def executor_config(path: Path, variable: str, required: str | None = None) -> dict[str, Any]:
+    """The executor config block (`execution.config`) of a YAML file (as `dagster-celery worker start -y`
+    reads it). Raises InvalidInput naming `variable` and the file when it has none, or lacks `required`."""
     try:
         config = (yaml.safe_load(path.read_text()) or {}).get("execution", {}).get("config")
-    except (OSError, yaml.YAMLError) as e:
-        raise InvalidInput("EVAL_PIPELINE_CELERY_CONFIG", f"cannot read {path}: {e}") from e
-    if not isinstance(config, dict) or "broker" not in config:
-        raise InvalidInput("EVAL_PIPELINE_CELERY_CONFIG", f"{path} has no execution.config.broker")
+    except (OSError, yaml.YAMLError, AttributeError) as e:
+        raise InvalidInput(variable, f"cannot read {path}: {e}") from e
+    if not isinstance(config, dict) or (required and required not in config):
+        raise InvalidInput(variable, f"{path} has no execution.config{'.' + required if required else ''}")
     return config
 
 
+def celery_config(path: Path) -> dict[str, Any]:
+    """The Celery executor's config block of a dagster-celery YAML file (see executor_config)."""
+    return executor_config(path, "EVAL_PIPELINE_CELERY_CONFIG", "broker")
+
+
 def deployment_executor(settings: Settings) -> dg.ExecutorDefinition | None:
-    """The Celery executor (watched) configured from the settings' Celery file; None (Dagster's default)
-    when the settings name none."""
-    if settings.celery_config is None:
-        return None
-    return _watched_executor().configured(celery_config(settings.celery_config), name="celery")
+    """The Celery executor (watched) configured from the settings' Celery file, or dagster-k8s's
+    k8s_job_executor from its file; None (Dagster's default) when the settings name neither."""
+    if settings.celery_config is not None:
+        return _watched_executor().configured(celery_config(settings.celery_config), name="celery")
+    if settings.k8s_executor_config is not None:
+        from dagster_k8s import k8s_job_executor  # deferred: the kubernetes client only matters on a cluster
+
+        config = executor_config(settings.k8s_executor_config, "EVAL_PIPELINE_K8S_EXECUTOR_CONFIG")
+        return k8s_job_executor.configured(config, name="k8s")
+    return None

@@ -53,7 +53,8 @@ def run_overview(catalog: Catalog, lake: Lake, run_id: str, *, metric: str = HEA
                  org_id: str | None = None) -> dict[str, Any]:
     """MKA1's `eval.run.overview` of a run: the sample-weighted headline score of `metric` (avg_reward),
     request counts as trials (errored: samples not gradable for the metric; retried: failures rerun-failed
-    sent again) and tokens. Raises NotFound (also for a run of another org than `org_id`)."""
+    sent again), tokens and the generation cost (`cost`: runs.records.RunCost). Raises NotFound (also for a
+    run of another org than `org_id`)."""
     run = get_run(catalog, run_id, org_id=org_id)
     counts = run["request_counts"]
     entries = metric_entries(run["metrics"], metric)
@@ -65,4 +66,6 @@ def run_overview(catalog: Catalog, lake: Lake, run_id: str, *, metric: str = HEA
                    # samples generated but not gradable for this metric (e.g. an unparseable judge verdict)
                    "errored": sum(e.get("failed") or 0 for e in entries), "retried": _retried(lake, run["id"])},
         "cost_usd": None, "tokens": run["tokens"],
+        # GPU-seconds, engine and wall seconds and tokens, in total and per model (cost_usd needs a price)
+        "cost": run["cost"],
     }

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from tabulate import tabulate
 
 from eval_pipeline.results.comparisons import run_comparisons
+from eval_pipeline.results.cost import COST_HEADERS, cost_rows
 from eval_pipeline.results.report_page import page
 from eval_pipeline.results.samples import list_samples
 from eval_pipeline.runs import get_run
@@ -56,6 +57,13 @@ def schedule_table(scheduled: list[dict[str, Any]]) -> list[str]:
                          "p (BH)", "test"], tablefmt="github")]
 
 
+def cost_table(run: RunObject) -> list[str]:
+    """The report's cost table (Markdown lines; none when nothing is recorded)."""
+    rows = cost_rows(run)
+    return ["", "Cost of generation (GPU-seconds: engine busy time x the GPUs it held):",
+            tabulate(rows, headers=COST_HEADERS, tablefmt="github")] if rows else []
+
+
 def markdown(run: RunObject, comparisons: dict[str, Any] | None = None,
              scheduled: list[dict[str, Any]] | None = None) -> str:
     """The report's Markdown tables of an `eval.run` object: metrics, tasks not graded by rule, what ran
@@ -77,6 +85,7 @@ def markdown(run: RunObject, comparisons: dict[str, Any] | None = None,
             [[m, e.get("backend"), e.get("dtype", ""), e.get("max_model_len", ""), e.get("tokenizer", "")]
              for m, e in sorted(engines.items())], headers=["model", "backend", "dtype", "max_model_len", "tokenizer"],
             tablefmt="github")]
+    out += cost_table(run)
     if comparisons and comparisons["pairs"]:
         out += ["", "Paired differences (model_a - model_b, same docs):", tabulate(
             [[p["task"], f"{p['metric']},{p['filter']}", p["model_a"], p["model_b"], _fmt(p["difference"]),

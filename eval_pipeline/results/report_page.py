@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from eval_pipeline.results.cost import COST_HEADERS, cost_rows
 from eval_pipeline.runs.records import RunObject
 
 CHECKPOINTS = "checkpoints"  # run metadata of a backfill of revisions: its model names, JSON, in order
@@ -277,6 +278,12 @@ def sample_browser(samples: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     return "".join(out)
 
 
+def _cost(run: RunObject) -> str:
+    rows = cost_rows(run)
+    return ("<h2 id='cost'>Cost of generation</h2><p class='muted'>GPU-seconds: engine busy time x the GPUs it "
+            f"held; wall: the generation steps' time.</p>{table(COST_HEADERS, rows)}") if rows else ""
+
+
 def page(run: RunObject, comparisons: dict[str, Any] | None = None, scheduled: list[dict[str, Any]] | None = None,
          samples: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> str:
     """The whole report page for an `eval.run` object (its `metrics`), with optional comparisons, a
@@ -295,7 +302,7 @@ def page(run: RunObject, comparisons: dict[str, Any] | None = None, scheduled: l
         f"<h1>Eval run {title}</h1><p class='muted'>{html.escape(run['id'])} · suite {html.escape(run['suite_id'])} "
         f"v{run['suite_version']} · status {html.escape(run['status'])} · models "
         f"{html.escape(', '.join(run.get('models') or []))}</p>"
-        f"{charts}{delta_chart(deltas) if deltas else ''}<h2>Metrics</h2>{metrics_table(rows)}"
+        f"{charts}{delta_chart(deltas) if deltas else ''}<h2>Metrics</h2>{metrics_table(rows)}{_cost(run)}"
         f"{comparison_tables(comparisons, scheduled)}{sample_browser(samples or {})}"
         f"<script type='application/json' id='metrics'>{html.escape(json.dumps(run.get('metrics')))}</script>"
         "</body></html>")

@@ -4,6 +4,7 @@ or failed, or cancelling -> cancelled). The names of the three modules are re-ex
 from eval_pipeline.runs.creation import create_run, ensure_backfill_run, eval_kind
 from eval_pipeline.runs.lifecycle import (
     RunUpdate,
+    add_partition_cost,
     cancel_run,
     delete_run,
     fail_partition,
@@ -73,6 +74,7 @@ __all__ = [
     "still_wanted",
     "record_chunk",
     "set_chunks",
+    "add_partition_cost",
     "set_partition_engine",
     "set_partition_grading",
     "finish_partition",

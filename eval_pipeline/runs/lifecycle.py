@@ -166,6 +166,17 @@ def set_partition_engine(catalog: Catalog, run_id: str, model: str, task_id: str
         cast(t.RunPartition, s.get(t.RunPartition, (run_id, model, task_id))).engine = dict(engine)
 
 
+def add_partition_cost(catalog: Catalog, run_id: str, model: str, task_id: str, *, engine_seconds: float,
+                       gpu_seconds: float, wall_seconds: float) -> None:
+    """Add one execution's cost (seconds) to a partition, which must exist: a resume adds its own."""
+    with catalog.session() as s:
+        s.execute(update(t.RunPartition).where(
+            t.RunPartition.run_id == run_id, t.RunPartition.model == model, t.RunPartition.task_id == task_id)
+            .values(engine_seconds=t.RunPartition.engine_seconds + engine_seconds,
+                    gpu_seconds=t.RunPartition.gpu_seconds + gpu_seconds,
+                    wall_seconds=t.RunPartition.wall_seconds + wall_seconds))
+
+
 def set_partition_grading(catalog: Catalog, run_id: str, model: str, task_id: str,
                           grading: dict[str, Any]) -> None:
     """Record how a partition's task was graded, {status, reason} (scoring/gradability.py); the partition

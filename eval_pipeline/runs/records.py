@@ -64,6 +64,27 @@ class PartitionProgress(TypedDict):
     chunks: int  # chunks written
     engine: dict[str, Any] | None  # what answered: backend, resolved dtype, max_model_len, tokenizer
     grading: dict[str, Any] | None  # {status, reason}: how the task was graded
+    engine_seconds: float  # generation cost, summed over executions (see Cost)
+    gpu_seconds: float
+    wall_seconds: float
+
+
+class Cost(TypedDict):
+    """What generating a run (or one model's part of it) cost: seconds inside the engine, those times the
+    GPUs it held, the generation steps' wall time (seconds, summed over partitions and executions), and
+    tokens in and out."""
+
+    engine_seconds: float
+    gpu_seconds: float
+    wall_seconds: float
+    input_tokens: int
+    output_tokens: int
+
+
+class RunCost(Cost):
+    """A run's Cost, and the same per model."""
+
+    by_model: dict[str, Cost]
 
 
 class RunObject(TypedDict):
@@ -107,6 +128,7 @@ class RunObject(TypedDict):
     attempt: int
     engines: dict[str, dict[str, Any]]  # model -> what answered it
     task_errors: list[TaskError]
+    cost: RunCost  # generation's engine, GPU and wall seconds and tokens, in total and per model
     partitions: NotRequired[list[PartitionProgress]]
 
 
@@ -124,6 +146,27 @@ def _totals(s: Session, run_id: str) -> dict[str, int]:
                     .where(t.RunPartition.run_id == run_id)).one()
     return {"completed": int(row[0]), "failed": int(row[1]), "input": int(row[2]), "output": int(row[3]),
             "cached": int(row[4])}
+
+
+def run_cost(s: Session, run_id: str) -> RunCost:
+    """The run's generation cost in total and per model (RunCost), summed over its partitions."""
+    rows = s.execute(select(t.RunPartition.model, func.sum(t.RunPartition.engine_seconds),
+                            func.sum(t.RunPartition.gpu_seconds), func.sum(t.RunPartition.wall_seconds),
+                            func.sum(t.RunPartition.input_tokens), func.sum(t.RunPartition.output_tokens))
+                     .where(t.RunPartition.run_id == run_id).group_by(t.RunPartition.model)
+                     .order_by(t.RunPartition.model)).all()
+    by_model: dict[str, Cost] = {
+        model: {"engine_seconds": round(float(e or 0), 3), "gpu_seconds": round(float(g or 0), 3),
+                "wall_seconds": round(float(w or 0), 3), "input_tokens": int(i or 0), "output_tokens": int(o or 0)}
+        for model, e, g, w, i, o in rows}
+    total: RunCost = {"engine_seconds": 0.0, "gpu_seconds": 0.0, "wall_seconds": 0.0, "input_tokens": 0,
+                      "output_tokens": 0, "by_model": by_model}
+    for cost in by_model.values():
+        for key in ("engine_seconds", "gpu_seconds", "wall_seconds"):
+            total[key] = round(total[key] + cost[key], 3)
+        total["input_tokens"] += cost["input_tokens"]
+        total["output_tokens"] += cost["output_tokens"]
+    return total
 
 
 def _engines_and_task_errors(s: Session, run_id: str) -> tuple[dict[str, dict[str, Any]], list[TaskError]]:
@@ -161,13 +204,14 @@ def run_object(s: Session, run: t.Run, *, partitions: bool = False) -> RunObject
         "cancelled_at": run.cancelled_at, "failed_at": run.failed_at,
         "settings": run.settings, "system_tags": run.system_tags or [], "user_tags": run.user_tags or [],
         "attempt": run.attempt or 0,
-        "engines": engines, "task_errors": task_errors,
+        "engines": engines, "task_errors": task_errors, "cost": run_cost(s, run.id),
     }
     if partitions:
         out["partitions"] = [
             {"model": p.model, "task_id": p.task_id, "partition_key": f"{p.model_key}|{p.task_key}",
              "status": p.status, "planned": p.planned, "completed": p.completed, "failed": p.failed,
-             "chunks": len(p.chunks), "engine": p.engine, "grading": p.grading}
+             "chunks": len(p.chunks), "engine": p.engine, "grading": p.grading,
+             "engine_seconds": p.engine_seconds, "gpu_seconds": p.gpu_seconds, "wall_seconds": p.wall_seconds}
             for p in s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run.id)
                                .order_by(t.RunPartition.model, t.RunPartition.task_key))]
     return out

@@ -21,13 +21,15 @@ class Settings:
     dagster_home: Path
     export_s3_endpoint_url: str | None = None  # object-storage exports; default: s3_endpoint_url
     celery_config: Path | None = None  # the Celery executor's YAML: set, Dagster runs execute on Celery workers
+    k8s_executor_config: Path | None = None  # the k8s_job_executor's YAML: set, each step runs in its own pod
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
         """From EVAL_PIPELINE_HOME (default ./.eval_pipeline), EVAL_PIPELINE_DATABASE_URL, EVAL_PIPELINE_LAKE_URL,
-        EVAL_PIPELINE_S3_ENDPOINT_URL, EVAL_PIPELINE_EXPORT_S3_ENDPOINT_URL, EVAL_PIPELINE_CELERY_CONFIG and
-        DAGSTER_HOME in `environ` (default: os.environ). Unset, the catalog (SQLite catalog.db), the lake and
-        DAGSTER_HOME are inside the home, the S3 endpoint is None and the export endpoint the lake's; in a home
+        EVAL_PIPELINE_S3_ENDPOINT_URL, EVAL_PIPELINE_EXPORT_S3_ENDPOINT_URL, EVAL_PIPELINE_CELERY_CONFIG,
+        EVAL_PIPELINE_K8S_EXECUTOR_CONFIG and DAGSTER_HOME in `environ` (default: os.environ). Unset, the
+        catalog (SQLite catalog.db), the lake and DAGSTER_HOME are inside the home, the S3 endpoint is None and
+        the export endpoint the lake's; in a home
         where `eval-pipeline stack up` runs a deployment, the catalog URL and the Celery config are the stack's
         (its stack/stack.json), so a command given only EVAL_PIPELINE_HOME talks to that deployment."""
         env = os.environ if environ is None else environ
@@ -44,6 +46,8 @@ class Settings:
             export_s3_endpoint_url=(env.get("EVAL_PIPELINE_EXPORT_S3_ENDPOINT_URL")
                                     or env.get("EVAL_PIPELINE_S3_ENDPOINT_URL") or None),
             celery_config=Path(celery_config) if celery_config else None,
+            k8s_executor_config=(Path(env["EVAL_PIPELINE_K8S_EXECUTOR_CONFIG"])
+                                 if env.get("EVAL_PIPELINE_K8S_EXECUTOR_CONFIG") else None),
         )
 
     def prepare(self) -> "Settings":

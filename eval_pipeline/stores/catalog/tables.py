@@ -264,6 +264,11 @@ class RunPartition(Base):
     engine: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # How the task was graded: {"status": native | lm-eval-registry | predict-only | not-gradable, "reason"}.
     grading: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # What generating it cost, summed over its executions (a resume adds its own): seconds inside the
+    # engine, those times the GPUs the engine held, and the generation step's wall time.
+    engine_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    wall_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class Export(Base):
