@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/grading.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/schedules.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .eval_pipeline

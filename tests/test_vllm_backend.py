@@ -122,3 +122,26 @@ def test_do_sample_false_is_greedy_whatever_the_temperature(engine):
     greedy = engine.generate([_gen("0123", max_output_tokens=10)], {}, {})[0]
     forced = engine.generate([_gen("0123", max_output_tokens=10, temperature=1.5, do_sample=False)], {}, {})[0]
     assert forced.output_token_ids == greedy.output_token_ids
+
+
+def test_a_worker_keeps_its_engines_up_to_the_limit_and_releases_the_least_recently_used(tiny_model, monkeypatch):
+    from eval_pipeline.errors import InvalidInput
+    from eval_pipeline.generation import backends
+
+    monkeypatch.setenv("EVAL_PIPELINE_MAX_ENGINES", "2")
+    backends.release_all()
+    a, b, c = (Model(f"t{n}", f"t{n}", VllmOptions(path=str(tiny_model), dtype="float32", max_model_len=n))
+               for n in (128, 192, 160))
+    assert len({a.fingerprint, b.fingerprint, c.fingerprint}) == 3
+    try:
+        assert backend_for(a).loaded_now and backend_for(b).loaded_now
+        assert not backend_for(a).loaded_now  # kept, and now the most recently used
+        assert backend_for(c).loaded_now  # a third: b, the least recently used, is released
+        assert backends.loaded_engines() == [a.fingerprint, c.fingerprint]
+        assert backend_for(b).loaded_now and backends.loaded_engines() == [c.fingerprint, b.fingerprint]
+        monkeypatch.setenv("EVAL_PIPELINE_MAX_ENGINES", "0")
+        with pytest.raises(InvalidInput) as err:
+            backend_for(a)
+        assert err.value.field == "EVAL_PIPELINE_MAX_ENGINES"
+    finally:
+        backends.release_all()

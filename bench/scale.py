@@ -1,0 +1,215 @@
+"""Benchmark the deployed stack at scale (not a test): M models x T tasks x D docs of generate_until
+(20 x 50 x 20 = 20,000 requests by default) through `deploy/stack` with 2 gpu and 2 default Celery workers,
+against a loopback OpenAI-protocol endpoint that answers at once. Reports the eval run's wall time, the
+product's overhead per (model, task) partition, requests per second against the floor of sending the same
+requests with the openai client alone at the same concurrency, the peak RSS of the daemon, the webserver
+and each worker, and the sensor's planning time for such a run.
+
+    .venv/bin/python bench/scale.py [--models 20] [--tasks 50] [--docs 20] [--concurrency 8]
+
+PostgreSQL: EVAL_PIPELINE_BENCH_PG (a postgresql:// admin URL), else 127.0.0.1:5432 as postgres; Redis:
+EVAL_PIPELINE_BENCH_REDIS, else 127.0.0.1:6379. The stack's databases and keys are removed afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+ANSWER = " 42"
+
+
+class Instant(BaseHTTPRequestHandler):
+    """OpenAI's /v1/completions, answered at once with the same short text (HTTP/1.1, kept alive)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        out = json.dumps({"id": "cmpl-0", "object": "text_completion", "created": 0, "model": body["model"],
+                          "choices": [{"index": i, "text": ANSWER, "finish_reason": "stop", "logprobs": None}
+                                      for i in range(len(prompts))],
+                          "usage": {"prompt_tokens": 16 * len(prompts), "completion_tokens": 2 * len(prompts),
+                                    "total_tokens": 18 * len(prompts)}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def floor_seconds(url: str, prompts: list[str], concurrency: int) -> float:
+    """The same requests sent with the openai client alone, `concurrency` at a time."""
+    import openai
+
+    async def main() -> None:
+        limit = asyncio.Semaphore(concurrency)
+        async with openai.AsyncOpenAI(base_url=url, api_key="EMPTY") as client:
+            async def one(prompt: str) -> None:
+                async with limit:
+                    await client.completions.create(model="m", prompt=prompt, max_tokens=16, temperature=0.0)
+            await asyncio.gather(*(one(p) for p in prompts))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    return time.perf_counter() - started
+
+
+class PeakRSS(threading.Thread):
+    """Samples, every half second, the RSS of each stack process's session (the process and what it started)."""
+
+    def __init__(self, leaders: dict[str, int]):
+        super().__init__(daemon=True)
+        self.leaders, self.peak, self.stop = leaders, {name: 0 for name in leaders}, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            by_session: dict[int, int] = {}
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    session = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
+                    rss = next(int(line.split()[1]) for line in (entry / "status").read_text().splitlines()
+                               if line.startswith("VmRSS"))
+                except (OSError, StopIteration, ValueError, IndexError):
+                    continue
+                by_session[session] = by_session.get(session, 0) + rss
+            for name, pid in self.leaders.items():
+                self.peak[name] = max(self.peak[name], by_session.get(pid, 0))
+            self.stop.wait(0.5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", type=int, default=20)
+    ap.add_argument("--tasks", type=int, default=50)
+    ap.add_argument("--docs", type=int, default=20)
+    ap.add_argument("--concurrency", type=int, default=8, help="generation_concurrency of each partition")
+    args = ap.parse_args()
+
+    from eval_pipeline.demo.synthetic import SyntheticTask, write_run
+    from eval_pipeline.deployment import stack_layout
+    from eval_pipeline.historical.importer import import_results
+    from eval_pipeline.models.registry import add_model
+    from eval_pipeline.runs import cancel_run, create_run
+    from eval_pipeline.service.launching import plan_block_runs
+    from eval_pipeline.stores.catalog import Catalog
+    from eval_pipeline.stores.keys import create_key
+    from eval_pipeline.stores.lake import Lake
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Instant)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    home = Path(tempfile.mkdtemp(prefix="bench-scale-")) / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVAL_PIPELINE_", "DAGSTER_"))}
+    env.update({"EVAL_PIPELINE_HOME": str(home), "EVAL_PIPELINE_STACK_GPU_WORKERS": "2",
+                "EVAL_PIPELINE_STACK_DEFAULT_WORKERS": "2", "EVAL_PIPELINE_STACK_UI_PORT": str(free_port()),
+                "EVAL_PIPELINE_STACK_API_PORT": str(free_port()), "EVAL_PIPELINE_STACK_CODE_PORT": str(free_port()),
+                "EVAL_PIPELINE_STACK_POSTGRES_URL": os.environ.get(
+                    "EVAL_PIPELINE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+                "EVAL_PIPELINE_STACK_REDIS_URL": os.environ.get("EVAL_PIPELINE_BENCH_REDIS", "redis://127.0.0.1:6379")})
+    layout = stack_layout(env)
+    started = time.perf_counter()
+    up = subprocess.run([str(REPO / "deploy" / "stack"), "up"], env=env, capture_output=True, text=True)
+    if up.returncode:
+        sys.exit(up.stderr)
+    status = json.loads(up.stdout)
+    print(f"stack up: {time.perf_counter() - started:.1f} s")
+    catalog, lake = Catalog(layout.database_url("catalog")), Lake(str(home / "lake"))
+    try:
+        tasks = [SyntheticTask(f"scale_{i:03d}", "generate_until", args.docs) for i in range(args.tasks)]
+        write_run(home / "data", "org/model-a", tasks, seed=0)
+        suite_id = import_results(catalog, lake, {"source": {"type": "path", "url": str(home / "data")},
+                                                  "suite_name": "scale"}).suite_id
+        models = [f"endpoint-{i:02d}" for i in range(args.models)]
+        for name in models:
+            add_model(catalog, name, {"backend": "openai", "base_url": endpoint, "served_name": name})
+        body = {"suite_id": suite_id, "models": models, "generation_concurrency": args.concurrency,
+                "generation": {"max_gen_toks": 16, "temperature": 0.0, "use_cache": False}}
+
+        # the sensor's planning for such a run, timed here on a queued copy that is then cancelled
+        probe = create_run(catalog, lake, body)
+        t0 = time.perf_counter()
+        block_runs, _, _ = plan_block_runs(catalog, probe["id"], [], lake)
+        planning = time.perf_counter() - t0
+        cancel_run(catalog, probe["id"])
+
+        key = create_key(catalog, "org_default")["key"]
+        peaks = PeakRSS({p["name"]: p["pid"] for p in status["processes"]})
+        peaks.start()
+        t0 = time.perf_counter()
+        run = httpx.post(f"{layout.api_url}/api/v1/llm/evals/runs", json=body,
+                         headers={"Authorization": f"Bearer {key}"}, timeout=60).json()
+        while True:
+            got = httpx.get(f"{layout.api_url}/api/v1/llm/evals/runs/{run['id']}",
+                            headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
+            if got["status"] in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(1)
+        wall = time.perf_counter() - t0
+        peaks.stop.set()
+        peaks.join()
+        requests = got["request_counts"]["total"]
+        partitions = args.models * args.tasks
+        floor = floor_seconds(endpoint, [f"Question {i}: what is 6 x 7? Answer:" for i in range(requests)],
+                              args.concurrency * layout.gpu_workers)
+        result = {
+            "status": got["status"], "requests": requests, "failed": got["request_counts"]["failed"],
+            "partitions": partitions, "dagster_runs": len(block_runs), "wall_seconds": round(wall, 1),
+            "overhead_per_partition_seconds": round((wall - floor) / partitions, 3),
+            "requests_per_second": round(requests / wall, 1), "floor_seconds": round(floor, 1),
+            "floor_requests_per_second": round(requests / floor, 1), "ratio_to_floor": round(wall / floor, 2),
+            "engine_seconds": got["cost"]["engine_seconds"], "generation_wall_seconds": got["cost"]["wall_seconds"],
+            "sensor_planning_seconds": round(planning, 3),
+            "peak_rss_mb": {name: round(kb / 1024) for name, kb in peaks.peak.items()},
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        catalog.dispose()
+        subprocess.run([str(REPO / "deploy" / "stack"), "down"], env=env, capture_output=True)
+        _drop(layout)
+        server.shutdown()
+
+
+def _drop(layout) -> None:
+    import psycopg2
+    import redis
+
+    conn = psycopg2.connect(layout.postgres_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for role in ("catalog", "dagster"):
+            cur.execute(f'DROP DATABASE IF EXISTS "{layout.database(role)}" WITH (FORCE)')
+    conn.close()
+    client = redis.Redis.from_url(layout.redis_database_url)
+    for key in client.scan_iter(match=layout.key_prefix + "*"):
+        client.delete(key)
+
+
+if __name__ == "__main__":
+    main()
