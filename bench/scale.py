@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -54,6 +55,10 @@ class Instant(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def _serve(port: int) -> None:
+    ThreadingHTTPServer(("127.0.0.1", port), Instant).serve_forever()
 
 
 def free_port() -> int:
@@ -122,9 +127,17 @@ def main() -> None:
     from eval_pipeline.stores.keys import create_key
     from eval_pipeline.stores.lake import Lake
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Instant)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    # the endpoint in a process of its own: this one's threads (the RSS sampler) must not slow it down
+    port = free_port()
+    server = multiprocessing.Process(target=_serve, args=(port,), daemon=True)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}/v1"
+    while True:
+        try:
+            httpx.post(f"{endpoint}/completions", json={"model": "m", "prompt": "x"}, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
     home = Path(tempfile.mkdtemp(prefix="bench-scale-")) / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVAL_PIPELINE_", "DAGSTER_"))}
     env.update({"EVAL_PIPELINE_HOME": str(home), "EVAL_PIPELINE_STACK_GPU_WORKERS": "2",
@@ -179,7 +192,7 @@ def main() -> None:
         floor = floor_seconds(endpoint, [f"Question {i}: what is 6 x 7? Answer:" for i in range(requests)],
                               args.concurrency * layout.gpu_workers)
         result = {
-            "status": got["status"], "requests": requests, "failed": got["request_counts"]["failed"],
+            "status": got["status"], "error": got["error"], "requests": requests, "failed": got["request_counts"]["failed"],
             "partitions": partitions, "dagster_runs": len(block_runs), "wall_seconds": round(wall, 1),
             "overhead_per_partition_seconds": round((wall - floor) / partitions, 3),
             "requests_per_second": round(requests / wall, 1), "floor_seconds": round(floor, 1),
@@ -193,7 +206,7 @@ def main() -> None:
         catalog.dispose()
         subprocess.run([str(REPO / "deploy" / "stack"), "down"], env=env, capture_output=True)
         _drop(layout)
-        server.shutdown()
+        server.terminate()
 
 
 def _drop(layout) -> None:

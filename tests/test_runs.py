@@ -374,3 +374,47 @@ def test_a_completed_run_carries_metrics_with_error_bars(eval_home, quiet_run_co
         assert m["stderr"] == pytest.approx(statistics.stdev(scores) / math.sqrt(len(scores)), abs=1e-12)
         assert 0 <= m["ci_low"] <= m["value"] <= m["ci_high"] <= 1  # Wilson's interval for 0/1 scores
     assert all(key.startswith("exact_match,") for key in done["metrics"]["tiny"]["ev_gen_b"])
+
+
+def test_a_run_completes_only_when_every_dagster_runs_metrics_are_written(eval_home, quiet_run_config, tiny_model):
+    """Dagster runs of one eval run run side by side on a deployment: when one succeeds while another has
+    generated its partitions but not yet written their metrics, the eval run waits for it, neither
+    completing without those metrics nor failing; a run that ended without its own metrics fails it."""
+    from pathlib import Path
+
+    from eval_pipeline.execution.finish import complete_if_done
+    from eval_pipeline.models.registry import add_model
+    from eval_pipeline.results.metrics import metrics_path
+
+    add_model(eval_home.catalog, "tiny-2", {"backend": "vllm", "path": str(tiny_model), "dtype": "float32",
+                                           "max_model_len": 256})
+    run = runs.create_run(eval_home.catalog, eval_home.lake, {
+        "suite_id": eval_home.suite_id, "models": ["tiny", "tiny-2"], "generation": {"max_gen_toks": 4},
+        "task_ids": [_task_ids(eval_home)["ev_mc_b"]]})
+    results = execute_in_process(dg.DagsterInstance.ephemeral(), eval_home.catalog, eval_home.lake, run["id"],
+                                 defs.resolve_job_def(GENERATION_JOB), run_config=quiet_run_config)
+    assert len(results) == 2 and runs.get_run(eval_home.catalog, run["id"])["status"] == "completed"
+    parts = {p.model: p for p in runs.run_partitions(eval_home.catalog, run["id"])}
+    second = Path(eval_home.settings.lake_url) / metrics_path(run["id"], parts["tiny-2"].model_key,
+                                                               parts["tiny-2"].task_key)
+
+    def reopen():
+        with eval_home.catalog.session() as s:
+            s.get(t.Run, run["id"]).status = "in_progress"
+
+    reopen()
+    second.rename(second.with_suffix(".away"))  # tiny-2's Dagster run is still in its metrics step
+    assert not complete_if_done(eval_home.catalog, eval_home.lake, run["id"],
+                                dagster_run_id=parts["tiny"].dagster_run_id)
+    assert runs.get_run(eval_home.catalog, run["id"])["status"] == "in_progress"
+    second.with_suffix(".away").rename(second)  # ... and now it has written them and succeeds
+    assert complete_if_done(eval_home.catalog, eval_home.lake, run["id"],
+                            dagster_run_id=parts["tiny-2"].dagster_run_id)
+    assert runs.get_run(eval_home.catalog, run["id"])["status"] == "completed"
+
+    reopen()
+    second.unlink()  # tiny-2's own Dagster run ended without writing them: nothing will
+    assert not complete_if_done(eval_home.catalog, eval_home.lake, run["id"],
+                                dagster_run_id=parts["tiny-2"].dagster_run_id)
+    failed = runs.get_run(eval_home.catalog, run["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "metrics_missing"

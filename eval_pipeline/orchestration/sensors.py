@@ -47,7 +47,7 @@ def generation_succeeded(context: dg.RunStatusSensorContext, catalog: CatalogRes
     """A Dagster run of an eval run succeeded: the eval run completes when its last partition is done."""
     run_id = eval_run_of(catalog.catalog, context.dagster_run)
     if run_id:
-        after_dagster_run(catalog.catalog, lake.lake, run_id, True)
+        after_dagster_run(catalog.catalog, lake.lake, run_id, True, dagster_run_id=context.dagster_run.run_id)
 
 
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)

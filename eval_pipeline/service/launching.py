@@ -134,7 +134,7 @@ def after_dagster_run(catalog: Catalog, lake: Lake, run_id: str, success: bool, 
                       dagster_run_id: str | None = None) -> None:
     """What a finished Dagster run means for its eval run (the status sensors and --wait both call it)."""
     if success:
-        complete_if_done(catalog, lake, run_id)
+        complete_if_done(catalog, lake, run_id, dagster_run_id=dagster_run_id)
         return
     runs.fail_run(catalog, run_id, "dagster_run_failed", message or "a Dagster run of this eval run failed")
     if dagster_run_id:
