@@ -192,7 +192,8 @@ def main() -> None:
         floor = floor_seconds(endpoint, [f"Question {i}: what is 6 x 7? Answer:" for i in range(requests)],
                               args.concurrency * layout.gpu_workers)
         result = {
-            "status": got["status"], "error": got["error"], "requests": requests, "failed": got["request_counts"]["failed"],
+            "status": got["status"], "error": got["error"], "requests": requests,
+            "failed": got["request_counts"]["failed"],
             "partitions": partitions, "dagster_runs": len(block_runs), "wall_seconds": round(wall, 1),
             "overhead_per_partition_seconds": round((wall - floor) / partitions, 3),
             "requests_per_second": round(requests / wall, 1), "floor_seconds": round(floor, 1),
