@@ -20,15 +20,21 @@ from eval_pipeline.quality.checks import Validation
 CheckEvents = Iterator[dg.AssetCheckEvaluation | dg.Output]
 
 
-def _target(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
-            ) -> AssetCheckEvaluationTargetMaterializationData | None:
-    """The partition's latest materialisation, which the evaluation is about."""
-    found = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1).records
-    if not found:
-        return None
-    return AssetCheckEvaluationTargetMaterializationData(storage_id=found[0].storage_id, run_id=found[0].run_id,
-                                                         timestamp=found[0].timestamp)
+def _targets(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]
+             ) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each partition's latest materialisation, which its evaluation is about (partitions never
+    materialised are left out): two queries for a run's partitions, not one per partition."""
+    if not partitions:  # Dagster reads an empty set as every partition
+        return {}
+    latest = instance.event_log_storage.get_latest_storage_id_by_partition(
+        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions))
+    if not latest:
+        return {}
+    records = {r.storage_id: r for r in instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(latest.values())), limit=len(latest)).records}
+    return {partition: AssetCheckEvaluationTargetMaterializationData(storage_id=r.storage_id, run_id=r.run_id,
+                                                                     timestamp=r.timestamp)
+            for partition, storage_id in latest.items() if (r := records.get(storage_id)) is not None}
 
 
 def partition_evaluations(context: dg.AssetCheckExecutionContext,
@@ -38,11 +44,12 @@ def partition_evaluations(context: dg.AssetCheckExecutionContext,
     check being executed, then its output. A failed blocking ERROR evaluation fails the step (Dagster's
     own rule), so downstream assets of the run are not materialised."""
     spec = context.check_specs[0]
+    targets = _targets(context.instance, spec.asset_key, [key for key, *_ in results])
     for key, passed, metadata, description in results:
         yield dg.AssetCheckEvaluation(
             asset_key=spec.asset_key, check_name=spec.name, passed=passed, metadata=dict(metadata),
             severity=severity, description=description, blocking=spec.blocking, partition=key,
-            target_materialization_data=_target(context.instance, spec.asset_key, key))
+            target_materialization_data=targets.get(key))
     yield dg.Output(None)
 
 

@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.check_results import CheckEvents, validation_evaluations
+from assets.partition_metadata import PartitionMetadata
 from assets.placement import placement
 from assets.suites import suite_versions
 from eval_pipeline import runs
@@ -46,6 +47,7 @@ def generations(context: dg.AssetExecutionContext, catalog: CatalogResource, lak
     'Dagster backfill <id>', on the latest suite version holding the tasks, with default settings: every
     doc, each task's own generation settings, the generation cache on, rule grades."""
     run_id = eval_run_id(context, catalog, lake, create=True)
+    metadata = PartitionMetadata(context)
     where = placement()
     for key in context.partition_keys:
         part = runs.partition_by_keys(catalog.catalog, run_id, *split_key(key))
@@ -54,7 +56,7 @@ def generations(context: dg.AssetExecutionContext, catalog: CatalogResource, lak
         if report.status != "done":
             raise dg.Failure(f"eval run {run_id} stopped taking work ({report.status}) at partition {key}",
                              metadata={"eval_run_id": run_id})
-        context.add_asset_metadata({
+        metadata.add(key, {
             "eval_run_id": run_id, "model": part.model, "task_id": part.task_id, "rows": report.rows,
             "generated": report.generated, "from_cache": report.cached, "failed": report.failed,
             "empty": report.empty, "chunks_written": report.chunks_written,
@@ -66,7 +68,7 @@ def generations(context: dg.AssetExecutionContext, catalog: CatalogResource, lak
             "output_tokens": report.output_tokens,
             "path": dg.MetadataValue.path(report.chunk_paths[0].rsplit("/", 1)[0]) if report.chunk_paths else "",
             "engine": dg.MetadataValue.json(report.engine or {}),
-        }, partition_key=key)
+        })
 
 
 def _partition_rows(context, catalog: CatalogResource, lake: LakeResource) -> list[tuple[str, int, pd.DataFrame]]:

@@ -7,6 +7,7 @@ from tabulate import tabulate
 
 from assets.check_results import CheckEvents, validation_evaluations
 from assets.generations import eval_run_id, generations
+from assets.partition_metadata import PartitionMetadata
 from assets.placement import placement
 from eval_pipeline import runs
 from eval_pipeline.grading.embedding import embedding_partition
@@ -24,6 +25,7 @@ from resources import CatalogResource, LakeResource
 def grades(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: LakeResource) -> None:
     """Per-sample scores (metric x filter) of a partition's generations, as lm-evaluation-harness grades."""
     run_id = eval_run_id(context, catalog, lake, create=False)
+    metadata = PartitionMetadata(context)
     for key in context.partition_keys:
         part = runs.partition_by_keys(catalog.catalog, run_id, *split_key(key))
         report = grade_partition(catalog.catalog, lake.lake, run_id, part.model, part.task_id)
@@ -40,7 +42,7 @@ def grades(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: La
             md |= {"judge_path": dg.MetadataValue.path(judged.path), "judge_failed": judged.failed}
         if embedded:
             md["embedding_path"] = dg.MetadataValue.path(embedded)
-        context.add_asset_metadata(md, partition_key=key)
+        metadata.add(key, md)
 
 
 with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we rely on them knowingly

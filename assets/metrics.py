@@ -7,6 +7,7 @@ from tabulate import tabulate
 from assets.check_results import CheckEvents, partition_evaluations, validation_evaluations
 from assets.generations import eval_run_id
 from assets.grades import grades, partition_grades
+from assets.partition_metadata import PartitionMetadata
 from assets.placement import placement
 from eval_pipeline import runs
 from eval_pipeline.quality.checks import check_metrics
@@ -34,12 +35,12 @@ def metrics(context: dg.AssetExecutionContext, catalog: CatalogResource, lake: L
         tables[key] = tabulate(rows, headers=["metric", "filter", "value", "stderr", "95% CI", "n", "failed"],
                                tablefmt="github")
     report = run_report_so_far(catalog.catalog, lake.lake, run_id)
+    metadata = PartitionMetadata(context)
     where = placement()
     for key, table in tables.items():
-        context.add_asset_metadata({
+        metadata.add(key, {
             "eval_run_id": run_id, "path": dg.MetadataValue.path(metrics_path(run_id, *split_key(key))),
-            "metrics": dg.MetadataValue.md(table), "run_report": dg.MetadataValue.md(report), **where},
-            partition_key=key)
+            "metrics": dg.MetadataValue.md(table), "run_report": dg.MetadataValue.md(report), **where})
 
 
 def run_report_so_far(catalog, lake, run_id: str) -> str:

@@ -84,29 +84,50 @@ def floor_seconds(url: str, prompts: list[str], concurrency: int) -> float:
     return time.perf_counter() - started
 
 
-class PeakRSS(threading.Thread):
-    """Samples, every half second, the RSS of each stack process's session (the process and what it started)."""
+class SessionUsage(threading.Thread):
+    """Samples, every second, each stack process's session (the process and what it started, run
+    workers and Celery pool processes included): its peak RSS, and the CPU seconds its processes used during
+    the run (user plus system, each process's last reading; a process that ends between two samples loses
+    its last second)."""
 
     def __init__(self, leaders: dict[str, int]):
         super().__init__(daemon=True)
-        self.leaders, self.peak, self.stop = leaders, {name: 0 for name in leaders}, threading.Event()
+        self.leaders, self.stop = leaders, threading.Event()
+        self.peak = {name: 0 for name in leaders}
+        self.cpu: dict[int, tuple[int, float]] = {}  # pid -> (session, CPU seconds in the run so far)
+        self.base: dict[int, float] = {}  # pid -> CPU seconds it had used when sampling began
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.machine = _machine_cpu()
 
     def run(self) -> None:
+        page_kb, first = os.sysconf("SC_PAGE_SIZE") // 1024, True
         while not self.stop.is_set():
             by_session: dict[int, int] = {}
             for entry in Path("/proc").iterdir():
                 if not entry.name.isdigit():
                     continue
-                try:
-                    session = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
-                    rss = next(int(line.split()[1]) for line in (entry / "status").read_text().splitlines()
-                               if line.startswith("VmRSS"))
-                except (OSError, StopIteration, ValueError, IndexError):
+                try:  # one read per process: the sampler must cost the machine next to nothing
+                    head, tail = (entry / "stat").read_text().rsplit(")", 1)
+                    fields = tail.split()
+                    session, rss = int(fields[3]), int(fields[21]) * page_kb
+                except (OSError, ValueError, IndexError):
                     continue
                 by_session[session] = by_session.get(session, 0) + rss
+                if head.split("(", 1)[1] in ("postgres", "redis-server"):
+                    session = -1  # the servers the stack uses, counted together
+                cpu = (int(fields[11]) + int(fields[12])) / self.tick
+                if first:  # what a process used before the run (start-up, PostgreSQL's earlier life) is not counted
+                    self.base[int(entry.name)] = cpu
+                self.cpu[int(entry.name)] = (session, cpu - self.base.get(int(entry.name), 0.0))
+            first = False
             for name, pid in self.leaders.items():
                 self.peak[name] = max(self.peak[name], by_session.get(pid, 0))
-            self.stop.wait(0.5)
+            self.stop.wait(1.0)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds per stack process (its session), and of PostgreSQL and Redis together, over the run."""
+        return {name: round(sum(cpu for session, cpu in self.cpu.values() if session == pid), 1)
+                for name, pid in {**self.leaders, "postgres+redis": -1}.items()}
 
 
 def main() -> None:
@@ -173,8 +194,9 @@ def main() -> None:
         cancel_run(catalog, probe["id"])
 
         key = create_key(catalog, "org_default")["key"]
-        peaks = PeakRSS({p["name"]: p["pid"] for p in status["processes"]})
+        peaks = SessionUsage({p["name"]: p["pid"] for p in status["processes"]})
         peaks.start()
+        endpoint_cpu, bench_cpu = _cpu_seconds(server.pid), time.process_time()
         t0 = time.perf_counter()
         run = httpx.post(f"{layout.api_url}/api/v1/llm/evals/runs", json=body,
                          headers={"Authorization": f"Bearer {key}"}, timeout=60).json()
@@ -187,20 +209,30 @@ def main() -> None:
         wall = time.perf_counter() - t0
         peaks.stop.set()
         peaks.join()
+        busy, every = (b - a for a, b in zip(peaks.machine, _machine_cpu()))
+        endpoint_cpu, bench_cpu = _cpu_seconds(server.pid) - endpoint_cpu, time.process_time() - bench_cpu
         requests = got["request_counts"]["total"]
         partitions = args.models * args.tasks
+        cpu0 = time.process_time() + _cpu_seconds(server.pid)
         floor = floor_seconds(endpoint, [f"Question {i}: what is 6 x 7? Answer:" for i in range(requests)],
                               args.concurrency * layout.gpu_workers)
+        floor_cpu = time.process_time() + _cpu_seconds(server.pid) - cpu0
         result = {
             "status": got["status"], "error": got["error"], "requests": requests,
             "failed": got["request_counts"]["failed"],
             "partitions": partitions, "dagster_runs": len(block_runs), "wall_seconds": round(wall, 1),
             "overhead_per_partition_seconds": round((wall - floor) / partitions, 3),
             "requests_per_second": round(requests / wall, 1), "floor_seconds": round(floor, 1),
-            "floor_requests_per_second": round(requests / floor, 1), "ratio_to_floor": round(wall / floor, 2),
+            "floor_requests_per_second": round(requests / floor, 1),
+            "floor_cpu_seconds": round(floor_cpu, 1),  # the client's and the endpoint's, both
+            "ratio_to_floor": round(wall / floor, 2),
             "engine_seconds": got["cost"]["engine_seconds"], "generation_wall_seconds": got["cost"]["wall_seconds"],
             "sensor_planning_seconds": round(planning, 3),
             "peak_rss_mb": {name: round(kb / 1024) for name, kb in peaks.peak.items()},
+            "cpu_seconds": peaks.cpu_seconds() | {"endpoint": round(endpoint_cpu, 1), "bench": round(bench_cpu, 1)},
+            "machine_cpu_busy": round(busy / every, 3),
+            "postgres": postgres_activity(layout),
+            "steps": step_timings(layout.database_url("dagster").replace("+psycopg2", "")),
         }
         print(json.dumps(result, indent=2))
     finally:
@@ -208,6 +240,55 @@ def main() -> None:
         subprocess.run([str(REPO / "deploy" / "stack"), "down"], env=env, capture_output=True)
         _drop(layout)
         server.terminate()
+
+
+def step_timings(dagster_url: str) -> dict[str, dict[str, float]]:
+    """From the stack's Dagster event log, per step (asset or check): how many ran, and the mean seconds
+    from its hand-over to Celery ("Submitting celery task") to STEP_START (waiting for a worker, and the
+    worker's setup) and from STEP_START to its end (the step's own work)."""
+    import psycopg2
+
+    conn = psycopg2.connect(dagster_url)
+    with conn.cursor() as cur:
+        cur.execute("""SELECT step_key, count(*), avg(extract(epoch from started - handed)),
+                              avg(extract(epoch from ended - started))
+                       FROM (SELECT run_id, step_key,
+                                    min(timestamp) FILTER (WHERE event LIKE '%Submitting celery task%') AS handed,
+                                    min(timestamp) FILTER (WHERE dagster_event_type = 'STEP_START') AS started,
+                                    max(timestamp) FILTER (WHERE dagster_event_type IN ('STEP_SUCCESS', 'STEP_FAILURE'))
+                                        AS ended
+                             FROM event_logs WHERE step_key IS NOT NULL GROUP BY run_id, step_key) AS steps
+                       WHERE handed IS NOT NULL AND started IS NOT NULL AND ended IS NOT NULL
+                       GROUP BY step_key ORDER BY step_key""")
+        rows = cur.fetchall()
+    conn.close()
+    return {key: {"steps": n, "to_start_seconds": round(float(wait), 2), "run_seconds": round(float(work), 2)}
+            for key, n, wait, work in rows}
+
+
+def postgres_activity(layout) -> dict[str, dict[str, int]]:
+    """Per stack database: the sessions (connections) opened and the transactions committed so far."""
+    import psycopg2
+
+    conn = psycopg2.connect(layout.postgres_url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT datname, sessions, xact_commit FROM pg_stat_database WHERE datname = ANY(%s)",
+                    ([layout.database(role) for role in ("catalog", "dagster")],))
+        rows = cur.fetchall()
+    conn.close()
+    return {name.rsplit("_", 1)[1]: {"sessions": sessions, "transactions": commits} for name, sessions, commits in rows}
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), sum(ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _drop(layout) -> None:

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from helpers import generated_folder
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from assets.historical import historical_metrics_agree, historical_results, historical_samples_valid
 from assets.suites import suite_inputs_valid, suite_versions
@@ -111,6 +112,37 @@ def test_materialise_on_a_postgres_instance(pg_instance, pg_url, tmp_path):
     assert [e.passed for e in published.get_asset_check_evaluations()] == [True]
     records = pg_instance.fetch_materializations(dg.AssetKey("suite_versions"), limit=5).records
     assert len(records) == 2  # the import's record of version 1, then this publication
+
+
+def _sessions(pg_url: str) -> int:
+    """Connections opened so far to the test database (PostgreSQL's statistics, read after a flush)."""
+    with create_engine(pg_url, poolclass=NullPool).connect() as conn:
+        conn.execute(text("select pg_stat_force_next_flush()"))
+        return conn.execute(text("select sessions from pg_stat_database where datname = current_database()")).scalar()
+
+
+def test_the_deployed_storage_reuses_pooled_connections_and_survives_their_loss(pg_instance, pg_url):
+    """deploy/dagster.yaml's storages share one pooled engine per process (orchestration/pg_storage.py):
+    a hundred storage calls open a handful of connections, not one each; a connection the server dropped
+    is replaced before use."""
+    from eval_pipeline.orchestration.pg_storage import MAX_OVERFLOW, POOL_SIZE
+
+    storages = (pg_instance.run_storage, pg_instance.event_log_storage, pg_instance.schedule_storage)
+    assert len({id(s._engine) for s in storages}) == 1  # noqa: SLF001  one engine for the database
+    with dg.DagsterInstance.get() as again:  # a second instance of the process (a Celery step's) shares it
+        assert again.event_log_storage._engine is pg_instance.event_log_storage._engine  # noqa: SLF001
+
+    before = _sessions(pg_url)
+    for i in range(50):
+        pg_instance.add_dynamic_partitions("model", [f"m{i}"])
+        assert pg_instance.has_dynamic_partition("model", f"m{i}")
+    opened = _sessions(pg_url) - before - 1  # the count's own session
+    assert opened <= POOL_SIZE + MAX_OVERFLOW, opened
+
+    with create_engine(pg_url, poolclass=NullPool).connect() as conn:  # the server drops every other session
+        conn.execute(text("select pg_terminate_backend(pid) from pg_stat_activity "
+                          "where datname = current_database() and pid <> pg_backend_pid()"))
+    assert pg_instance.get_dynamic_partitions("model")[:2] == ["m0", "m1"]
 
 
 def test_checks_fail_on_bad_data(tmp_path, real_fixtures):

@@ -1,10 +1,13 @@
 """The openai backend: against a loopback server that misbehaves on cue, and against vLLM's own
 OpenAI-compatible server (the real peer) serving the tiny model."""
+import json
 import os
+from http.server import BaseHTTPRequestHandler
 
 import dagster as dg
 import pytest
 from openai_server import FlakyOpenAI
+from services import LoopbackHTTP
 
 from eval_pipeline import runs
 from eval_pipeline.generation.backends import backend_for
@@ -52,6 +55,42 @@ def test_at_most_generation_concurrency_requests_in_flight():
     with FlakyOpenAI(delay=0.15) as server:
         _backend(server.url).generate([_req(i, f"p{i}") for i in range(10)], {}, {"generation_concurrency": 3})
         assert server.max_in_flight == 3
+
+
+class _KeepAlive(BaseHTTPRequestHandler):
+    """OpenAI's /v1/completions over HTTP/1.1 kept alive, answering " 42"; counts the connections it accepts."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+
+    def setup(self):
+        type(self).connections += 1
+        super().setup()
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        out = json.dumps({"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
+                          "choices": [{"index": 0, "text": " 42", "finish_reason": "stop", "logprobs": None}],
+                          "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_partitions_of_a_process_reuse_the_endpoints_connections():
+    """Each partition gets its own backend (backend_for), but the process keeps one client per endpoint:
+    three partitions of 6 requests, 3 at a time, open at most 3 connections, not 3 each."""
+    with LoopbackHTTP(_KeepAlive, "/v1") as server:
+        for partition in range(3):
+            outs = _backend(server.url).generate([_req(i, f"p{partition}-{i}") for i in range(6)], {},
+                                                 {"generation_concurrency": 3})
+            assert [o.output_text for o in outs] == [" 42"] * 6 and not any(o.error for o in outs)
+    assert 1 <= _KeepAlive.connections <= 3, _KeepAlive.connections
 
 
 def test_a_failing_request_is_a_failed_row_not_a_failed_partition(eval_home, quiet_run_config):

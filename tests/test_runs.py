@@ -156,15 +156,24 @@ def test_whole_run_through_dagster_loads_the_engine_once(eval_home, quiet_run_co
     assert {c.check_name for c in checks} == {"generations_complete", "generations_healthy", "grades_valid",
                                               "metrics_valid", "no_regression"}
     assert all(c.passed for c in checks), [(c.check_name, c.metadata.get("failing")) for c in checks]
+    # each partition's evaluation is about that partition's materialisation (what the UI links it to)
+    latest = {m.partition_key: m.storage_id for m in mats}
+    targets = {c.partition: c.target_materialization_data.storage_id for c in checks
+               if c.check_name == "generations_complete"}
+    assert targets == latest
 
     again = runs.create_run(eval_home.catalog, eval_home.lake, {
         "suite_id": eval_home.suite_id, "models": ["tiny"], "generation": {"max_gen_toks": 6},
         "max_workflow_sample_activities": 100})
-    execute_in_process(instance, eval_home.catalog, eval_home.lake, again["id"], defs.resolve_job_def(GENERATION_JOB),
-                       run_config=quiet_run_config)
+    again_results = execute_in_process(instance, eval_home.catalog, eval_home.lake, again["id"],
+                                       defs.resolve_job_def(GENERATION_JOB), run_config=quiet_run_config)
     mats = instance.fetch_materializations(dg.AssetKey("generations"), limit=4).records
     meta = [{k: v.value for k, v in m.asset_materialization.metadata.items()} for m in mats]
     assert all(m["eval_run_id"] == again["id"] for m in meta)
+    # with two materialisations per partition, each evaluation points at the latest (this run's)
+    assert {c.partition: c.target_materialization_data.storage_id for r in again_results
+            for c in r.get_asset_check_evaluations() if c.check_name == "generations_complete"} == {
+        m.partition_key: m.storage_id for m in mats}
     assert sum(m["generated"] for m in meta) == 0  # everything came from the cache
     assert sum(m["from_cache"] for m in meta) == run["request_counts"]["total"]
     assert runs.get_run(eval_home.catalog, again["id"])["status"] == "completed"

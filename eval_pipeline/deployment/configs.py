@@ -14,6 +14,7 @@ from eval_pipeline.deployment.layout import StackLayout
 from eval_pipeline.errors import Conflict, InvalidInput
 from eval_pipeline.stores.settings import STACK_FILE
 
+STORAGES = ("run_storage", "event_log_storage", "schedule_storage")  # deploy/dagster.yaml's, each pooled
 HEADER = "# Written by `eval-pipeline stack up` for {home}; rewritten at every up.\n"
 
 
@@ -30,9 +31,10 @@ def instance_config(layout: StackLayout) -> dict[str, Any]:
     server's trust rules or PGPASSWORD, which dagster-postgres's driver reads, supply it)."""
     config = _template(layout, "dagster.yaml")
     parts = urlsplit(layout.postgres_url)
-    config["storage"] = {"postgres": {"postgres_db": {
-        "hostname": parts.hostname, "port": parts.port or 5432, "username": parts.username or "postgres",
-        "db_name": layout.database("dagster"), "scheme": "postgresql+psycopg2"}}}
+    database = {"hostname": parts.hostname, "port": parts.port or 5432, "username": parts.username or "postgres",
+                "db_name": layout.database("dagster"), "scheme": "postgresql+psycopg2"}
+    for storage in STORAGES:
+        config[storage]["config"] = {"postgres_db": dict(database)}
     return config
 
 

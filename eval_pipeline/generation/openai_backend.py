@@ -1,12 +1,19 @@
 """The openai backend: any OpenAI-compatible endpoint (vLLM's server, a hosted API) through the official
 client. The client retries 429, 5xx, timeouts and connection errors with backoff (`max_retries`); this
-module adds the empty-output retries and turns a request that still fails into a failed row."""
+module adds the empty-output retries and turns a request that still fails into a failed row.
+
+A process keeps one event loop, in a thread of its own, and one client per endpoint configuration on it:
+partitions and chunks then reuse the client's kept-alive connections. A new client and loop per chunk
+cost 0.66 s of every 20-request partition against an endpoint that answers at once (bench/scale)."""
 from __future__ import annotations
 
 import asyncio
 import functools
 import os
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
@@ -39,27 +46,26 @@ class OpenAIBackend:
         o = self.options
         key = os.environ.get(o.api_key_env, "") if o.api_key_env else ""
         read = float(run_generation.get("timeout_seconds") or o.read_timeout)
-        return openai.AsyncOpenAI(
-            base_url=o.base_url, api_key=key or "EMPTY", default_headers=o.headers,
-            max_retries=run_generation.get("max_retries", DEFAULT_MAX_RETRIES),
-            # the client's stubs name httpx2's Timeout; it converts an httpx.Timeout (openai/_httpx2.py)
-            timeout=httpx.Timeout(read, connect=o.connect_timeout))  # type: ignore[arg-type]
+        retries = run_generation.get("max_retries", DEFAULT_MAX_RETRIES)
+        return _shared_client(o.base_url, key or "EMPTY", tuple(sorted((o.headers or {}).items())), retries, read,
+                              o.connect_timeout)
 
     def generate(self, requests: list[GenRequest], run_generation: dict[str, Any],
                  settings: dict[str, Any]) -> list[Outcome]:
         """One Outcome per request, in order, sent concurrently (settings `generation_concurrency`, default 1);
         `run_generation` gives timeout_seconds, max_retries, max_empty_retries, instructions, extra_body. A
         request that fails is an Outcome with `error` (see Backend.generate)."""
-        return asyncio.run(self._generate_all(requests, run_generation, settings))
+        return cast("list[Outcome]", _run(self._generate_all(requests, run_generation, settings)))
 
     async def _generate_all(self, requests: list[GenRequest], run_generation: dict[str, Any],
                             settings: dict[str, Any]) -> list[Outcome]:
         limit = asyncio.Semaphore(int(settings.get("generation_concurrency") or 1))
-        async with self._client(run_generation) as client:
-            async def one(r: GenRequest) -> Outcome:
-                async with limit:
-                    return await self._one(client, r, run_generation)
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+        client = self._client(run_generation)
+
+        async def one(r: GenRequest) -> Outcome:
+            async with limit:
+                return await self._one(client, r, run_generation)
+        return list(await asyncio.gather(*(one(r) for r in requests)))
 
     async def _one(self, client: openai.AsyncOpenAI, r: GenRequest, run_generation: dict[str, Any]) -> Outcome:
         empty_budget = run_generation.get("max_empty_retries", DEFAULT_MAX_EMPTY_RETRIES)
@@ -196,6 +202,54 @@ class OpenAIBackend:
 
 
 LM_EVAL_API_MAX_LENGTH = 2048  # lm-eval's TemplateAPI default max_length
+
+MAX_CLIENTS = 16  # endpoint configurations a process keeps clients for; the least recently used is closed
+
+_loop_lock = threading.Lock()
+# (pid, thread, loop): a forked child, or a process whose loop thread ended, starts a new one
+_loop: tuple[int, threading.Thread, asyncio.AbstractEventLoop] | None = None
+_clients: OrderedDict[tuple[Any, ...], openai.AsyncOpenAI] = OrderedDict()
+
+
+def _process_loop() -> asyncio.AbstractEventLoop:
+    """This process's event loop for endpoint clients, running in a daemon thread (started on first use)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop[0] != os.getpid() or not _loop[1].is_alive():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="openai-endpoints", daemon=True)
+            thread.start()
+            _loop = (os.getpid(), thread, loop)
+            _clients.clear()  # another loop's clients (a fork's copies, a dead thread's) cannot be used here
+        return _loop[2]
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run `coro` on the process loop and wait for its result; an interrupt of the caller (a Dagster step
+    being terminated) cancels it."""
+    future = asyncio.run_coroutine_threadsafe(coro, _process_loop())
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()
+        raise
+
+
+def _shared_client(base_url: str, api_key: str, headers: tuple[tuple[str, str], ...], max_retries: int,
+                   read_timeout: float, connect_timeout: float) -> openai.AsyncOpenAI:
+    """The process's client for one endpoint configuration, made on first use (called on the process loop)."""
+    ident = (base_url, api_key, headers, max_retries, read_timeout, connect_timeout)
+    client = _clients.get(ident)
+    if client is None:
+        client = _clients[ident] = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key, default_headers=dict(headers) or None, max_retries=max_retries,
+            # the client's stubs name httpx2's Timeout; it converts an httpx.Timeout (openai/_httpx2.py)
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout))  # type: ignore[arg-type]
+        while len(_clients) > MAX_CLIENTS:  # the least recently used, after 16 newer configurations
+            _, old = _clients.popitem(last=False)
+            asyncio.get_running_loop().create_task(old.close())
+    _clients.move_to_end(ident)
+    return client
 
 
 async def _listed_model(client: openai.AsyncOpenAI, name: str) -> dict[str, Any]:

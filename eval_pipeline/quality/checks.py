@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -58,18 +59,29 @@ def _gx() -> Any:
     return gx
 
 
-def _validate(df: pd.DataFrame, expectations: list[Any]) -> Validation:
+_gx_lock = threading.Lock()
+
+
+@functools.cache
+def _frame_batches() -> Any:
+    """This process's ephemeral GX context and its whole-dataframe batch definition, made once: making them
+    per validation was half of a check's time (py-spy on a check step of bench/scale)."""
     gx = _gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig  # deferred: GX (see _gx)
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_def = (ctx.data_sources.add_pandas("frame").add_dataframe_asset("rows")
-                 .add_batch_definition_whole_dataframe("all"))
-    suite = ctx.suites.add(gx.ExpectationSuite(name="checks"))
-    for e in expectations:
-        suite.add_expectation(e)
-    result = batch_def.get_batch(batch_parameters={"dataframe": df}).validate(suite)
+    return ctx.data_sources.add_pandas("frame").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
+
+
+def _validate(df: pd.DataFrame, expectations: list[Any]) -> Validation:
+    gx = _gx()
+    with _gx_lock:  # one context per process; GX's objects are not made for threads
+        batch_def = _frame_batches()
+        suite = gx.ExpectationSuite(name="checks")
+        for e in expectations:
+            suite.add_expectation(e)
+        result = batch_def.get_batch(batch_parameters={"dataframe": df}).validate(suite)
     failures = []
     for r in result.results:
         if not r.success:
