@@ -10,7 +10,11 @@ from assets.placement import placement
 from assets.suites import suite_versions
 from eval_pipeline import runs
 from eval_pipeline.execution.generate import generate_partition
-from eval_pipeline.quality.checks import check_generation_health, check_generations, generation_rates
+from eval_pipeline.quality.checks import (
+    check_generation_health_by_partition,
+    check_generations_by_partition,
+    generation_rates,
+)
 from eval_pipeline.service.launching import eval_run_of, origin_of
 from eval_pipeline.service.partitions import generation_partitions_def, split_key
 from resources import CatalogResource, GenerationThresholds, LakeResource
@@ -91,9 +95,10 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
     def generations_complete(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
                              lake: LakeResource) -> CheckEvents:
         """One generation row per planned request, no request twice (per partition)."""
+        found = _partition_rows(context, catalog, lake)
+        checked = check_generations_by_partition({key: (rows, planned) for key, planned, rows in found})
         return validation_evaluations(context, [
-            (key, check_generations(rows, planned), {"planned": planned, "rows": len(rows)})
-            for key, planned, rows in _partition_rows(context, catalog, lake)])
+            (key, checked[key], {"planned": planned, "rows": len(rows)}) for key, planned, rows in found])
 
     @dg.asset_check(asset=generations, partitions_def=generation_partitions_def, blocking=True)
     def generations_healthy(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
@@ -101,7 +106,8 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
         """Failed requests and empty outputs under the configured rates (per partition: the measured rates
         beside their thresholds)."""
         max_failed, max_empty = thresholds.limits()
+        found = _partition_rows(context, catalog, lake)
+        checked = check_generation_health_by_partition({key: rows for key, _, rows in found}, max_failed, max_empty)
         return validation_evaluations(context, [
-            (key, check_generation_health(rows, max_failed, max_empty),
-             {**generation_rates(rows), "max_failed_rate": max_failed, "max_empty_rate": max_empty})
-            for key, _, rows in _partition_rows(context, catalog, lake)])
+            (key, checked[key], {**generation_rates(rows), "max_failed_rate": max_failed, "max_empty_rate": max_empty})
+            for key, _, rows in found])

@@ -14,7 +14,7 @@ from eval_pipeline.grading.embedding import embedding_partition
 from eval_pipeline.grading.grade_files import active_grade_files
 from eval_pipeline.grading.judge import judge_partition
 from eval_pipeline.grading.rule_grades import grade_partition
-from eval_pipeline.quality.checks import check_grades
+from eval_pipeline.quality.checks import check_grades_by_partition
 from eval_pipeline.service.partitions import generation_partitions_def, split_key
 from eval_pipeline.stores.catalog import tables as t
 from resources import CatalogResource, LakeResource
@@ -55,7 +55,8 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
         their rubric's hash (per partition)."""
         run_id = eval_run_id(context, catalog, lake, create=False)
         found = [(key, partition_grades(catalog, lake, run_id, key).to_pandas()) for key in context.partition_keys]
-        return validation_evaluations(context, [(key, check_grades(g), {"grades": len(g)}) for key, g in found])
+        checked = check_grades_by_partition(dict(found))
+        return validation_evaluations(context, [(key, checked[key], {"grades": len(g)}) for key, g in found])
 
 
 def partition_grades(catalog: CatalogResource, lake: LakeResource, run_id: str, key: str):

@@ -10,7 +10,7 @@ from assets.grades import grades, partition_grades
 from assets.partition_metadata import PartitionMetadata
 from assets.placement import placement
 from eval_pipeline import runs
-from eval_pipeline.quality.checks import check_metrics
+from eval_pipeline.quality.checks import check_metrics_by_partition
 from eval_pipeline.results.metrics import metrics_path, run_metrics_object, write_partition_metrics
 from eval_pipeline.results.report import markdown
 from eval_pipeline.runs.records import not_graded
@@ -72,10 +72,10 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
                       lake: LakeResource) -> CheckEvents:
         """stderr >= 0, n equals the graded rows, the interval contains the value (per partition)."""
         run_id = eval_run_id(context, catalog, lake, create=False)
-        return validation_evaluations(context, [
-            (key, check_metrics(lake.lake.read_table(metrics_path(run_id, *split_key(key))).to_pandas(),
-                                partition_grades(catalog, lake, run_id, key).to_pandas()), {})
-            for key in context.partition_keys])
+        checked = check_metrics_by_partition({
+            key: (lake.lake.read_table(metrics_path(run_id, *split_key(key))).to_pandas(),
+                  partition_grades(catalog, lake, run_id, key).to_pandas()) for key in context.partition_keys})
+        return validation_evaluations(context, [(key, checked[key], {}) for key in context.partition_keys])
 
     @dg.asset_check(asset=metrics, partitions_def=generation_partitions_def, blocking=False)
     def no_regression(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,

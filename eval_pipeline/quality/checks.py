@@ -8,6 +8,8 @@ import functools
 import math
 import os
 import threading
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,6 +35,10 @@ class Validation:
         return "; ".join(f"{f['expectation']} failed ({f['unexpected']} unexpected)" for f in self.failures)
 
 
+def _failed(check: str, e: Exception) -> Validation:
+    return Validation(False, 0, note=f"{check} could not evaluate the data: {type(e).__name__}: {e}")
+
+
 def never_raises(check: Callable[..., Validation]) -> Callable[..., Validation]:
     """A check that meets a frame it cannot evaluate fails with the reason instead of raising: an asset
     check's exception would hide every other partition's result."""
@@ -41,7 +47,7 @@ def never_raises(check: Callable[..., Validation]) -> Callable[..., Validation]:
         try:
             return check(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
-            return Validation(False, 0, note=f"{check.__name__} could not evaluate the data: {type(e).__name__}: {e}")
+            return _failed(check.__name__, e)
     return guarded
 
 
@@ -74,23 +80,73 @@ def _frame_batches() -> Any:
     return ctx.data_sources.add_pandas("frame").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
 
 
-def _validate(df: pd.DataFrame, expectations: list[Any]) -> Validation:
+# The column that tags each row with its partition when partitions are validated together.
+PARTITION = "__partition__"
+# Failed expectations are run again with each unexpected row's partition (GX's `unexpected_index_list`).
+_LOCATE = {"result_format": "COMPLETE", "unexpected_index_column_names": [PARTITION],
+           "return_unexpected_index_query": False}
+_OK = Validation(True, 0)
+
+
+def _run_suite(df: pd.DataFrame, expectations: list[Any], result_format: Any) -> Any:
     gx = _gx()
     with _gx_lock:  # one context per process; GX's objects are not made for threads
         batch_def = _frame_batches()
         suite = gx.ExpectationSuite(name="checks")
         for e in expectations:
             suite.add_expectation(e)
-        result = batch_def.get_batch(batch_parameters={"dataframe": df}).validate(suite)
-    failures = []
-    for r in result.results:
-        if not r.success:
-            cfg = r.expectation_config
-            failures.append({
-                "expectation": f"{cfg.type}({cfg.kwargs.get('column') or cfg.kwargs.get('column_list')})",
-                "unexpected": (r.result or {}).get("unexpected_count"),
-            })
-    return Validation(bool(result.success), len(result.results), failures)
+        return batch_def.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format=result_format)
+
+
+def _label(config: Any) -> str:
+    kwargs = config.kwargs
+    columns = kwargs.get("column") or kwargs.get("column_list") or [kwargs.get("column_A"), kwargs.get("column_B")]
+    if isinstance(columns, list):
+        columns = [c for c in columns if c != PARTITION]
+    return f"{config.type}({columns})"
+
+
+def validate_partitions(frames: Mapping[str, pd.DataFrame], expectations: Callable[[], list[Any]]
+                        ) -> dict[str, Validation]:
+    """Each frame of `frames` (partition key -> rows) validated against the expectations as if on its own,
+    in one GX validation of their concatenation, each row tagged with its key in the column PARTITION.
+    GX's cost per validation (20-60 ms here, whatever the rows) paid once per partition was most of a
+    check step's time. Only row-level expectations keep their per-frame meaning this way: column map and
+    column pair expectations, and uniqueness over PARTITION plus the columns. `expectations` makes them
+    (GX binds an expectation to its suite). A failed expectation is run again with GX's
+    `unexpected_index_list` to count each partition's unexpected rows; one GX could not evaluate fails
+    every partition. Returns {key: Validation}, `evaluated` counting every expectation."""
+    if not frames:
+        return {}
+    df = pd.concat([frame.assign(**{PARTITION: key}) for key, frame in frames.items()], ignore_index=True)
+    made = expectations()
+    checked = _run_suite(df, made, "BOOLEAN_ONLY")
+    # GX orders results its own way: the failed ones are known by their configuration, not position
+    failed = [r.expectation_config.to_domain_obj() for r in checked.results if not r.success]
+    failures: dict[str, list[dict[str, Any]]] = {key: [] for key in frames}
+    if failed:
+        for r in _run_suite(df, failed, _LOCATE).results:
+            unexpected = (r.result or {}).get("unexpected_index_list")
+            if unexpected is None:  # not evaluated (GX's exception_info): no partition passes it
+                for found in failures.values():
+                    found.append({"expectation": _label(r.expectation_config), "unexpected": None})
+                continue
+            for key, n in Counter(row[PARTITION] for row in unexpected).items():
+                failures[key].append({"expectation": _label(r.expectation_config), "unexpected": n})
+    return {key: Validation(not found, len(made), found) for key, found in failures.items()}
+
+
+def _validate(df: pd.DataFrame, expectations: Callable[[], list[Any]]) -> Validation:
+    return validate_partitions({"": df}, expectations)[""]
+
+
+def _guarded_batch(check: str, frames: Mapping[str, pd.DataFrame], expectations: Callable[[], list[Any]]
+                   ) -> dict[str, Validation]:
+    """validate_partitions, where GX failing as a whole fails each partition with the reason."""
+    try:
+        return validate_partitions(frames, expectations)
+    except Exception as e:  # noqa: BLE001
+        return {key: _failed(check, e) for key in frames}
 
 
 @never_raises
@@ -100,7 +156,7 @@ def check_samples(samples: pd.DataFrame) -> Validation:
     ex = _expectations()
     df = samples.assign(target=samples["target"].where(samples["target"] != "null"),
                         scores_finite=[all(map(math.isfinite, row)) for row in samples["score_values"]])
-    return _validate(df, [
+    return _validate(df, lambda: [
         ex.ExpectColumnValuesToNotBeNull(column="doc_id"),
         ex.ExpectCompoundColumnsToBeUnique(column_list=["run_id", "task", "doc_id", "filter"]),
         ex.ExpectColumnValuesToNotBeNull(column="target"),
@@ -115,8 +171,8 @@ def check_agreement(metrics: pd.DataFrame) -> Validation:
     df = metrics[metrics["recomputed"].notna()]
     if df.empty:
         return Validation(True, 0)
-    return _validate(df, [_expectations().ExpectColumnValuesToBeInSet(column="recomputed_matches",
-                                                                      value_set=[True])])
+    return _validate(df, lambda: [_expectations().ExpectColumnValuesToBeInSet(column="recomputed_matches",
+                                                                              value_set=[True])])
 
 
 @never_raises
@@ -124,29 +180,46 @@ def check_suite_inputs(tasks: pd.DataFrame, inputs: pd.DataFrame) -> Validation:
     """A suite version: every task has inputs (`tasks`.has_inputs), prompts are non-empty, doc ids are unique
     per task (`inputs`: task, doc_id, prompt)."""
     ex = _expectations()
-    has_inputs = _validate(tasks, [ex.ExpectColumnValuesToBeInSet(column="has_inputs", value_set=[True])])
+    has_inputs = _validate(tasks, lambda: [ex.ExpectColumnValuesToBeInSet(column="has_inputs", value_set=[True])])
     if inputs.empty:
         return has_inputs
-    rows = _validate(inputs, [
+    rows = _validate(inputs, lambda: [
         ex.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
         ex.ExpectCompoundColumnsToBeUnique(column_list=["task", "doc_id"]),
     ])
     return _merge(has_inputs, rows)
 
 
-def _merge(a: Validation, b: Validation) -> Validation:
-    return Validation(a.success and b.success, a.evaluated + b.evaluated, a.failures + b.failures)
+def _merge(*validations: Validation) -> Validation:
+    return Validation(all(v.success for v in validations), sum(v.evaluated for v in validations),
+                      [f for v in validations for f in v.failures])
 
 
-@never_raises
-def check_generations(rows: pd.DataFrame, planned: int) -> Validation:
-    """A partition's generations: exactly one row per planned request (request_index 0..planned-1, unique)."""
+def check_generations_by_partition(partitions: Mapping[str, tuple[pd.DataFrame, int]]) -> dict[str, Validation]:
+    """Each partition's generations (key -> (rows with request_index, planned requests)): exactly one row
+    per planned request: as many rows as planned, request_index unique and within 0..planned-1."""
     ex = _expectations()
-    return _validate(rows, [
-        ex.ExpectTableRowCountToEqual(value=planned),
-        ex.ExpectColumnValuesToBeUnique(column="request_index"),
-        ex.ExpectColumnValuesToBeBetween(column="request_index", min_value=0, max_value=max(planned - 1, 0)),
+    counts, indexes, out = {}, {}, {}
+    for key, (rows, planned) in partitions.items():
+        try:
+            indexes[key] = pd.DataFrame({"request_index": rows["request_index"], "last_index": max(planned - 1, 0)})
+            counts[key] = pd.DataFrame({"rows": [len(rows)], "planned": [planned]})
+        except Exception as e:  # noqa: BLE001
+            out[key] = _failed("check_generations", e)
+    counted = _guarded_batch("check_generations", counts, lambda: [
+        ex.ExpectColumnPairValuesToBeEqual(column_A="rows", column_B="planned")])
+    indexed = _guarded_batch("check_generations", {k: indexes[k] for k in counted}, lambda: [
+        ex.ExpectCompoundColumnsToBeUnique(column_list=[PARTITION, "request_index"]),
+        ex.ExpectColumnValuesToBeBetween(column="request_index", min_value=0),
+        ex.ExpectColumnPairValuesAToBeGreaterThanB(column_A="last_index", column_B="request_index", or_equal=True),
     ])
+    out.update({key: _merge(counted[key], indexed[key]) for key in counted})
+    return {key: out[key] for key in partitions}
+
+
+def check_generations(rows: pd.DataFrame, planned: int) -> Validation:
+    """One partition's generations: see check_generations_by_partition."""
+    return check_generations_by_partition({"": (rows, planned)})[""]
 
 
 def generation_rates(rows: pd.DataFrame) -> dict[str, float | int]:
@@ -161,19 +234,31 @@ def generation_rates(rows: pd.DataFrame) -> dict[str, float | int]:
     return {"requests": n, "failed_rate": float((~ok).sum() / n), "empty_rate": float(empty.sum() / n)}
 
 
-@never_raises
-def check_generation_health(rows: pd.DataFrame, max_failed_rate: float, max_empty_rate: float) -> Validation:
-    """Failed requests and empty outputs stay under their thresholds (fractions of the partition)."""
+def check_generation_health_by_partition(partitions: Mapping[str, pd.DataFrame], max_failed_rate: float,
+                                         max_empty_rate: float) -> dict[str, Validation]:
+    """Each partition's failed requests and empty outputs (key -> generation rows; see generation_rates)
+    at most their thresholds (fractions of the partition's rows). A partition without rows passes with
+    nothing evaluated."""
     ex = _expectations()
-    if rows.empty:
-        return Validation(True, 0)
-    df = rows.assign(ok=rows["error"].isna(),
-                     empty=(rows["request_kind"] == "generate_until") & rows["error"].isna()
-                     & (rows["output_text"].fillna("") == ""))
-    return _validate(df, [
-        ex.ExpectColumnValuesToBeInSet(column="ok", value_set=[True], mostly=1 - max_failed_rate),
-        ex.ExpectColumnValuesToBeInSet(column="empty", value_set=[False], mostly=1 - max_empty_rate),
-    ])
+    rates, out = {}, {}
+    for key, rows in partitions.items():
+        try:
+            if rows.empty:
+                out[key] = _OK
+            else:
+                rates[key] = pd.DataFrame([generation_rates(rows)])
+        except Exception as e:  # noqa: BLE001
+            out[key] = _failed("check_generation_health", e)
+    out.update(_guarded_batch("check_generation_health", rates, lambda: [
+        ex.ExpectColumnValuesToBeBetween(column="failed_rate", max_value=max_failed_rate),
+        ex.ExpectColumnValuesToBeBetween(column="empty_rate", max_value=max_empty_rate),
+    ]))
+    return {key: out[key] for key in partitions}
+
+
+def check_generation_health(rows: pd.DataFrame, max_failed_rate: float, max_empty_rate: float) -> Validation:
+    """One partition's generation health: see check_generation_health_by_partition."""
+    return check_generation_health_by_partition({"": rows}, max_failed_rate, max_empty_rate)[""]
 
 
 # The range of one sample's score per metric (None: unbounded on that side).
@@ -186,56 +271,97 @@ SCORE_RANGES = {
 }
 
 
-@never_raises
-def check_grades(grades: pd.DataFrame) -> Validation:
-    """A partition's grades: one per (doc, filter, metric); scores within their metric's range; a
-    rubric hash on every judge grade."""
-    ex = _expectations()
+def _grade_frames(grades: pd.DataFrame) -> Validation | tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A partition's grades as the three frames its expectations read (keys, scores in range, judge
+    grades), or the outcome when there is nothing for them to read."""
     if grades.empty:
         return Validation(True, 0, note="no grades: nothing was graded by rule (predict-only task, or no samples)")
     numbers = pd.to_numeric(grades["score"], errors="coerce")
     if (numbers.isna() & grades["score"].notna()).any():
         return Validation(False, 0, note="scores that are not numbers: "
                                          f"{grades['score'][numbers.isna() & grades['score'].notna()].iloc[0]!r}")
-    grades = grades.assign(score=numbers)
     if numbers.isna().all():
         first = grades["error"].dropna().iloc[0] if grades["error"].notna().any() else "none given"
         return Validation(True, 0, note=f"no scores to check: all {len(grades)} grades carry an error ({first})")
-    scored = grades[grades["score"].notna()]
+    scored = grades.assign(score=numbers)[numbers.notna()]
     low = scored["metric"].map(lambda m: SCORE_RANGES.get(m, (None, None))[0])
     high = scored["metric"].map(lambda m: SCORE_RANGES.get(m, (None, None))[1])
     in_range = (low.isna() | (scored["score"] >= low.fillna(0))) & (high.isna() | (scored["score"] <= high.fillna(0)))
     judged = grades[grades["grader"].str.startswith("judge:")]
-    return _merge(_merge(
-        _validate(grades, [ex.ExpectCompoundColumnsToBeUnique(column_list=["doc_id", "filter", "metric"])]),
-        _validate(pd.DataFrame({"in_range": in_range.astype(bool)}),
-                  [ex.ExpectColumnValuesToBeInSet(column="in_range", value_set=[True])])
-        if not scored.empty else Validation(True, 0)),
-        _validate(judged, [ex.ExpectColumnValuesToNotBeNull(column="rubric_sha256")])
-        if not judged.empty else Validation(True, 0))
+    return (grades[["doc_id", "filter", "metric"]], pd.DataFrame({"in_range": in_range.astype(bool)}),
+            judged[["rubric_sha256"]])
 
 
-@never_raises
-def check_metrics(metrics: pd.DataFrame, grades: pd.DataFrame) -> Validation:
-    """A partition's metrics: stderr >= 0, n equals the graded rows, the 95% interval holds the value."""
+def check_grades_by_partition(partitions: Mapping[str, pd.DataFrame]) -> dict[str, Validation]:
+    """Each partition's grades (key -> grades): one per (doc, filter, metric); scores within their metric's
+    range (SCORE_RANGES); a rubric hash on every judge grade."""
     ex = _expectations()
-    if metrics.empty:
-        return Validation(True, 0)
+    keys, in_range, judged, out = {}, {}, {}, {}
+    for key, grades in partitions.items():
+        try:
+            frames = _grade_frames(grades)
+        except Exception as e:  # noqa: BLE001
+            frames = _failed("check_grades", e)
+        if isinstance(frames, Validation):
+            out[key] = frames
+            continue
+        keys[key], in_range[key] = frames[0], frames[1]
+        if not frames[2].empty:
+            judged[key] = frames[2]
+    unique = _guarded_batch("check_grades", keys, lambda: [
+        ex.ExpectCompoundColumnsToBeUnique(column_list=[PARTITION, "doc_id", "filter", "metric"])])
+    ranged = _guarded_batch("check_grades", in_range, lambda: [
+        ex.ExpectColumnValuesToBeInSet(column="in_range", value_set=[True])])
+    rubrics = _guarded_batch("check_grades", judged, lambda: [
+        ex.ExpectColumnValuesToNotBeNull(column="rubric_sha256")])
+    out.update({key: _merge(unique[key], ranged[key], rubrics.get(key, _OK)) for key in keys})
+    return {key: out[key] for key in partitions}
+
+
+def check_grades(grades: pd.DataFrame) -> Validation:
+    """One partition's grades: see check_grades_by_partition."""
+    return check_grades_by_partition({"": grades})[""]
+
+
+def _metric_frames(metrics: pd.DataFrame, grades: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A partition's metrics as its expectations read them: n against the graded rows per (metric, filter),
+    and the rows with an interval (stderr, whether it holds the value)."""
     graded = (grades[grades["error"].isna() & grades["score"].notna()]
               .groupby(["metric", "filter"]).size().rename("graded").reset_index())
     df = metrics.merge(graded, on=["metric", "filter"], how="left").fillna({"graded": 0})
-    scored = df[df["value"].notna()]
-    df = df.assign(n_matches=df["n"] == df["graded"])
-    checks = [ex.ExpectColumnValuesToBeInSet(column="n_matches", value_set=[True])]
-    result = _validate(df, checks)
-    if scored.empty:
-        return result
     # lm-eval gives some aggregates no stderr (weighted perplexities): no interval to hold them then
-    scored = scored[scored["ci_low"].notna() & scored["ci_high"].notna()]
-    if scored.empty:
-        return result
-    scored = scored.assign(ci_holds=(scored["ci_low"] <= scored["value"]) & (scored["value"] <= scored["ci_high"]))
-    return _merge(result, _validate(scored, [
+    scored = df[df["value"].notna() & df["ci_low"].notna() & df["ci_high"].notna()]
+    return (pd.DataFrame({"n_matches": df["n"] == df["graded"]}),
+            pd.DataFrame({"stderr": scored["stderr"],
+                          "ci_holds": (scored["ci_low"] <= scored["value"]) & (scored["value"] <= scored["ci_high"])}))
+
+
+def check_metrics_by_partition(partitions: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]]) -> dict[str, Validation]:
+    """Each partition's metrics (key -> (metrics, grades)): n equals the graded rows, and where there is an
+    interval, stderr >= 0 and the 95% interval holds the value."""
+    ex = _expectations()
+    counts, intervals, out = {}, {}, {}
+    for key, (metrics, grades) in partitions.items():
+        if metrics.empty:
+            out[key] = _OK
+            continue
+        try:
+            counts[key], scored = _metric_frames(metrics, grades)
+        except Exception as e:  # noqa: BLE001
+            out[key] = _failed("check_metrics", e)
+            continue
+        if not scored.empty:
+            intervals[key] = scored
+    counted = _guarded_batch("check_metrics", counts, lambda: [
+        ex.ExpectColumnValuesToBeInSet(column="n_matches", value_set=[True])])
+    held = _guarded_batch("check_metrics", intervals, lambda: [
         ex.ExpectColumnValuesToBeBetween(column="stderr", min_value=0),
         ex.ExpectColumnValuesToBeInSet(column="ci_holds", value_set=[True]),
-    ]))
+    ])
+    out.update({key: _merge(counted[key], held.get(key, _OK)) for key in counts})
+    return {key: out[key] for key in partitions}
+
+
+def check_metrics(metrics: pd.DataFrame, grades: pd.DataFrame) -> Validation:
+    """One partition's metrics: see check_metrics_by_partition."""
+    return check_metrics_by_partition({"": (metrics, grades)})[""]
