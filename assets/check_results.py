@@ -42,22 +42,44 @@ def partition_evaluations(context: dg.AssetCheckExecutionContext,
                           severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> CheckEvents:
     """One AssetCheckEvaluation per (partition key, passed, metadata, description) of `results`, for the
     check being executed, then its output. A failed blocking ERROR evaluation fails the step (Dagster's
-    own rule), so downstream assets of the run are not materialised."""
-    spec = context.check_specs[0]
+    own rule, applied once the step has yielded everything), so downstream assets of the run are not
+    materialised."""
+    yield from spec_evaluations(context, context.check_specs[0], results, severity)
+    yield dg.Output(None)
+
+
+def spec_evaluations(context: dg.AssetCheckExecutionContext, spec: dg.AssetCheckSpec,
+                     results: list[tuple[str, bool, Mapping[str, Any], str]],
+                     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+                     ) -> Iterator[dg.AssetCheckEvaluation]:
+    """The evaluations of partition_evaluations for one check `spec` of the step, without an output: a
+    multi-asset check yields those of each spec, then multi_check_outputs."""
     targets = _targets(context.instance, spec.asset_key, [key for key, *_ in results])
     for key, passed, metadata, description in results:
         yield dg.AssetCheckEvaluation(
             asset_key=spec.asset_key, check_name=spec.name, passed=passed, metadata=dict(metadata),
             severity=severity, description=description, blocking=spec.blocking, partition=key,
             target_materialization_data=targets.get(key))
-    yield dg.Output(None)
+
+
+def multi_check_outputs(context: dg.AssetCheckExecutionContext) -> Iterator[dg.Output]:
+    """A multi-asset check's (empty) outputs, one per check spec (dg.multi_asset_check names them by
+    the spec's python identifier)."""
+    for spec in context.check_specs:
+        yield dg.Output(None, output_name=spec.get_python_identifier())
+
+
+def validations(validated: list[tuple[str, Validation, Mapping[str, Any]]]
+                ) -> list[tuple[str, bool, Mapping[str, Any], str]]:
+    """Great Expectations validations (partition key, validation, extra metadata such as thresholds and
+    measured rates) as partition results."""
+    return [(key, v.success, {"summary": v.summary(), "expectations": v.evaluated,
+                              "failures": dg.MetadataValue.json(v.failures), **extra}, v.summary())
+            for key, v, extra in validated]
 
 
 def validation_evaluations(context: dg.AssetCheckExecutionContext,
-                           validations: list[tuple[str, Validation, Mapping[str, Any]]]) -> CheckEvents:
+                           validated: list[tuple[str, Validation, Mapping[str, Any]]]) -> CheckEvents:
     """Per-partition evaluations of Great Expectations validations: (partition key, validation, extra
     metadata such as thresholds and measured rates)."""
-    return partition_evaluations(context, [
-        (key, v.success, {"summary": v.summary(), "expectations": v.evaluated,
-                          "failures": dg.MetadataValue.json(v.failures), **extra}, v.summary())
-        for key, v, extra in validations])
+    return partition_evaluations(context, validations(validated))

@@ -1,10 +1,11 @@
 """Metrics, the same (model, task) partitions: each metric and filter with its error bars."""
 import warnings
+from typing import Any
 
 import dagster as dg
 from tabulate import tabulate
 
-from assets.check_results import CheckEvents, partition_evaluations, validation_evaluations
+from assets.check_results import CheckEvents, multi_check_outputs, spec_evaluations, validations
 from assets.generations import eval_run_id
 from assets.grades import grades, partition_grades
 from assets.partition_metadata import PartitionMetadata
@@ -66,39 +67,50 @@ def _interval(row: dict) -> str:
 
 with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we rely on them knowingly
     warnings.simplefilter("ignore", dg.PreviewWarning)
+    METRICS_CHECKS = [
+        dg.AssetCheckSpec("metrics_valid", asset=metrics, partitions_def=generation_partitions_def,
+                          description="stderr >= 0, n equals the graded rows, the interval contains the value "
+                                      "(per partition)."),
+        dg.AssetCheckSpec("no_regression", asset=metrics, partitions_def=generation_partitions_def, blocking=False,
+                          description="A scheduled run's partitions against the schedule's previous completed run "
+                                      "and the imported baseline: WARN when a metric dropped significantly."),
+    ]
 
-    @dg.asset_check(asset=metrics, partitions_def=generation_partitions_def)
-    def metrics_valid(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
-                      lake: LakeResource) -> CheckEvents:
-        """stderr >= 0, n equals the graded rows, the interval contains the value (per partition)."""
+    @dg.multi_asset_check(specs=METRICS_CHECKS)
+    def metrics_checks(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
+                       lake: LakeResource) -> CheckEvents:
+        """metrics_valid and no_regression in one step: a step of its own cost each about a CPU second of a
+        worker's (bench/scale), and both read the run's metrics."""
+        valid, regression = METRICS_CHECKS
         run_id = eval_run_id(context, catalog, lake, create=False)
+        keys = list(context.partition_keys)
         checked = check_metrics_by_partition({
             key: (lake.lake.read_table(metrics_path(run_id, *split_key(key))).to_pandas(),
-                  partition_grades(catalog, lake, run_id, key).to_pandas()) for key in context.partition_keys})
-        return validation_evaluations(context, [(key, checked[key], {}) for key in context.partition_keys])
+                  partition_grades(catalog, lake, run_id, key).to_pandas()) for key in keys})
+        yield from spec_evaluations(context, valid, validations([(key, checked[key], {}) for key in keys]))
+        yield from spec_evaluations(context, regression, _regressions(catalog, lake, run_id, keys),
+                                    dg.AssetCheckSeverity.WARN)
+        yield from multi_check_outputs(context)
 
-    @dg.asset_check(asset=metrics, partitions_def=generation_partitions_def, blocking=False)
-    def no_regression(context: dg.AssetCheckExecutionContext, catalog: CatalogResource,
-                      lake: LakeResource) -> CheckEvents:
-        """A scheduled run's partitions against the schedule's previous completed run and the imported
-        baseline: WARN when a metric dropped significantly (Benjamini-Hochberg over the run's comparisons,
-        eval_pipeline/schedules/regressions.py). Runs no schedule made pass with nothing compared."""
-        run_id = eval_run_id(context, catalog, lake, create=False)
-        settings = regression_settings(catalog.catalog, run_id) if run_id else None
-        keys = list(context.partition_keys)
-        if settings is None:
-            note = "not a scheduled run: nothing compared"
-            return partition_evaluations(context, [(k, True, {"summary": note}, note) for k in keys],
-                                         dg.AssetCheckSeverity.WARN)
-        previous, comparisons = compare_run(catalog.catalog, lake.lake, run_id, alpha=settings[0],
-                                            min_drop=settings[1])
-        results = []
-        for key in keys:
-            mine = [c for c in comparisons if c["partition_key"] == key]
-            found = [{k: c[k] for k in ("metric", "filter", "against", "value", "against_value", "difference",
-                                        "p_adjusted")} for c in mine if c["regression"]]
-            summary = f"{len(found)} regressions in {len(mine)} comparisons"
-            results.append((key, not found, {
-                "summary": summary, "previous_run_id": previous or "", "comparisons": len(mine),
-                "regressions": dg.MetadataValue.json(found), "alpha": settings[0], "min_drop": settings[1]}, summary))
-        return partition_evaluations(context, results, dg.AssetCheckSeverity.WARN)
+
+def _regressions(catalog: CatalogResource, lake: LakeResource, run_id: str | None,
+                 keys: list[str]) -> list[tuple[str, bool, dict[str, Any], str]]:
+    """no_regression's results: a scheduled run's partitions against the schedule's previous completed run
+    and the imported baseline, failed (WARN) where a metric dropped significantly (Benjamini-Hochberg over
+    the run's comparisons, eval_pipeline/schedules/regressions.py). Runs no schedule made pass with nothing
+    compared."""
+    settings = regression_settings(catalog.catalog, run_id) if run_id else None
+    if run_id is None or settings is None:
+        note = "not a scheduled run: nothing compared"
+        return [(k, True, {"summary": note}, note) for k in keys]
+    previous, comparisons = compare_run(catalog.catalog, lake.lake, run_id, alpha=settings[0], min_drop=settings[1])
+    results = []
+    for key in keys:
+        mine = [c for c in comparisons if c["partition_key"] == key]
+        found = [{k: c[k] for k in ("metric", "filter", "against", "value", "against_value", "difference",
+                                    "p_adjusted")} for c in mine if c["regression"]]
+        summary = f"{len(found)} regressions in {len(mine)} comparisons"
+        results.append((key, not found, {
+            "summary": summary, "previous_run_id": previous or "", "comparisons": len(mine),
+            "regressions": dg.MetadataValue.json(found), "alpha": settings[0], "min_drop": settings[1]}, summary))
+    return results

@@ -33,10 +33,10 @@ from helpers import EVAL_TASKS, TASKS, corrupt_json, generated_folder
 from sqlalchemy import func, select
 
 from assets.exports import bundle_checksums_valid, export_bundles
-from assets.generations import generations, generations_complete, generations_healthy
+from assets.generations import generation_checks, generations
 from assets.grades import grades, grades_valid
 from assets.historical import historical_metrics_agree, historical_results, historical_samples_valid
-from assets.metrics import metrics, metrics_valid
+from assets.metrics import metrics, metrics_checks
 from assets.suites import suite_inputs_valid, suite_versions
 from eval_pipeline import runs
 from eval_pipeline.execution.finish import complete_if_done
@@ -328,9 +328,10 @@ class UnitRun:
             assert set(context.asset_metadata) == set(self.keys.values())
             return {key.split("|")[1]: _values(md) for key, md in context.asset_metadata.items()}
 
-    def check(self, check, resources: dict | None = None) -> Checked:
+    def check(self, check, resources: dict | None = None, name: str | None = None) -> Checked:
         """A partitioned check over both partitions, its Dagster run tagged as the asset's was: one
-        evaluation per partition, then the check's output."""
+        evaluation per partition, then the check's output. For a multi-asset check, the evaluations of
+        its check `name`, after one output per check."""
         op_context = dg.build_op_context(resources=resources or self.resources, instance=self.instance,
                                          partition_key_range=dg.PartitionKeyRange(
                                              self.tags["dagster/asset_partition_range_start"],
@@ -340,11 +341,14 @@ class UnitRun:
         op = check.node_def
         with op_context:
             resources = {key: getattr(op_context.resources, key) for key in op.required_resource_keys}
-            *evaluations, output = op.compute_fn.decorated_fn(
-                RunCheckContext(op_context, self.tags, check.check_specs, sorted(self.keys.values())), **resources)
-        assert isinstance(output, dg.Output)
-        assert all(e.check_name == check.check_key.name for e in evaluations)
-        return Checked({e.partition: e for e in evaluations})
+            events = list(op.compute_fn.decorated_fn(
+                RunCheckContext(op_context, self.tags, check.check_specs, sorted(self.keys.values())), **resources))
+        specs = list(check.check_specs)
+        outputs = [e for e in events if isinstance(e, dg.Output)]
+        assert [type(e) for e in events[-len(specs):]] == [dg.Output] * len(specs) == [type(e) for e in outputs]
+        name = name or check.check_key.name
+        assert {e.check_name for e in events[:-len(specs)]} == {spec.name for spec in specs}
+        return Checked({e.partition: e for e in events[:-len(specs)] if e.check_name == name})
 
     def planned(self, task: str) -> int:
         return self.parts[task].planned
@@ -430,11 +434,16 @@ def test_generations_launched_without_an_eval_run_record_one_for_the_backfill(ev
     assert len(runs.list_runs(eval_home.catalog)) == 1
 
 
+def _generation_checks(unit_run: UnitRun) -> tuple[Checked, Checked]:
+    return (unit_run.check(generation_checks, name="generations_complete"),
+            unit_run.check(generation_checks, name="generations_healthy"))
+
+
 def test_generation_checks_pass_then_catch_a_lost_row_and_failed_requests(unit_run):
     import pyarrow as pa
 
     unit_run.materialise(generations)
-    complete, healthy = unit_run.check(generations_complete), unit_run.check(generations_healthy)
+    complete, healthy = _generation_checks(unit_run)
     assert complete.passed and healthy.passed, (_failing(complete), _failing(healthy))
     assert set(complete.evaluations) == set(healthy.evaluations) == set(unit_run.keys.values())
     for key, e in healthy.evaluations.items():  # each partition's measured rates beside its thresholds
@@ -454,14 +463,14 @@ def test_generation_checks_pass_then_catch_a_lost_row_and_failed_requests(unit_r
     lake.write_table(mc_chunk, table.set_column(table.schema.get_field_index("error"), "error",
                                                 pa.array(errors, table.schema.field("error").type)))
 
-    complete, healthy = unit_run.check(generations_complete), unit_run.check(generations_healthy)
+    complete, healthy = _generation_checks(unit_run)
     assert not complete.passed and set(_failing(complete)) == {unit_run.keys["ev_gen_a"]}
     assert complete.evaluations[unit_run.keys["ev_mc_a"]].passed  # the other partition keeps its own result
     assert not healthy.passed and set(_failing(healthy)) == {unit_run.keys["ev_mc_a"]}
     measured = _values(healthy.evaluations[unit_run.keys["ev_mc_a"]].metadata)
     assert measured["failed_rate"] == pytest.approx(1 / unit_run.planned("ev_mc_a"))
     lenient = {**unit_run.resources, "thresholds": GenerationThresholds(max_failed_rate=0.2)}
-    assert unit_run.check(generations_healthy, lenient).passed  # the limit comes from the resource
+    assert unit_run.check(generation_checks, lenient, "generations_healthy").passed  # the limit comes from the resource
 
 
 def test_grades_score_every_generated_doc(unit_run):
@@ -513,13 +522,13 @@ def test_metrics_aggregate_the_grades_with_error_bars(unit_run):
             assert r["value"] == pytest.approx(sum(mine) / len(mine))
             assert f"| {r['metric']} " in md["metrics"]
         assert unit_run.id in md["run_report"]
-    assert unit_run.check(metrics_valid).passed
+    assert unit_run.check(metrics_checks, name="metrics_valid").passed
 
     path = measured["ev_gen_a"]["path"]
     table = lake.read_table(path)
     lake.write_table(path, table.set_column(table.schema.get_field_index("n"), "n",
                                             pa.array([SAMPLES + 1] * table.num_rows, table.schema.field("n").type)))
-    broken = unit_run.check(metrics_valid)
+    broken = unit_run.check(metrics_checks, name="metrics_valid")
     assert not broken.passed and set(_failing(broken)) == {unit_run.keys["ev_gen_a"]}
 
 

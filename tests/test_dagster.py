@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 import yaml
 from helpers import generated_folder
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 from assets.historical import historical_metrics_agree, historical_results, historical_samples_valid
@@ -90,6 +90,9 @@ def _sources(path: Path, folder: Path, **extra) -> dict:
 
 
 def test_materialise_on_a_postgres_instance(pg_instance, pg_url, tmp_path):
+    coordinator = pg_instance.run_coordinator  # deploy/dagster.yaml's queue, as the daemon reads it
+    assert (coordinator.dequeue_interval_seconds, pg_instance.get_concurrency_config().run_queue_config
+            .max_concurrent_runs) == (2, 8)
     folder = generated_folder(tmp_path / "src")
     resources = _resources(pg_url, tmp_path / "lake")
     result = dg.materialize([historical_results, historical_samples_valid, historical_metrics_agree],
@@ -123,8 +126,8 @@ def _sessions(pg_url: str) -> int:
 
 def test_the_deployed_storage_reuses_pooled_connections_and_survives_their_loss(pg_instance, pg_url):
     """deploy/dagster.yaml's storages share one pooled engine per process (orchestration/pg_storage.py):
-    a hundred storage calls open a handful of connections, not one each; a connection the server dropped
-    is replaced before use."""
+    a hundred storage calls open a handful of connections, not one each; a table found is not looked up
+    again; a connection the server dropped is replaced before use."""
     from eval_pipeline.orchestration.pg_storage import MAX_OVERFLOW, POOL_SIZE
 
     storages = (pg_instance.run_storage, pg_instance.event_log_storage, pg_instance.schedule_storage)
@@ -138,6 +141,14 @@ def test_the_deployed_storage_reuses_pooled_connections_and_survives_their_loss(
         assert pg_instance.has_dynamic_partition("model", f"m{i}")
     opened = _sessions(pg_url) - before - 1  # the count's own session
     assert opened <= POOL_SIZE + MAX_OVERFLOW, opened
+
+    statements: list[str] = []
+    event.listen(pg_instance.event_log_storage._engine, "before_cursor_execute",  # noqa: SLF001
+                 lambda conn, cursor, statement, *args: statements.append(statement))
+    assert pg_instance.event_log_storage.supports_asset_checks and pg_instance.has_dynamic_partition("model", "m0")
+    asked = len(statements)
+    assert pg_instance.event_log_storage.supports_asset_checks and pg_instance.has_dynamic_partition("model", "m1")
+    assert len(statements) - asked == 1, statements[asked:]  # the partition's lookup; the tables were known
 
     with create_engine(pg_url, poolclass=NullPool).connect() as conn:  # the server drops every other session
         conn.execute(text("select pg_terminate_backend(pid) from pg_stat_activity "

@@ -65,8 +65,9 @@ def test_an_expectation_gx_cannot_evaluate_fails_every_partition():
 
 
 def test_the_generation_checks_of_a_run_equal_their_partitions_alone():
-    partitions = {"m|ok": (_rows(20), 20), "m|lost": (_rows(20).iloc[:19], 20), "m|twice": (_rows(3).iloc[[0, 1, 1]], 3),
-                  "m|beyond": (_rows(20), 5), "m|none": (_rows(0), 0), "m|broken": (pd.DataFrame({"x": [1]}), 1)}
+    partitions = {"m|ok": (_rows(20), 20), "m|lost": (_rows(20).iloc[:19], 20),
+                  "m|twice": (_rows(3).iloc[[0, 1, 1]], 3), "m|beyond": (_rows(20), 5), "m|none": (_rows(0), 0),
+                  "m|broken": (pd.DataFrame({"x": [1]}), 1)}
     together = checks.check_generations_by_partition(partitions)
     _same(together, _alone(checks.check_generations_by_partition, partitions))
     assert [key for key, v in together.items() if v.success] == ["m|ok", "m|none"]
@@ -89,7 +90,8 @@ def test_the_health_check_holds_at_its_threshold_and_fails_past_it(errors, passe
 
 def test_the_grade_and_metric_checks_of_a_run_equal_their_partitions_alone():
     grades = {"m|ok": _grades(5), "m|high": _grades(5, score=[2.0, 1.0, 1.0, 1.0, 1.0]),
-              "m|twice": _grades(5, doc_id=[0, 0, 1, 2, 3]), "m|none": _grades(0), "m|words": _grades(2, score=["x", "y"]),
+              "m|twice": _grades(5, doc_id=[0, 0, 1, 2, 3]), "m|none": _grades(0),
+              "m|words": _grades(2, score=["x", "y"]),
               "m|judged": _grades(3, grader=["judge:j"] * 3, rubric_sha256=["h", None, "h"]),
               "m|errors": _grades(2, score=[None, None], error=["not gradable", "not gradable"])}
     together = checks.check_grades_by_partition(grades)
@@ -104,7 +106,8 @@ def test_the_grade_and_metric_checks_of_a_run_equal_their_partitions_alone():
     metrics = {"m|ok": (_metrics(5), _grades(5)), "m|n": (_metrics(6), _grades(5)),
                "m|ci": (_metrics(5, ci_low=[0.9], ci_high=[0.95]), _grades(5)),
                "m|no_ci": (_metrics(5, stderr=[None], ci_low=[None], ci_high=[None]), _grades(5)),
-               "m|empty": (_metrics(5).iloc[:0], _grades(5)), "m|broken": (pd.DataFrame({"metric": ["acc"]}), _grades(1))}
+               "m|empty": (_metrics(5).iloc[:0], _grades(5)),
+               "m|broken": (pd.DataFrame({"metric": ["acc"]}), _grades(1))}
     together = checks.check_metrics_by_partition(metrics)
     _same(together, _alone(checks.check_metrics_by_partition, metrics))
     assert {key: v.success for key, v in together.items()} == {

@@ -4,10 +4,10 @@ import os
 import dagster as dg
 
 from assets.exports import bundle_checksums_valid, export_bundles
-from assets.generations import generations, generations_complete, generations_healthy
+from assets.generations import generation_checks, generations
 from assets.grades import grades, grades_valid
 from assets.historical import historical_metrics_agree, historical_results, historical_samples_valid
-from assets.metrics import metrics, metrics_valid, no_regression
+from assets.metrics import metrics, metrics_checks
 from assets.suites import suite_inputs_valid, suite_versions
 from eval_pipeline.orchestration.executors import deployment_executor
 from eval_pipeline.orchestration.jobs import export_job, generation_job, historical_import_job, suite_publish_job
@@ -30,7 +30,7 @@ _hub = HubResource(token=dg.EnvVar("EVAL_PIPELINE_HF_TOKEN")) if os.environ.get(
 defs = dg.Definitions(
     assets=[historical_results, suite_versions, generations, grades, metrics, export_bundles],
     asset_checks=[historical_samples_valid, historical_metrics_agree, suite_inputs_valid,
-                  generations_complete, generations_healthy, grades_valid, metrics_valid, no_regression,
+                  generation_checks, grades_valid, metrics_checks,
                   bundle_checksums_valid],
     jobs=[historical_import_job, suite_publish_job, generation_job, export_job],
     sensors=[queued_runs, generation_succeeded, generation_failed, queued_export_tasks, schedule_ticks,

@@ -80,7 +80,22 @@ class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
 
 
 class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
-    """PostgresEventLogStorage on the process's pooled engine."""
+    """PostgresEventLogStorage on the process's pooled engine, remembering the tables it has found."""
+
+    def has_table(self, table_name: str) -> bool:
+        """dagster-postgres's answer, kept once yes: Dagster asks before every asset check event it stores
+        (`supports_asset_checks`) and every dynamic partition lookup, each a PostgreSQL catalog query, and a
+        table of the instance is never dropped under a running process."""
+        key = (self.postgres_url, table_name)
+        if key in _tables_found:
+            return True
+        found = super().has_table(table_name)
+        if found:
+            _tables_found.add(key)
+        return found
+
+
+_tables_found: set[tuple[str, str]] = set()
 
 
 class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
