@@ -90,9 +90,6 @@ def _sources(path: Path, folder: Path, **extra) -> dict:
 
 
 def test_materialise_on_a_postgres_instance(pg_instance, pg_url, tmp_path):
-    coordinator = pg_instance.run_coordinator  # deploy/dagster.yaml's queue, as the daemon reads it
-    assert (coordinator.dequeue_interval_seconds, pg_instance.get_concurrency_config().run_queue_config
-            .max_concurrent_runs) == (2, 8)
     folder = generated_folder(tmp_path / "src")
     resources = _resources(pg_url, tmp_path / "lake")
     result = dg.materialize([historical_results, historical_samples_valid, historical_metrics_agree],
