@@ -78,6 +78,13 @@ def test_the_generation_checks_of_a_run_equal_their_partitions_alone():
                                   "expect_column_pair_values_a_to_be_greater_than_b": 15}
     assert "could not evaluate" in together["m|broken"].summary()
 
+    # a partition whose column GX cannot compare once concatenated fails alone; a missing index is skipped
+    odd = {"m|ok": (_rows(3), 3), "m|text": (_rows(3).assign(request_index=["0", "1", "9"]), 3),
+           "m|missing": (_rows(3).assign(request_index=[0, 1, None]), 3)}
+    together = checks.check_generations_by_partition(odd)
+    assert {key: v.success for key, v in together.items()} == {"m|ok": True, "m|text": False, "m|missing": True}
+    _same(together, _alone(checks.check_generations_by_partition, odd))
+
 
 @pytest.mark.parametrize("errors, passed", [(1, True), (2, False)])
 def test_the_health_check_holds_at_its_threshold_and_fails_past_it(errors, passed):

@@ -114,8 +114,9 @@ def validate_partitions(frames: Mapping[str, pd.DataFrame], expectations: Callab
     check step's time. Only row-level expectations keep their per-frame meaning this way: column map and
     column pair expectations, and uniqueness over PARTITION plus the columns. `expectations` makes them
     (GX binds an expectation to its suite). A failed expectation is run again with GX's
-    `unexpected_index_list` to count each partition's unexpected rows; one GX could not evaluate fails
-    every partition. Returns {key: Validation}, `evaluated` counting every expectation."""
+    `unexpected_index_list` to count each partition's unexpected rows (one GX could not evaluate over the
+    concatenation, partition by partition). Returns {key: Validation}, `evaluated` counting every
+    expectation."""
     if not frames:
         return {}
     df = pd.concat([frame.assign(**{PARTITION: key}) for key, frame in frames.items()], ignore_index=True)
@@ -127,13 +128,25 @@ def validate_partitions(frames: Mapping[str, pd.DataFrame], expectations: Callab
     if failed:
         for r in _run_suite(df, failed, _LOCATE).results:
             unexpected = (r.result or {}).get("unexpected_index_list")
-            if unexpected is None:  # not evaluated (GX's exception_info): no partition passes it
-                for found in failures.values():
-                    found.append({"expectation": _label(r.expectation_config), "unexpected": None})
-                continue
-            for key, n in Counter(row[PARTITION] for row in unexpected).items():
+            counts = (_counted_alone(frames, r.expectation_config) if unexpected is None  # not evaluated
+                      else Counter(row[PARTITION] for row in unexpected))
+            for key, n in counts.items():
                 failures[key].append({"expectation": _label(r.expectation_config), "unexpected": n})
     return {key: Validation(not found, len(made), found) for key, found in failures.items()}
+
+
+def _counted_alone(frames: Mapping[str, pd.DataFrame], config: Any) -> dict[str, int | None]:
+    """Each failing partition's unexpected rows for one expectation GX could not evaluate over the
+    concatenation (a partition whose column has another type than the others' makes the concatenated
+    column one the comparison rejects), each partition validated alone so that one partition's data fails
+    no other; None where it cannot be evaluated alone either."""
+    counts: dict[str, int | None] = {}
+    for key, frame in frames.items():
+        r = _run_suite(frame.assign(**{PARTITION: key}), [config.to_domain_obj()], _LOCATE).results[0]
+        if not r.success:
+            found = (r.result or {}).get("unexpected_index_list")
+            counts[key] = None if found is None else len(found)
+    return counts
 
 
 def _validate(df: pd.DataFrame, expectations: Callable[[], list[Any]]) -> Validation:
@@ -209,9 +222,12 @@ def check_generations_by_partition(partitions: Mapping[str, tuple[pd.DataFrame, 
     counted = _guarded_batch("check_generations", counts, lambda: [
         ex.ExpectColumnPairValuesToBeEqual(column_A="rows", column_B="planned")])
     indexed = _guarded_batch("check_generations", {k: indexes[k] for k in counted}, lambda: [
-        ex.ExpectCompoundColumnsToBeUnique(column_list=[PARTITION, "request_index"]),
+        # a missing request_index is skipped, as the column expectations these replace skip it
+        ex.ExpectCompoundColumnsToBeUnique(column_list=[PARTITION, "request_index"],
+                                           ignore_row_if="any_value_is_missing"),
         ex.ExpectColumnValuesToBeBetween(column="request_index", min_value=0),
-        ex.ExpectColumnPairValuesAToBeGreaterThanB(column_A="last_index", column_B="request_index", or_equal=True),
+        ex.ExpectColumnPairValuesAToBeGreaterThanB(column_A="last_index", column_B="request_index", or_equal=True,
+                                                   ignore_row_if="either_value_is_missing"),
     ])
     out.update({key: _merge(counted[key], indexed[key]) for key in counted})
     return {key: out[key] for key in partitions}
