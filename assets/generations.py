@@ -96,7 +96,7 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
                           description="One generation row per planned request, no request twice (per partition)."),
         dg.AssetCheckSpec("generations_healthy", asset=generations, blocking=True,
                           partitions_def=generation_partitions_def,
-                          description="Failed requests and empty outputs under the configured rates (per partition: "
+                          description="Failed requests and empty outputs at most the configured rates (per partition: "
                                       "the measured rates beside their thresholds)."),
     ]
 
