@@ -233,11 +233,6 @@ def check_generations_by_partition(partitions: Mapping[str, tuple[pd.DataFrame, 
     return {key: out[key] for key in partitions}
 
 
-def check_generations(rows: pd.DataFrame, planned: int) -> Validation:
-    """One partition's generations: see check_generations_by_partition."""
-    return check_generations_by_partition({"": (rows, planned)})[""]
-
-
 def generation_rates(rows: pd.DataFrame) -> dict[str, float | int]:
     """A partition's generation rows measured as the health check sees them: requests, failed_rate (rows
     with an error) and empty_rate (generate_until rows without error whose output is empty), fractions
@@ -270,11 +265,6 @@ def check_generation_health_by_partition(partitions: Mapping[str, pd.DataFrame],
         ex.ExpectColumnValuesToBeBetween(column="empty_rate", max_value=max_empty_rate),
     ]))
     return {key: out[key] for key in partitions}
-
-
-def check_generation_health(rows: pd.DataFrame, max_failed_rate: float, max_empty_rate: float) -> Validation:
-    """One partition's generation health: see check_generation_health_by_partition."""
-    return check_generation_health_by_partition({"": rows}, max_failed_rate, max_empty_rate)[""]
 
 
 # The range of one sample's score per metric (None: unbounded on that side).
