@@ -1,7 +1,9 @@
 """Grades, the same (model, task) partitions as generations: every sample scored by the task's rules."""
 import warnings
+from collections.abc import Sequence
 
 import dagster as dg
+import pandas as pd
 import pyarrow as pa
 from tabulate import tabulate
 
@@ -54,16 +56,21 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
         """One grade per (doc, filter, metric); scores within their metric's range; judged grades carry
         their rubric's hash (per partition)."""
         run_id = eval_run_id(context, catalog, lake, create=False)
-        found = [(key, partition_grades(catalog, lake, run_id, key).to_pandas()) for key in context.partition_keys]
-        checked = check_grades_by_partition(dict(found))
-        return validation_evaluations(context, [(key, checked[key], {"grades": len(g)}) for key, g in found])
+        found = run_grades(catalog, lake, run_id, context.partition_keys, CHECKED_COLUMNS)
+        checked = check_grades_by_partition(found)
+        return validation_evaluations(context, [(key, checked[key], {"grades": len(g)}) for key, g in found.items()])
 
 
-def partition_grades(catalog: CatalogResource, lake: LakeResource, run_id: str, key: str):
-    """Every grade that counts for a partition (rules, current judge, embedding, human)."""
+# the columns the checks read: `stats` (a list per row) and `rationale` are the costly ones to convert
+CHECKED_COLUMNS = ["doc_id", "filter", "metric", "score", "grader", "error", "rubric_sha256"]
 
 
+def run_grades(catalog: CatalogResource, lake: LakeResource, run_id: str, keys: Sequence[str],
+               columns: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Every grade that counts for each partition key of `keys` (rules, current judge, embedding, human),
+    as pandas frames of GRADES_SCHEMA's `columns` (default: all)."""
     with catalog.catalog.session() as s:
         run = s.get(t.Run, run_id)
-        paths = active_grade_files(lake.lake, run, *split_key(key))
-    return pa.concat_tables([lake.lake.read_table(p) for p in paths])
+        paths = {key: active_grade_files(lake.lake, run, *split_key(key)) for key in keys}
+    return {key: pa.concat_tables([lake.lake.read_table(p, columns=columns) for p in found]).to_pandas()
+            for key, found in paths.items()}

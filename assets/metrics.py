@@ -7,7 +7,7 @@ from tabulate import tabulate
 
 from assets.check_results import CheckEvents, multi_check_outputs, spec_evaluations, validations
 from assets.generations import eval_run_id
-from assets.grades import grades, partition_grades
+from assets.grades import grades, run_grades
 from assets.partition_metadata import PartitionMetadata
 from assets.placement import placement
 from eval_pipeline import runs
@@ -84,9 +84,10 @@ with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we 
         valid, regression = METRICS_CHECKS
         run_id = eval_run_id(context, catalog, lake, create=False)
         keys = list(context.partition_keys)
+        graded = run_grades(catalog, lake, run_id, keys, ["filter", "metric", "score", "error"])
         checked = check_metrics_by_partition({
-            key: (lake.lake.read_table(metrics_path(run_id, *split_key(key))).to_pandas(),
-                  partition_grades(catalog, lake, run_id, key).to_pandas()) for key in keys})
+            key: (lake.lake.read_table(metrics_path(run_id, *split_key(key))).to_pandas(), graded[key])
+            for key in keys})
         yield from spec_evaluations(context, valid, validations([(key, checked[key], {}) for key in keys]))
         yield from spec_evaluations(context, regression, _regressions(catalog, lake, run_id, keys),
                                     dg.AssetCheckSeverity.WARN)

@@ -2,9 +2,10 @@
 dagster-webserver, dagster-daemon, a gRPC code server, Celery workers on the queues gpu (two, the gpu pool
 limited to one step at a time) and default, and the API server. An eval run created through the API runs its
 generation steps on the gpu workers and every other step on the default worker; a nightly schedule ticks on
-the stack's daemon; a gpu worker killed mid-partition fails the run and `runs resume` completes it; a killed
-daemon is restarted by `up` and launches a run queued meanwhile once; a PostgreSQL restart mid-run leaves no
-run stuck; `down` leaves no process of the stack alive."""
+the stack's daemon; a gpu worker killed mid-partition fails the run and `runs resume` completes it, as does
+a killed worker of the queue `runs` (the Dagster run workers); a killed daemon is restarted by `up` and
+launches a run queued meanwhile once; a PostgreSQL restart mid-run leaves no run stuck; `down` leaves no
+process of the stack alive."""
 import json
 import os
 import signal
@@ -198,6 +199,14 @@ def test_an_api_run_generates_on_the_gpu_workers_and_grades_on_the_default_one(s
         queue = "gpu" if step["step"] == "generations" else "default"
         assert step["worker"] and step["worker"].startswith(f"worker-{queue}-"), step
 
+    # each Dagster run's run worker was a Celery task on the queue `runs`, in a process of the runs worker
+    for record in dagster_runs:
+        assert record.dagster_run.tags.get("dagster-celery/task_id"), record.dagster_run.tags
+        started = [e for e in instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+                   if e.message.startswith("Started process for run")]
+        pid = int(started[0].dagster_event.engine_event_data.metadata["pid"].value)
+        assert _session_of(pid) == stack.pid("worker-runs")
+
     gpu_sessions = {stack.pid(f"worker-gpu-{i}") for i in (1, 2)}
     default_session = stack.pid("worker-default-1")
     seen_gpu_workers = set()
@@ -320,6 +329,31 @@ def test_a_gpu_worker_killed_mid_partition_fails_the_run_and_resume_completes_it
     assert latest.metadata["chunks_skipped"].value + latest.metadata["chunks_written"].value == 6
 
 
+def test_a_killed_runs_worker_fails_its_runs_through_run_monitoring_and_resume_completes_them(stack, tmp_path):
+    run_id = _long_run_under_way(stack, tmp_path, "tiny-a")
+    instance = stack.instance()
+    os.killpg(stack.pid("worker-runs"), signal.SIGKILL)  # every run worker dies with it; the gpu step lives on
+    # dagster-celery alone would read the task's state, still STARTED, as a live run worker for ever
+    failed = stack.wait_run(run_id, 240)
+    assert failed["status"] == "failed", failed
+    (dagster_run,) = instance.get_run_records(dg.RunsFilter(tags={"eval_pipeline/run_id": run_id}))
+    assert dagster_run.dagster_run.status == dg.DagsterRunStatus.FAILURE
+    failure = [e for e in instance.all_logs(dagster_run.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
+    assert failure and "did not answer" in failure[0].message, failure
+    with stack.catalog.session() as s:
+        parts = s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)).all()
+    # released, or generated to the end by the gpu step, which outlived its run worker: none left running
+    assert {p.status for p in parts} <= {"pending", "done"}, [p.status for p in parts]
+
+    stack.status = _stack(stack.env, "up")
+    assert stack.status["up"]
+    resumed = subprocess.run(cli_command("runs", "resume", run_id), env=stack.env, capture_output=True, text=True,
+                             timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    done = stack.wait_run(run_id, 420)
+    assert done["status"] == "completed", done
+
+
 def test_a_killed_daemon_is_restarted_by_up_and_launches_a_run_queued_meanwhile_once(stack):
     os.killpg(stack.pid("daemon"), signal.SIGKILL)
     with stack.catalog.session() as s:
@@ -380,7 +414,8 @@ def test_down_stops_every_process_of_the_stack_and_nothing_else(stack, tmp_path)
     try:
         status = _stack(stack.env, "status")
         assert status["up"] and {p["name"] for p in status["processes"]} == {
-            "code-server", "webserver", "daemon", "worker-gpu-1", "worker-gpu-2", "worker-default-1", "api"}
+            "code-server", "webserver", "daemon", "worker-gpu-1", "worker-gpu-2", "worker-default-1", "worker-runs",
+            "api"}
         sessions = {p["pid"] for p in status["processes"]}
         stopped = _stack(stack.env, "down")
         assert set(stopped["stopped"]) | set(stopped["killed"]) >= sessions

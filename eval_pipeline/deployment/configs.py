@@ -28,14 +28,24 @@ def _template(layout: StackLayout, name: str) -> dict[str, Any]:
 
 def instance_config(layout: StackLayout) -> dict[str, Any]:
     """deploy/dagster.yaml with its storage pointed at the stack's `dagster` database (no password: the
-    server's trust rules or PGPASSWORD, which dagster-postgres's driver reads, supply it)."""
+    server's trust rules or PGPASSWORD, which dagster-postgres's driver reads, supply it) and its run
+    launcher at the stack's Redis database and key prefix (the Celery config's, which its runs worker reads)."""
     config = _template(layout, "dagster.yaml")
     parts = urlsplit(layout.postgres_url)
     database = {"hostname": parts.hostname, "port": parts.port or 5432, "username": parts.username or "postgres",
                 "db_name": layout.database("dagster"), "scheme": "postgresql+psycopg2"}
     for storage in STORAGES:
         config[storage]["config"] = {"postgres_db": dict(database)}
+    if "run_launcher" in config:
+        celery = celery_config(layout)["execution"]["config"]
+        config["run_launcher"]["config"].update({key: celery[key] for key in ("broker", "backend", "config_source")})
     return config
+
+
+def max_concurrent_runs(layout: StackLayout) -> int:
+    """The instance's limit on runs at once (deploy/dagster.yaml's concurrency.runs), which the runs
+    worker needs as many processes as."""
+    return int(instance_config(layout).get("concurrency", {}).get("runs", {}).get("max_concurrent_runs", 8))
 
 
 def celery_config(layout: StackLayout) -> dict[str, Any]:

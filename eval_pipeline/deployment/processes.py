@@ -24,6 +24,7 @@ from eval_pipeline import service
 from eval_pipeline.deployment.configs import (
     check_home,
     create_databases,
+    max_concurrent_runs,
     read_stack_file,
     write_configs,
     write_stack_file,
@@ -86,6 +87,12 @@ def specs(layout: StackLayout, paths: dict[str, Path]) -> list[Spec]:
                                    "--concurrency=1"],
                             {"EVAL_PIPELINE_WORKER_QUEUE": queue, **gpus.get(queue, {})},
                             _log_says(" ready.")))
+    # each Dagster run's orchestration, in a process forked from one that has imported the code location
+    runs = max_concurrent_runs(layout)
+    out.append(Spec("worker-runs", [str(b / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+                                    "-y", celery, "-q", "runs", "-i", "eval_pipeline.orchestration.definitions",
+                                    "-n", f"worker-runs-{layout.ident}", "--", f"--concurrency={runs}"],
+                    {"EVAL_PIPELINE_WORKER_QUEUE": "runs"}, _log_says(" ready.")))
     out.append(Spec("api", [str(b / "eval-pipeline"), "serve", "--host", "127.0.0.1", "--port", str(layout.api_port)],
                     {}, lambda lo, _: _http_ok(f"{lo.api_url}/healthz")))
     return out

@@ -67,7 +67,9 @@ class WatchedResult:
         if self._lost:
             raise WorkerLost(f"Celery worker {self._lost} stopped answering while it ran step {self.step_key} "
                              f"({MISSES} pings, {PROBE_SECONDS:.0f} s apart, unanswered)")
-        return self.result.get()
+        # the run worker is itself a Celery task (dagster-celery's run launcher): waiting on a step it
+        # started is what it is for, so Celery's guard against tasks waiting on tasks is lifted
+        return self.result.get(disable_sync_subtasks=False)
 
     def revoke(self) -> None:
         """Revoke the task (the run is being terminated)."""
