@@ -66,7 +66,8 @@ def _log_says(text: str) -> Callable[[StackLayout, Path], bool]:
 
 def specs(layout: StackLayout, paths: dict[str, Path]) -> list[Spec]:
     """The stack's processes in start order: code server, webserver, daemon, gpu and default Celery
-    workers (concurrency 1 each: a worker process keeps its engines between steps), the API server."""
+    workers (concurrency 1 each: a worker process keeps its engines between steps), the Celery worker of
+    the Dagster run workers (queue `runs`, a process per run allowed at once), the API server."""
     b, ws, celery = layout.bin_dir, str(paths["workspace"]), str(paths["celery"])
     out = [
         Spec("code-server", [str(b / "dagster"), "api", "grpc", "-m", "eval_pipeline.orchestration.definitions",
