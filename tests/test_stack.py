@@ -3,9 +3,10 @@ dagster-webserver, dagster-daemon, a gRPC code server, Celery workers on the que
 limited to one step at a time) and default, and the API server. An eval run created through the API runs its
 generation steps on the gpu workers and every other step on the default worker; a nightly schedule ticks on
 the stack's daemon; a gpu worker killed mid-partition fails the run and `runs resume` completes it, as does
-a killed worker of the queue `runs` (the Dagster run workers); a killed daemon is restarted by `up` and
-launches a run queued meanwhile once; a PostgreSQL restart mid-run leaves no run stuck; `down` leaves no
-process of the stack alive."""
+a killed worker of the queue `runs` (the Dagster run workers); a cancel interrupts the run's run worker,
+which records its Dagster run canceled; a killed daemon is restarted by `up` and launches a run queued
+meanwhile once; a PostgreSQL restart mid-run leaves no run stuck; `down` leaves no process of the stack
+alive."""
 import json
 import os
 import signal
@@ -352,6 +353,29 @@ def test_a_killed_runs_worker_fails_its_runs_through_run_monitoring_and_resume_c
     assert resumed.returncode == 0, resumed.stderr
     done = stack.wait_run(run_id, 420)
     assert done["status"] == "completed", done
+
+
+def test_a_cancel_interrupts_the_run_worker_which_records_its_dagster_run_canceled(stack, tmp_path):
+    run_id = _long_run_under_way(stack, tmp_path, "tiny-a")
+    response = httpx.post(f"{stack.api}/api/v1/llm/evals/runs/{run_id}/cancel",
+                          headers={"Authorization": f"Bearer {stack.key}"}, timeout=30)
+    assert response.status_code == 200 and response.json()["status"] in ("cancelling", "cancelled"), response.text
+    done = stack.wait_run(run_id, 120)  # the gpu step stops after its chunk in flight
+    assert done["status"] == "cancelled", done
+    with stack.catalog.session() as s:
+        parts = s.scalars(select(t.RunPartition).where(t.RunPartition.run_id == run_id)).all()
+    assert "running" not in {p.status for p in parts}
+    instance = stack.instance()
+    (record,) = instance.get_run_records(dg.RunsFilter(tags={"eval_pipeline/run_id": run_id}))
+    deadline = time.time() + 60
+    while time.time() < deadline and instance.get_run_by_id(record.dagster_run.run_id).status != \
+            dg.DagsterRunStatus.CANCELED:
+        time.sleep(1)
+    messages = [e.message for e in instance.all_logs(record.dagster_run.run_id)]
+    # canceled by the interrupted run worker itself, which revoked its steps first: not failed, not by timeout
+    assert instance.get_run_by_id(record.dagster_run.run_id).status == dg.DagsterRunStatus.CANCELED, messages
+    assert any("received termination signal" in m for m in messages), messages
+    assert _stack(stack.env, "status")["up"]
 
 
 def test_a_killed_daemon_is_restarted_by_up_and_launches_a_run_queued_meanwhile_once(stack):

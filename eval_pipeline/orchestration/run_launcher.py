@@ -6,7 +6,12 @@ machine) never records an end, so the task stays STARTED and run monitoring woul
 for ever. Here a STARTED task must also be among the active tasks of the worker that took it, asked over
 Celery's control channel; a worker started again under the same name has no such task. A run worker lost
 this way is reported FAILED, so run monitoring fails the Dagster run, the status sensor fails the eval run
-and releases its partitions, and `runs resume` takes them up again."""
+and releases its partitions, and `runs resume` takes them up again.
+
+Terminating a run records it CANCELING, as Dagster's own launcher does, before revoking its task: the
+signal (SIGTERM) reaches the run worker's pool process, where Dagster's executor revokes the run's steps
+and, seeing CANCELING, records the run canceled; without it the same interruption is recorded as a
+failure. A run worker that is gone is marked canceled by run monitoring (cancel_timeout_seconds)."""
 from __future__ import annotations
 
 from typing import Any
@@ -18,9 +23,19 @@ from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 INSPECT_TIMEOUT = 5.0  # seconds for the worker to list its active tasks (its main process answers, not its pool)
 
 
-class WatchedCeleryRunLauncher(CeleryRunLauncher):  # type: ignore[misc]
+class WatchedCeleryRunLauncher(CeleryRunLauncher):
     """CeleryRunLauncher (same config: broker, backend, include, default_queue, config_source) whose
     check_run_worker_health also asks the worker holding a STARTED run whether it still runs it."""
+
+    def terminate(self, run_id: str) -> bool:
+        """Record a started run CANCELING and interrupt its run worker (its Celery task revoked with
+        SIGTERM), which revokes the run's steps and records the run canceled. False for an unknown run or
+        one without a Celery task."""
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or DAGSTER_CELERY_TASK_ID_TAG not in run.tags:
+            return False
+        self._instance.report_run_canceling(run)
+        return bool(super().terminate(run_id))
 
     def check_run_worker_health(self, run: Any) -> CheckRunHealthResult:
         """RUNNING, SUCCESS or FAILED as dagster-celery says, except that a STARTED task its worker no longer
