@@ -239,6 +239,11 @@ def test_an_api_run_generates_on_the_gpu_workers_and_grades_on_the_default_one(s
     gen = [(s["start"], s["end"]) for s in _steps(instance, [r.dagster_run.run_id for r in instance.get_run_records()])
            if s["step"] == "generations" and s["end"]]
     assert len(gen) >= 2 and _max_overlap(gen) == 1
+    # and the run whose gpu step had to wait was launched already (op_granularity_run_buffer), waiting in
+    # its run worker for the slot rather than in the queue for the next dequeue
+    ours = sorted((s["start"], s["end"], s["run"]) for s in steps if s["step"] == "generations")
+    waiting = next(r for r in dagster_runs if r.dagster_run.run_id == ours[1][2])
+    assert waiting.start_time is not None and waiting.start_time < ours[0][1], (waiting.start_time, ours)
 
 
 def test_a_nightly_schedule_ticks_on_the_stacks_daemon_and_its_run_completes(stack):
